@@ -1,0 +1,6 @@
+//! wsgo: a Python WSGI application server.
+//!
+//! One monoio runtime per core answers HTTP; Python threads run the application. See
+//! `../shared/DESIGN.md` for the shape and README.md for the user's view.
+
+pub mod http;
