@@ -5,10 +5,10 @@
 
 fn main() {
     let config = pyo3_build_config::get();
-    if let Some(lib_dir) = &config.lib_dir {
+    if let Some(lib_dir) = config.lib_dir() {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
     }
-    if let Some(exe) = &config.executable {
+    if let Some(exe) = config.executable() {
         println!("cargo:rustc-env=WSGO_BUILD_PYTHON={exe}");
     }
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");

@@ -4,3 +4,7 @@
 //! `../shared/DESIGN.md` for the shape and README.md for the user's view.
 
 pub mod http;
+pub mod cli;
+pub mod config;
+pub mod pool;
+pub mod wsgi;

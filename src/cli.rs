@@ -1,0 +1,205 @@
+//! The command line: wsgo's flag names and defaults (SPEC §1), validated into a [`Config`].
+//!
+//! The clap struct is the one source of the flags: `--help` and the README table come from its doc
+//! comments. The original parsed flags with Go's `flag` package, which also accepts `-name`; we
+//! rewrite single-dash long flags before clap sees them so existing command lines keep working.
+
+use std::ffi::OsString;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{Cidr, Config, default_trusted_proxies};
+
+/// A fast, dependable Python WSGI server: a drop-in replacement for wsgo.
+///
+/// Network I/O runs on one io_uring runtime per core (the epoll driver when the kernel refuses
+/// io_uring, or with MONOIO_FORCE_LEGACY_DRIVER=1); the application runs on a pool of Python
+/// threads. The embedded interpreter uses the active virtualenv (VIRTUAL_ENV).
+#[derive(Debug, Parser)]
+#[command(name = "wsgo", version, about, long_about = None, max_term_width = 100)]
+pub struct Args {
+    /// WSGI module to serve: `pkg.mod` (callable `application`) or `pkg.mod:callable`.
+    #[arg(long, default_value = "wsgi_app", value_name = "MODULE")]
+    pub module: String,
+
+    /// Address to listen on: `host:port`, `:port` (all interfaces, IPv4 and IPv6) or `[::1]:port`.
+    #[arg(long = "http-socket", default_value = ":8000", value_name = "ADDR")]
+    pub http_socket: String,
+
+    /// Python worker threads per process.
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub workers: u32,
+
+    /// Seconds a request may wait for a worker, and the longest wait for in-flight requests at
+    /// shutdown. 0 disables the limit.
+    #[arg(long = "request-timeout", default_value_t = 60, value_name = "SECONDS")]
+    pub request_timeout: u64,
+
+    /// Network threads (one runtime each, pinned to a CPU). Default: the CPUs this process may
+    /// run on.
+    #[arg(long = "io-threads", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub io_threads: Option<u32>,
+
+    /// A peer whose X-Forwarded-For and X-Forwarded-Proto are believed (CIDR or address;
+    /// repeatable). Default: loopback and private ranges, as the original trusts.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_cidr)]
+    pub trusted_proxy: Vec<Cidr>,
+}
+
+/// The long flags, for rewriting Go-style `-name` into `--name`.
+const LONG_FLAGS: &[&str] = &["module", "http-socket", "workers", "request-timeout", "io-threads", "trusted-proxy", "help", "version"];
+
+/// Rewrites `-name` and `-name=value` into their `--` forms, as Go's flag package accepts both.
+pub fn normalise_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut flags_done = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 || flags_done {
+            out.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            flags_done = true;
+            out.push(arg);
+            continue;
+        }
+        let rewritten = arg.to_str().and_then(|s| {
+            let rest = s.strip_prefix('-')?;
+            if rest.starts_with('-') {
+                return None;
+            }
+            let name = rest.split('=').next()?;
+            LONG_FLAGS.contains(&name).then(|| format!("-{s}"))
+        });
+        out.push(rewritten.map(OsString::from).unwrap_or(arg));
+    }
+    out
+}
+
+/// Parses the process's command line; prints the error and exits 2 on a bad one.
+pub fn parse() -> Config {
+    let args = Args::parse_from(normalise_args(std::env::args_os()));
+    match args.into_config() {
+        Ok(c) => c,
+        Err(msg) => {
+            let mut cmd = <Args as clap::CommandFactory>::command();
+            cmd.error(clap::error::ErrorKind::ValueValidation, msg).exit()
+        }
+    }
+}
+
+impl Args {
+    /// Validates the flags into the immutable configuration.
+    pub fn into_config(self) -> Result<Config, String> {
+        let (module, callable) = match self.module.split_once(':') {
+            Some((m, c)) => (m.to_string(), c.to_string()),
+            None => (self.module.clone(), "application".to_string()),
+        };
+        let valid_name = |s: &str| {
+            !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        };
+        if !valid_name(&module) || !valid_name(&callable) {
+            return Err(format!("invalid --module {:?}: expected `pkg.mod` or `pkg.mod:callable`", self.module));
+        }
+        let bind = parse_bind(&self.http_socket)?;
+        let io_threads = match self.io_threads {
+            Some(n) => n as usize,
+            None => core_affinity::get_core_ids().map_or(1, |c| c.len().max(1)),
+        };
+        let trusted_proxies = if self.trusted_proxy.is_empty() { default_trusted_proxies() } else { self.trusted_proxy };
+        Ok(Config {
+            module,
+            callable,
+            bind,
+            workers: self.workers as usize,
+            request_timeout: (self.request_timeout > 0).then(|| Duration::from_secs(self.request_timeout)),
+            io_threads,
+            trusted_proxies,
+        })
+    }
+}
+
+/// Parses a Go-style listen address: `host:port`, `:port`, `[v6]:port`.
+pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    let bad = || format!("invalid --http-socket {s:?}: expected host:port, :port or [::1]:port");
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        return Ok(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
+    }
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || host.contains(':') {
+        return Err(bad());
+    }
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("invalid --http-socket {s:?}: {e}"))?
+        .next()
+        .ok_or_else(bad)
+}
+
+fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn rewrites_single_dash_long_flags() {
+        let got = normalise_args(os(&["wsgo", "-workers", "8", "-module=app:app", "-x", "--io-threads", "2", "-h"]));
+        assert_eq!(got, os(&["wsgo", "--workers", "8", "--module=app:app", "-x", "--io-threads", "2", "-h"]));
+    }
+
+    #[test]
+    fn binds() {
+        let table: &[(&str, Option<&str>)] = &[
+            (":8000", Some("[::]:8000")),
+            ("127.0.0.1:9", Some("127.0.0.1:9")),
+            ("0.0.0.0:8000", Some("0.0.0.0:8000")),
+            ("[::1]:8080", Some("[::1]:8080")),
+            ("localhost:80", Some("127.0.0.1:80")),
+            ("99999", None),
+            (":99999", None),
+            ("127.0.0.1", None),
+            (":", None),
+            ("::1:80", None),
+        ];
+        for (s, want) in table {
+            let got = parse_bind(s).ok().map(|a| a.to_string());
+            match (want, &got) {
+                (Some(w), Some(g)) if *w == "127.0.0.1:80" => assert!(g == w || g == "[::1]:80", "{s}: {g}"),
+                _ => assert_eq!(got.as_deref(), *want, "{s}"),
+            }
+        }
+    }
+
+    #[test]
+    fn module_and_defaults() {
+        let c = Args::parse_from(["wsgo"]).into_config().unwrap();
+        assert_eq!((c.module.as_str(), c.callable.as_str()), ("wsgi_app", "application"));
+        assert_eq!(c.workers, 16);
+        assert_eq!(c.request_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.bind.port(), 8000);
+        let c = Args::parse_from(["wsgo", "--module", "pkg.app:create", "--request-timeout", "0"]).into_config().unwrap();
+        assert_eq!((c.module.as_str(), c.callable.as_str()), ("pkg.app", "create"));
+        assert_eq!(c.request_timeout, None);
+        for bad in ["a:", ":b", "a..b", "a b", "a:b:c"] {
+            assert!(Args::parse_from(["wsgo", "--module", bad]).into_config().is_err(), "{bad}");
+        }
+        assert!(Args::try_parse_from(["wsgo", "--workers", "0"]).is_err());
+        assert!(Args::try_parse_from(["wsgo", "--workers", "abc"]).is_err());
+        assert!(Args::try_parse_from(["wsgo", "--bogus"]).is_err());
+        assert!(Args::try_parse_from(["wsgo", "stray"]).is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! The validated, immutable configuration of one server process, and the trusted-proxy ranges.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Everything the server needs to know from the command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The module to import.
+    pub module: String,
+    /// The WSGI callable's name in that module.
+    pub callable: String,
+    pub bind: SocketAddr,
+    /// Python worker threads.
+    pub workers: usize,
+    /// Longest wait for a worker and for in-flight requests at shutdown; `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    /// Network threads.
+    pub io_threads: usize,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// An address range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in this range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let bad = || format!("invalid CIDR {s:?}: expected ADDRESS or ADDRESS/PREFIX");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr = canonical(addr.parse::<IpAddr>().map_err(|_| bad())?);
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+/// Loopback and private ranges: the peers the original trusted.
+pub fn default_trusted_proxies() -> Vec<Cidr> {
+    ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_membership() {
+        let table: &[(&str, &str, bool)] = &[
+            ("127.0.0.0/8", "127.1.2.3", true),
+            ("127.0.0.0/8", "128.0.0.1", false),
+            ("10.0.0.0/8", "::ffff:10.1.1.1", true),
+            ("172.16.0.0/12", "172.31.255.255", true),
+            ("172.16.0.0/12", "172.32.0.0", false),
+            ("fc00::/7", "fd12::1", true),
+            ("fc00::/7", "fe80::1", false),
+            ("::1", "::1", true),
+            ("0.0.0.0/0", "8.8.8.8", true),
+            ("1.2.3.4", "1.2.3.5", false),
+            ("10.0.0.0/8", "fd00::1", false),
+        ];
+        for (net, ip, want) in table {
+            let net: Cidr = net.parse().unwrap();
+            assert_eq!(net.contains(ip.parse().unwrap()), *want, "{net:?} {ip}");
+        }
+        for bad in ["", "1.2.3.4/33", "::/129", "abc", "1.2.3.4/x"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+}

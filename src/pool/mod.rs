@@ -1,0 +1,78 @@
+//! The Python threads and the hand-off to them: the inbox, the scheduler, the workers.
+//!
+//! Core threads push plain-data [`Job`]s into a lock-free queue and wake a worker only when no
+//! worker is already looking for work ("searching"). A worker holding the GIL drains every queued
+//! job before it detaches, so under load one wake serves a batch of requests instead of one each.
+//! This is the only place, apart from start-up, that takes the GIL.
+
+pub mod exchange;
+pub mod scheduler;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::http::RequestHead;
+use exchange::Exchange;
+pub use scheduler::Scheduler;
+
+/// Most requests waiting for a worker; beyond this a request is refused with a 503 at once.
+pub const QUEUE_CAPACITY: usize = 1024;
+
+/// One WSGI request, as handed from a core thread to the Python threads.
+pub struct Job {
+    pub head: RequestHead,
+    /// The body received before queueing (decoded; the first MiB for POST/PUT/PATCH).
+    pub body: Bytes,
+    /// `body` is the whole body.
+    pub body_complete: bool,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The request came through a trusted proxy that says the client used https.
+    pub https: bool,
+    pub exchange: Arc<Exchange>,
+    pub queued_at: Instant,
+}
+
+/// The process's pool of Python worker threads.
+#[derive(Clone)]
+pub struct Pool {
+    sched: Arc<Scheduler>,
+}
+
+impl Pool {
+    pub fn new(request_timeout: Option<Duration>) -> Pool {
+        Pool { sched: Arc::new(Scheduler::new(QUEUE_CAPACITY, request_timeout)) }
+    }
+
+    /// Queues a job; gives it back when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), Job> {
+        self.sched.submit(job)
+    }
+
+    /// Starts `n` worker threads running `app`. Call from a thread that is not pinned to a core,
+    /// so the workers may run on any CPU.
+    pub fn start_workers(&self, n: usize, app: Arc<crate::wsgi::App>) -> std::io::Result<()> {
+        for id in 1..=n {
+            let sched = self.sched.clone();
+            let app = app.clone();
+            std::thread::Builder::new()
+                .name(format!("wsgo-py-{id}"))
+                .spawn(move || worker::run(sched, app, id))?;
+        }
+        Ok(())
+    }
+
+    /// Jobs queued and not yet picked.
+    pub fn queued(&self) -> usize {
+        self.sched.queued()
+    }
+
+    /// Jobs being run by a worker right now.
+    pub fn running(&self) -> usize {
+        self.sched.running()
+    }
+}

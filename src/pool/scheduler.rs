@@ -1,0 +1,153 @@
+//! The queue between the core threads and the workers, and who gets woken.
+//!
+//! Core threads push into a bounded lock-free inbox. A worker picks by draining the inbox into the
+//! pending list and taking the best-scored job; every job is re-scored at each pick, so the
+//! priority rules (SPEC §13) change only [`Scheduler::score`], not the hand-off.
+//!
+//! Wake-ups follow the "searching worker" rule: a push wakes an idle worker only when none is
+//! already on its way to pick. A worker that finds nothing gives up its searching token *before*
+//! its last look at the queue, so no push is ever left without a worker to see it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Thread;
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+
+use super::Job;
+
+/// A parked worker.
+pub struct Sleeper {
+    thread: Thread,
+    /// Set (with a searching token handed over) by the waker before unparking.
+    woken: AtomicBool,
+}
+
+pub struct Scheduler {
+    inbox: ArrayQueue<Job>,
+    /// Jobs taken out of the inbox and not yet picked; only workers touch it.
+    pending: Mutex<VecDeque<Job>>,
+    /// Inbox plus pending.
+    queued: AtomicUsize,
+    running: AtomicUsize,
+    searching: AtomicUsize,
+    idle: Mutex<Vec<Arc<Sleeper>>>,
+    pub(crate) request_timeout: Option<Duration>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Scheduler {
+    pub fn new(capacity: usize, request_timeout: Option<Duration>) -> Scheduler {
+        Scheduler {
+            inbox: ArrayQueue::new(capacity),
+            pending: Mutex::new(VecDeque::with_capacity(capacity)),
+            queued: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            searching: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+            request_timeout,
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(SeqCst)
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(SeqCst)
+    }
+
+    /// Called on a core thread: queue the job, wake a worker if none is searching.
+    pub fn submit(&self, job: Job) -> Result<(), Job> {
+        if self.queued.fetch_add(1, SeqCst) >= self.inbox.capacity() {
+            self.queued.fetch_sub(1, SeqCst);
+            return Err(job);
+        }
+        if let Err(job) = self.inbox.push(job) {
+            self.queued.fetch_sub(1, SeqCst);
+            return Err(job);
+        }
+        if self.searching.load(SeqCst) == 0 {
+            self.wake_one();
+        }
+        Ok(())
+    }
+
+    /// Hands a searching token to one idle worker, if there is one.
+    fn wake_one(&self) {
+        let sleeper = {
+            let mut idle = lock(&self.idle);
+            let Some(s) = idle.pop() else { return };
+            self.searching.fetch_add(1, SeqCst);
+            s
+        };
+        sleeper.woken.store(true, SeqCst);
+        sleeper.thread.unpark();
+    }
+
+    /// The score of a queued job; the highest runs first, ties in arrival order.
+    fn score(_job: &Job) -> i64 {
+        0
+    }
+
+    /// Takes the best queued job. Called by workers only.
+    pub fn pick(&self) -> Option<Job> {
+        if self.queued.load(SeqCst) == 0 {
+            return None;
+        }
+        let mut pending = lock(&self.pending);
+        while let Some(job) = self.inbox.pop() {
+            pending.push_back(job);
+        }
+        let best = pending
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, j)| (Self::score(j), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)?;
+        let job = pending.remove(best)?;
+        self.queued.fetch_sub(1, SeqCst);
+        self.running.fetch_add(1, SeqCst);
+        Some(job)
+    }
+
+    /// A picked job is finished.
+    pub fn done(&self) {
+        self.running.fetch_sub(1, SeqCst);
+    }
+
+    /// A worker that held a searching token has looked for work: give the token back, and if
+    /// there is still work and nobody else is searching, pass the token on.
+    pub fn searched(&self) {
+        self.searching.fetch_sub(1, SeqCst);
+        if self.queued.load(SeqCst) > 0 && self.searching.load(SeqCst) == 0 {
+            self.wake_one();
+        }
+    }
+
+    /// Parks the calling worker until it is handed a searching token. Returns at once (without a
+    /// token) if work arrived while it was registering. Call with the GIL released.
+    pub fn park(&self, me: &Arc<Sleeper>) -> bool {
+        lock(&self.idle).push(me.clone());
+        if self.queued.load(SeqCst) > 0 {
+            let mut idle = lock(&self.idle);
+            if let Some(pos) = idle.iter().position(|s| Arc::ptr_eq(s, me)) {
+                idle.swap_remove(pos);
+                return false;
+            }
+            // Someone already took us off the list: the token is on its way.
+        }
+        while !me.woken.swap(false, SeqCst) {
+            std::thread::park();
+        }
+        true
+    }
+
+    pub fn sleeper() -> Arc<Sleeper> {
+        Arc::new(Sleeper { thread: std::thread::current(), woken: AtomicBool::new(false) })
+    }
+}

@@ -1,0 +1,181 @@
+//! Running one request through the application: environ, the call, the response iterable,
+//! `close()` (DESIGN decisions 1, 2 and 5).
+
+use bytes::{Bytes, BytesMut};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::{ffi, intern};
+
+use super::environ::{self, RequestInfo};
+use super::input::WsgiInput;
+use super::start_response::StartResponse;
+use crate::http::response::ResponseHead;
+use crate::pool::Job;
+use crate::pool::exchange::{Exchange, ToConn};
+
+/// The application and what every request shares.
+pub struct App {
+    pub callable: Py<PyAny>,
+    pub base_environ: Py<PyDict>,
+}
+
+/// The response body as collected before anything was sent.
+enum Collected {
+    /// Nothing sent yet; this is the whole body so far.
+    Buffered(BytesMut),
+    /// Head (and maybe chunks) already sent.
+    Streaming,
+}
+
+/// A short server-generated response for failures before the first byte.
+pub fn error_head(status: u16) -> (ResponseHead, Bytes) {
+    let body: &'static [u8] = match status {
+        500 => b"Internal Server Error\n",
+        503 => b"Service Unavailable\n",
+        504 => b"Gateway Timeout\n",
+        _ => b"Error\n",
+    };
+    let head = ResponseHead {
+        status,
+        lines: b"Content-Type: text/plain; charset=utf-8\r\n".to_vec(),
+        content_length: Some(body.len() as u64),
+        ..ResponseHead::default()
+    };
+    (head, Bytes::from_static(body))
+}
+
+/// Sends a server error unless the head already went out, in which case the response is aborted.
+fn fail(py: Python<'_>, exchange: &Exchange, sent: bool, err: PyErr) {
+    err.print(py);
+    if sent {
+        exchange.send(ToConn::Abort);
+    } else {
+        let (head, body) = error_head(500);
+        exchange.send(ToConn::Full(head, body));
+    }
+}
+
+/// Runs `job` on this (GIL-holding) thread and sends its response to the connection.
+pub fn run(py: Python<'_>, app: &App, job: Job) {
+    let Job { head, body, body_complete, peer, local, https, exchange, .. } = job;
+    let source = (!body_complete).then(|| exchange.clone());
+    let sr = match Bound::new(py, StartResponse::new(exchange.clone())) {
+        Ok(sr) => sr,
+        Err(e) => return fail(py, &exchange, false, e),
+    };
+    let info = RequestInfo { head: &head, peer, local, https };
+    let environ = Bound::new(py, WsgiInput::new(body, source))
+        .and_then(|input| environ::build(py, &app.base_environ, &info, input.into_any()));
+    let environ = match environ {
+        Ok(e) => e,
+        Err(e) => return fail(py, &exchange, false, e),
+    };
+    let result = match app.callable.bind(py).call1((environ, sr.clone())) {
+        Ok(r) => r,
+        Err(e) => {
+            let sent = sr.borrow().sent;
+            return fail(py, &exchange, sent, e);
+        }
+    };
+    let outcome = consume(py, &sr, &result);
+    // PEP 3333: close() is called whatever happened, exactly once.
+    let closed = close(py, &result);
+    let sent = sr.borrow().sent;
+    match (outcome, closed) {
+        (Err(e), _) | (Ok(_), Err(e)) => fail(py, &exchange, sent, e),
+        (Ok(Collected::Streaming), Ok(())) => exchange.send(ToConn::End),
+        (Ok(Collected::Buffered(body)), Ok(())) => match sr.borrow_mut().head.take() {
+            Some(head) => exchange.send(ToConn::Full(head, body.freeze())),
+            None => fail(py, &exchange, false, PyErr::new::<pyo3::exceptions::PyRuntimeError, _>("the application returned without calling start_response()")),
+        },
+    }
+}
+
+fn close(py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
+    match result.getattr(intern!(py, "close")) {
+        Ok(close) => close.call0().map(drop),
+        Err(_) => Ok(()),
+    }
+}
+
+fn as_bytes<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    match item.cast::<PyBytes>() {
+        Ok(b) => Ok(b.as_bytes()),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "the response iterable must yield bytes, not {}",
+            item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+/// Whether iterating cannot block: the iterator walks a list or tuple already in memory, so the
+/// whole body can be collected and sent with a Content-Length (Django's HttpResponse is one).
+fn in_memory(it: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: reading the type pointer of a live object and comparing it with the addresses of
+    // two static type objects; nothing is dereferenced.
+    unsafe {
+        let ty = ffi::Py_TYPE(it.as_ptr());
+        ty == std::ptr::addr_of_mut!(ffi::PyListIter_Type) || ty == std::ptr::addr_of_mut!(ffi::PyTupleIter_Type)
+    }
+}
+
+/// Iterates the response. Lists and in-memory iterators are collected (one message, a
+/// Content-Length); anything else is streamed chunk by chunk as it is produced, so long-poll and
+/// event-stream apps work, except that a first chunk matching a declared Content-Length
+/// completes the response at once.
+fn consume(py: Python<'_>, sr: &Bound<'_, StartResponse>, result: &Bound<'_, PyAny>) -> PyResult<Collected> {
+    let collected = |items: &mut dyn Iterator<Item = PyResult<Bound<'_, PyAny>>>| -> PyResult<Collected> {
+        let mut body = BytesMut::new();
+        for item in items {
+            body.extend_from_slice(as_bytes(&item?)?);
+        }
+        if sr.borrow().sent {
+            // write() was used: the rest follows as chunks.
+            sr.borrow_mut().stream(py, body.freeze())?;
+            return Ok(Collected::Streaming);
+        }
+        Ok(Collected::Buffered(body))
+    };
+    if let Ok(list) = result.cast_exact::<PyList>() {
+        return collected(&mut list.iter().map(Ok));
+    }
+    let iter = result.try_iter()?;
+    if in_memory(iter.as_any()) {
+        return collected(&mut iter.into_iter());
+    }
+    let mut pending: Option<BytesMut> = if sr.borrow().sent { None } else { Some(BytesMut::new()) };
+    for item in iter {
+        let item = item?;
+        let data = as_bytes(&item)?;
+        if data.is_empty() {
+            continue;
+        }
+        let mut this = sr.borrow_mut();
+        if let Some(buf) = pending.as_mut() {
+            let declared = this.head.as_ref().and_then(|h| h.content_length);
+            if declared == Some((buf.len() + data.len()) as u64) {
+                // The declared body is complete: send it whole, then let the iterator finish.
+                buf.extend_from_slice(data);
+                continue;
+            }
+            if !buf.is_empty() {
+                // Already complete per Content-Length, yet more came: send what was declared,
+                // the connection side cuts off anything past it.
+                let whole = std::mem::take(buf).freeze();
+                this.stream(py, whole)?;
+            }
+            pending = None;
+        }
+        if !this.stream(py, Bytes::copy_from_slice(data))? {
+            return Ok(Collected::Streaming);
+        }
+    }
+    Ok(match pending {
+        Some(buf) => Collected::Buffered(buf),
+        None => Collected::Streaming,
+    })
+}

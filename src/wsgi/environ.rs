@@ -1,0 +1,238 @@
+//! The WSGI environ (PEP 3333, SPEC §5, DESIGN decisions 6-7), built per request.
+//!
+//! The constant keys live in a base dict copied per request; header keys (`HTTP_*`) are interned
+//! once per thread and reused. Values are decoded as latin-1, as PEP 3333 requires.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::{ffi, intern};
+
+use crate::http::RequestHead;
+
+/// Most distinct header keys kept interned per thread (a client can invent names endlessly).
+const MAX_CACHED_KEYS: usize = 512;
+
+/// What the environ needs beyond the request head.
+pub struct RequestInfo<'a> {
+    pub head: &'a RequestHead,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub https: bool,
+}
+
+/// The constant part of every environ.
+pub fn base_environ(py: Python<'_>, multiprocess: bool) -> PyResult<Py<PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?;
+    d.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
+    d.set_item(intern!(py, "wsgi.multithread"), true)?;
+    d.set_item(intern!(py, "wsgi.multiprocess"), multiprocess)?;
+    d.set_item(intern!(py, "wsgi.run_once"), false)?;
+    d.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    Ok(d.unbind())
+}
+
+/// A `str` from bytes decoded as latin-1 (every byte is one code point).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    // SAFETY: the pointer and length describe a live slice; PyUnicode_DecodeLatin1 copies it and
+    // returns a new reference or NULL with an exception set, which from_owned_ptr_or_err handles.
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), bytes.len() as ffi::Py_ssize_t, std::ptr::null());
+        Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked())
+    }
+}
+
+thread_local! {
+    static KEYS: RefCell<HashMap<Box<[u8]>, Py<PyString>>> = RefCell::new(HashMap::new());
+}
+
+/// `X-Foo-Bar` -> `HTTP_X_FOO_BAR`, interned and cached per thread.
+fn header_key<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
+    KEYS.with(|keys| {
+        if let Some(k) = keys.borrow().get(name) {
+            return k.bind(py).clone();
+        }
+        let s = PyString::intern(py, &http_key(name));
+        let mut keys = keys.borrow_mut();
+        if keys.len() < MAX_CACHED_KEYS {
+            keys.insert(name.into(), s.clone().unbind());
+        }
+        s
+    })
+}
+
+/// How the value of a repeated field is joined (RFC 9110 §5.3; cookies by RFC 6265 §5.4).
+fn separator(name: &[u8]) -> &'static [u8] {
+    if name.eq_ignore_ascii_case(b"cookie") { b"; " } else { b", " }
+}
+
+/// Fields the environ does not carry as `HTTP_*`.
+fn skipped(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"content-type")
+        || name.eq_ignore_ascii_case(b"content-length")
+        || name.eq_ignore_ascii_case(b"transfer-encoding")
+        || name.eq_ignore_ascii_case(b"host")
+        // httpoxy: a `Proxy` header would become HTTP_PROXY, which HTTP clients read as config.
+        || name.eq_ignore_ascii_case(b"proxy")
+}
+
+/// Builds the environ for one request; `input` becomes `wsgi.input`.
+pub fn build<'py>(
+    py: Python<'py>,
+    base: &Py<PyDict>,
+    req: &RequestInfo<'_>,
+    input: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let head = req.head;
+    let env = base.bind(py).copy()?;
+    env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, head.method())?)?;
+    env.set_item(intern!(py, "PATH_INFO"), latin1(py, head.path().unwrap_or(b"/"))?)?;
+    env.set_item(intern!(py, "QUERY_STRING"), latin1(py, head.query().unwrap_or(b""))?)?;
+    let protocol = if head.minor == 1 { intern!(py, "HTTP/1.1") } else { intern!(py, "HTTP/1.0") };
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    env.set_item(intern!(py, "REMOTE_ADDR"), req.peer.ip().to_string())?;
+    env.set_item(intern!(py, "REMOTE_PORT"), req.peer.port().to_string())?;
+    let host = head.host.map(|h| head.bytes(h)).unwrap_or(b"");
+    let server_name = if host.is_empty() { req.local.ip().to_string().into_bytes() } else { host_without_port(host).to_vec() };
+    env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &server_name)?)?;
+    env.set_item(intern!(py, "SERVER_PORT"), req.local.port().to_string())?;
+    env.set_item(intern!(py, "HTTP_HOST"), latin1(py, host)?)?;
+    let scheme = if req.https { intern!(py, "https") } else { intern!(py, "http") };
+    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    env.set_item(intern!(py, "wsgi.input"), input)?;
+    env.set_item(intern!(py, "wsgi.errors"), py.import(intern!(py, "sys"))?.getattr(intern!(py, "stderr"))?)?;
+
+    let (content_type, content_length) = content_fields(head);
+    for (name, value) in header_entries(head) {
+        env.set_item(header_key(py, name), latin1(py, &value)?)?;
+    }
+    env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, content_type)?)?;
+    env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, content_length)?)?;
+    Ok(env)
+}
+
+/// The CGI name of a header field: `X-Foo-Bar` -> `HTTP_X_FOO_BAR`.
+pub fn http_key(name: &[u8]) -> String {
+    let mut key = String::with_capacity(name.len() + 5);
+    key.push_str("HTTP_");
+    // Header names are tokens (checked by the parser): ASCII only, never `_` (dropped there).
+    key.extend(name.iter().map(|&b| if b == b'-' { '_' } else { b.to_ascii_uppercase() as char }));
+    key
+}
+
+/// `CONTENT_TYPE` (first value) and `CONTENT_LENGTH` (as sent; empty when absent or chunked).
+pub fn content_fields(head: &RequestHead) -> (&[u8], &[u8]) {
+    let content_type = head.field(b"content-type").unwrap_or(b"");
+    let content_length = match head.body {
+        crate::http::BodyKind::Chunked => b"",
+        _ => head.field(b"content-length").unwrap_or(b""),
+    };
+    (content_type, content_length)
+}
+
+/// The `HTTP_*` entries of a request, in first-seen order: repeated fields joined into one value
+/// (`, `, or `; ` for cookies), and the fields the environ carries elsewhere left out.
+pub fn header_entries(head: &RequestHead) -> Vec<(&[u8], Cow<'_, [u8]>)> {
+    let mut out: Vec<(&[u8], Cow<'_, [u8]>)> = Vec::with_capacity(head.fields.len());
+    for f in &head.fields {
+        let name = head.bytes(f.name);
+        if skipped(name) {
+            continue;
+        }
+        let value = head.bytes(f.value);
+        match out.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some((_, joined)) => {
+                let v = joined.to_mut();
+                v.extend_from_slice(separator(name));
+                v.extend_from_slice(value);
+            }
+            None => out.push((name, Cow::Borrowed(value))),
+        }
+    }
+    out
+}
+
+fn method_str<'py>(py: Python<'py>, method: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    Ok(match method {
+        b"GET" => intern!(py, "GET").clone(),
+        b"POST" => intern!(py, "POST").clone(),
+        b"HEAD" => intern!(py, "HEAD").clone(),
+        b"PUT" => intern!(py, "PUT").clone(),
+        b"DELETE" => intern!(py, "DELETE").clone(),
+        b"PATCH" => intern!(py, "PATCH").clone(),
+        b"OPTIONS" => intern!(py, "OPTIONS").clone(),
+        other => latin1(py, other)?,
+    })
+}
+
+/// `example.com:8000` -> `example.com`; `[::1]:80` -> `[::1]`.
+pub fn host_without_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return match host.iter().position(|&b| b == b']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(colon) => &host[..colon],
+        None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports() {
+        let table: &[(&str, &str)] = &[
+            ("example.com", "example.com"),
+            ("example.com:8000", "example.com"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("127.0.0.1:1", "127.0.0.1"),
+        ];
+        for (host, want) in table {
+            assert_eq!(host_without_port(host.as_bytes()), want.as_bytes(), "{host}");
+        }
+    }
+
+    fn head(raw: &str) -> RequestHead {
+        let (h, len) = crate::http::parse_head(raw.as_bytes()).unwrap().unwrap();
+        h.attach(bytes::Bytes::copy_from_slice(&raw.as_bytes()[..len]))
+    }
+
+    #[test]
+    fn maps_header_fields() {
+        let h = head(
+            "POST /x HTTP/1.1\r\nHost: h:1\r\nCookie: a=1\r\nX-Dup: 1\r\nContent-Type: text/plain\r\n\
+             Cookie: b=2\r\nx-dup: 2\r\nProxy: evil\r\nContent-Length: 5\r\nX_Under: u\r\nUser-Agent: ua\r\n\r\n",
+        );
+        let got: Vec<(String, String)> = header_entries(&h)
+            .into_iter()
+            .map(|(n, v)| (http_key(n), String::from_utf8(v.into_owned()).unwrap()))
+            .collect();
+        let want = [("HTTP_COOKIE", "a=1; b=2"), ("HTTP_X_DUP", "1, 2"), ("HTTP_USER_AGENT", "ua")];
+        let want: Vec<(String, String)> = want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(got, want);
+        assert_eq!(content_fields(&h), (&b"text/plain"[..], &b"5"[..]));
+        let h = head("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(content_fields(&h), (&b""[..], &b""[..]));
+        assert!(header_entries(&h).is_empty());
+    }
+
+    #[test]
+    fn separators_and_skips() {
+        assert_eq!(separator(b"Cookie"), b"; ");
+        assert_eq!(separator(b"X-Dup"), b", ");
+        for name in ["Content-Type", "content-length", "Transfer-Encoding", "HOST", "Proxy"] {
+            assert!(skipped(name.as_bytes()), "{name}");
+        }
+        assert!(!skipped(b"X-Proxy"));
+    }
+}

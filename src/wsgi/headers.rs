@@ -1,0 +1,154 @@
+//! Validation of what the application passes to `start_response` (pure, no Python).
+//!
+//! A bad status or header is the application's bug: it becomes a Python exception in the app and
+//! a 500, never a malformed response or a crash (DESIGN decision 1).
+
+use crate::http::request::parse_content_length;
+use crate::http::response::ResponseHead;
+
+/// Parses a WSGI status: three digits, optionally a space and a reason phrase.
+pub fn parse_status(status: &str) -> Result<(u16, Vec<u8>), String> {
+    let bytes = status.as_bytes();
+    let bad = || format!("invalid status {status:?}: expected e.g. '200 OK'");
+    if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let code = bytes[..3].iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    if !(200..=999).contains(&code) {
+        return Err(format!("invalid status {status:?}: the code must be between 200 and 999"));
+    }
+    let reason = match &bytes[3..] {
+        [] => Vec::new(),
+        [b' ', rest @ ..] => {
+            if rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(format!("invalid status {status:?}: control character in the reason phrase"));
+            }
+            latin1_or_utf8(&status[4..])
+        }
+        _ => return Err(bad()),
+    };
+    Ok((code, reason))
+}
+
+/// Header values go out as latin-1 when they fit (PEP 3333), else as UTF-8 (as the original did).
+pub fn latin1_or_utf8(s: &str) -> Vec<u8> {
+    if s.is_ascii() {
+        return s.as_bytes().to_vec();
+    }
+    if s.chars().all(|c| (c as u32) < 0x100) {
+        s.chars().map(|c| c as u8).collect()
+    } else {
+        s.as_bytes().to_vec()
+    }
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Collects validated headers into a [`ResponseHead`].
+#[derive(Debug, Default)]
+pub struct HeadBuilder {
+    head: ResponseHead,
+}
+
+impl HeadBuilder {
+    pub fn new(status: u16, reason: Vec<u8>) -> HeadBuilder {
+        HeadBuilder { head: ResponseHead { status, reason, ..ResponseHead::default() } }
+    }
+
+    /// Adds one header; hop-by-hop fields are the server's and are absorbed here.
+    pub fn add(&mut self, name: &str, value: &str) -> Result<(), String> {
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(format!("invalid header name {name:?}"));
+        }
+        if value.chars().any(|c| (c < ' ' && c != '\t') || c == '\x7f') {
+            return Err(format!("invalid value for header {name:?}: control characters (CR, LF, NUL...) are not allowed"));
+        }
+        let value = value.trim_matches(|c| c == ' ' || c == '\t');
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(value.as_bytes()).map_err(|_| format!("invalid Content-Length {value:?}"))?;
+            if self.head.content_length.is_some_and(|m| m != n) {
+                return Err("conflicting Content-Length headers".into());
+            }
+            self.head.content_length = Some(n);
+            return Ok(());
+        }
+        if name.eq_ignore_ascii_case("connection") {
+            self.head.close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
+            return Ok(());
+        }
+        // Framing is the server's job (RFC 9112 §6.1); hop-by-hop fields are not forwarded.
+        if name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("keep-alive") {
+            return Ok(());
+        }
+        if name.eq_ignore_ascii_case("date") {
+            self.head.has_date = true;
+        }
+        let lines = &mut self.head.lines;
+        lines.extend_from_slice(name.as_bytes());
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(&latin1_or_utf8(value));
+        lines.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    pub fn finish(self) -> ResponseHead {
+        self.head
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let table: &[(&str, Result<(u16, &[u8]), ()>)] = &[
+            ("200 OK", Ok((200, b"OK"))),
+            ("200 Custom Reason", Ok((200, b"Custom Reason"))),
+            ("404", Ok((404, b""))),
+            ("299 Weird", Ok((299, b"Weird"))),
+            ("200 Caf\u{e9}", Ok((200, b"Caf\xe9"))),
+            ("050 Low", Err(())),
+            ("103 Early", Err(())),
+            ("000 Zero", Err(())),
+            ("abc X", Err(())),
+            ("20 OK", Err(())),
+            ("200OK", Err(())),
+            ("200 a\r\nX: y", Err(())),
+            ("", Err(())),
+        ];
+        for (s, want) in table {
+            let got = parse_status(s);
+            match want {
+                Ok((code, reason)) => assert_eq!(got, Ok((*code, reason.to_vec())), "{s:?}"),
+                Err(()) => assert!(got.is_err(), "{s:?} accepted: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn headers() {
+        let mut b = HeadBuilder::new(200, Vec::new());
+        b.add("Content-Type", "text/plain").unwrap();
+        b.add("x-lower", "a").unwrap();
+        b.add("Set-Cookie", "a=1").unwrap();
+        b.add("Set-Cookie", "b=2").unwrap();
+        b.add("Content-Length", "12").unwrap();
+        b.add("Transfer-Encoding", "chunked").unwrap();
+        b.add("Connection", "keep-alive, close").unwrap();
+        b.add("X-Uni", "caf\u{e9} \u{263a}").unwrap();
+        for (name, value) in [("Bad Name", "x"), ("", "x"), ("X-Inj", "a\r\nInjected: yes"), ("X-Nul", "a\0"), ("Content-Length", "abc"), ("Content-Length", "13")] {
+            assert!(b.add(name, value).is_err(), "{name:?}: {value:?}");
+        }
+        let head = b.finish();
+        assert_eq!(
+            String::from_utf8(head.lines).unwrap(),
+            "Content-Type: text/plain\r\nx-lower: a\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Uni: caf\u{e9} \u{263a}\r\n"
+        );
+        assert_eq!(head.content_length, Some(12));
+        assert!(head.close);
+        assert!(!head.has_date);
+    }
+}

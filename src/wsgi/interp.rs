@@ -1,0 +1,133 @@
+//! Starting the embedded interpreter and loading the application.
+//!
+//! The interpreter is configured from a `PyConfig` we fill ourselves (no pyo3 auto-initialize):
+//! the program name points at the active virtualenv's python so `sys.prefix` and site-packages are
+//! the venv's (DESIGN decision 13), signal handlers stay ours, stdio is unbuffered, and the built-in
+//! `wsgo` module is registered before start-up.
+
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use super::module::wsgo;
+
+/// Exit code when the application cannot be loaded (the original's, so supervisors can tell).
+pub const EXIT_LOAD_FAILED: i32 = 27;
+
+/// The python executable whose prefix the interpreter should adopt.
+pub fn program_path() -> PathBuf {
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        let exe = Path::new(&venv).join("bin").join("python");
+        if exe.exists() {
+            return exe;
+        }
+    }
+    // A venv that is first on PATH without being activated (e.g. `venv/bin/wsgo` run directly).
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let exe = dir.join("python3");
+            if exe.exists() {
+                if dir.parent().is_some_and(|p| p.join("pyvenv.cfg").exists()) {
+                    return exe;
+                }
+                break;
+            }
+        }
+    }
+    PathBuf::from(env!("WSGO_BUILD_PYTHON"))
+}
+
+/// Initialises the interpreter. Must run once, on the main thread, before any other Python use.
+/// Leaves the calling thread detached (the GIL released).
+pub fn start_interpreter() -> Result<(), String> {
+    pyo3::append_to_inittab!(wsgo);
+    let program = program_path();
+    let program = widen(&program.to_string_lossy());
+    // SAFETY: PyConfig is a plain C struct that PyConfig_InitPythonConfig fully initialises before
+    // any field is read; the strings we pass are NUL-terminated and copied by PyConfig_SetString;
+    // the config is cleared after use. This runs once, before any other thread touches Python.
+    unsafe {
+        let mut config = MaybeUninit::<ffi::PyConfig>::zeroed();
+        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
+        let config = config.assume_init_mut();
+        config.install_signal_handlers = 0;
+        config.buffered_stdio = 0;
+        config.parse_argv = 0;
+        let status = ffi::PyConfig_SetString(config, &mut config.program_name, program.as_ptr());
+        if ffi::PyStatus_Exception(status) != 0 {
+            ffi::PyConfig_Clear(config);
+            return Err("could not set the interpreter's program name".into());
+        }
+        let status = ffi::Py_InitializeFromConfig(config);
+        ffi::PyConfig_Clear(config);
+        if ffi::PyStatus_Exception(status) != 0 {
+            let msg = if status.err_msg.is_null() {
+                "unknown error".to_string()
+            } else {
+                std::ffi::CStr::from_ptr(status.err_msg).to_string_lossy().into_owned()
+            };
+            return Err(format!("could not start the Python interpreter: {msg}"));
+        }
+    }
+    let setup = Python::attach(|py| -> PyResult<()> {
+        // The working directory first on sys.path (DESIGN decision 13): the app, not an installed
+        // package of the same name, is what gets imported.
+        let cwd = std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| ".".into());
+        py.import("sys")?.getattr("path")?.call_method1("insert", (0, cwd))?;
+        py.import("faulthandler")?.call_method0("enable")?;
+        Ok(())
+    });
+    // SAFETY: the interpreter is initialised and this thread holds the GIL (it initialised it);
+    // saving the thread state releases the GIL for the worker threads.
+    unsafe {
+        ffi::PyEval_SaveThread();
+    }
+    setup.map_err(|e| format!("could not set up the interpreter: {e}"))
+}
+
+fn widen(s: &str) -> Vec<libc::wchar_t> {
+    s.chars().map(|c| c as libc::wchar_t).chain(std::iter::once(0)).collect()
+}
+
+/// Imports `module` and returns its `callable`. Prints the traceback on failure.
+pub fn load_app(module: &str, callable: &str) -> Result<Py<PyAny>, String> {
+    Python::attach(|py| {
+        let m = match py.import(module) {
+            Ok(m) => m,
+            Err(e) => {
+                e.print(py);
+                return Err(format!("Couldn't import module: {module}"));
+            }
+        };
+        let app = match m.getattr(callable) {
+            Ok(a) => a,
+            Err(e) => {
+                e.print(py);
+                return Err(format!("Couldn't find '{callable}' entrypoint in module {module}"));
+            }
+        };
+        if !app.is_callable() {
+            return Err(format!("'{module}:{callable}' is not callable"));
+        }
+        Ok(app.unbind())
+    })
+}
+
+/// Runs the `atexit` handlers and flushes Python's stdio, as interpreter finalisation would.
+///
+/// We do not call `Py_FinalizeEx`: the worker threads keep their thread states for life, and
+/// finalising under them can hang; the process exits right after this.
+pub fn run_exit_handlers() {
+    let _ = Python::try_attach(|py| {
+        let code = CString::new(
+            "import atexit, sys\natexit._run_exitfuncs()\nfor s in (sys.stdout, sys.stderr):\n    try: s.flush()\n    except Exception: pass\n",
+        )
+        .expect("no NUL in literal");
+        if let Err(e) = py.run(&code, None, None) {
+            e.print(py);
+        }
+    });
+}
