@@ -8,3 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod pool;
 pub mod wsgi;
+pub mod client;
+pub mod conn;
+pub mod log;
+pub mod router;
+pub mod server;

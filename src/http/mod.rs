@@ -1,5 +1,6 @@
 //! HTTP/1.1, pure: parsing, body framing, response encoding. No I/O here.
 
+pub mod body;
 pub mod chunked;
 pub mod date;
 pub mod error;

@@ -1,0 +1,346 @@
+//! One connection's keep-alive loop: read a head, route it, answer it, repeat.
+//!
+//! Runs on a core thread and never blocks it: no Python, no locks held across an await. Requests
+//! are answered strictly in order, so pipelined requests get their responses in order. Timeouts
+//! follow the original: 2 s for a request head, 60 s idle between requests, 600 s for a body,
+//! 3600 s to write a response.
+
+mod respond;
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use slab::Slab;
+
+use crate::client::client_ip;
+use crate::config::canonical;
+use crate::http::body::{BodyState, Step};
+use crate::http::request::{ParsedHead, Span};
+use crate::http::response::{encode_simple, reason_phrase};
+use crate::http::{HttpError, RequestHead, parse_head};
+use crate::log::{AccessLog, Entry};
+use crate::pool::Pool;
+use crate::router::{Route, route};
+use crate::server::Shared;
+
+/// A new connection must deliver a complete head within this (and a keep-alive one, once its
+/// next request has started).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// An idle keep-alive connection is closed after this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A whole request body must arrive within this.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(600);
+/// A whole response must be written within this.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How much of a POST/PUT/PATCH body is read before the request is queued (SPEC §6.2).
+pub const PREBUFFER: usize = 1 << 20;
+/// Read size.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What one core thread's connections share.
+pub struct CoreCtx {
+    pub pool: Pool,
+    pub shared: Arc<Shared>,
+    pub log: AccessLog,
+    /// Connections waiting for their next request: closed at once on shutdown.
+    pub idle: RefCell<Slab<RawFd>>,
+    /// Connections open on this core.
+    pub open: Cell<usize>,
+}
+
+/// What the access log needs of a request after its head has moved into a job.
+struct LogInfo {
+    buf: Bytes,
+    method: Span,
+    target: Span,
+    referer: Option<Span>,
+    user_agent: Option<Span>,
+    minor: u8,
+    client: std::net::IpAddr,
+}
+
+/// How a request ended, for the log and the keep-alive decision.
+struct Outcome {
+    status: u16,
+    bytes: u64,
+    keep_alive: bool,
+}
+
+impl Outcome {
+    fn close(status: u16, bytes: u64) -> Outcome {
+        Outcome { status, bytes, keep_alive: false }
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<CoreCtx>) {
+    let local = stream.local_addr().unwrap_or(peer);
+    let fd = stream.as_raw_fd();
+    let mut conn = Conn {
+        stream,
+        fd,
+        peer: SocketAddr::new(canonical(peer.ip()), peer.port()),
+        local: SocketAddr::new(canonical(local.ip()), local.port()),
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        out: Vec::with_capacity(1024),
+        core,
+        accepted: Instant::now(),
+    };
+    conn.run().await;
+}
+
+struct Conn {
+    stream: TcpStream,
+    fd: RawFd,
+    peer: SocketAddr,
+    local: SocketAddr,
+    buf: BytesMut,
+    out: Vec<u8>,
+    core: Rc<CoreCtx>,
+    accepted: Instant,
+}
+
+/// Why reading a head stopped without one.
+enum HeadError {
+    /// Answer with this status, then close.
+    Http(HttpError),
+    /// Closed, timed out or failed: close silently.
+    Gone,
+}
+
+impl Conn {
+    async fn run(&mut self) {
+        let mut first = true;
+        loop {
+            let (parsed, len) = match self.read_head(first).await {
+                Ok(Some(p)) => p,
+                Ok(None) | Err(HeadError::Gone) => return,
+                Err(HeadError::Http(e)) => {
+                    self.reject(e).await;
+                    return;
+                }
+            };
+            first = false;
+            let head = parsed.attach(self.buf.split_to(len).freeze());
+            if !self.handle(head).await || self.core.shared.draining.load(SeqCst) {
+                return;
+            }
+        }
+    }
+
+    /// Reads until a complete head is buffered. `Ok(None)`: the client closed between requests.
+    async fn read_head(&mut self, first: bool) -> Result<Option<(ParsedHead, usize)>, HeadError> {
+        let mut deadline = if first || !self.buf.is_empty() {
+            Some(if first { self.accepted } else { Instant::now() } + HEAD_TIMEOUT)
+        } else {
+            None
+        };
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(p) = parse_head(&self.buf).map_err(HeadError::Http)? {
+                    return Ok(Some(p));
+                }
+            }
+            let wait = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => IDLE_TIMEOUT,
+            };
+            if wait.is_zero() {
+                return Err(HeadError::Gone);
+            }
+            let idle_key = self.buf.is_empty().then(|| self.core.idle.borrow_mut().insert(self.fd));
+            if self.core.shared.draining.load(SeqCst) && self.buf.is_empty() {
+                if let Some(k) = idle_key {
+                    self.core.idle.borrow_mut().remove(k);
+                }
+                return Ok(None);
+            }
+            let read = self.read_more(wait).await;
+            if let Some(k) = idle_key {
+                self.core.idle.borrow_mut().remove(k);
+            }
+            match read {
+                Ok(0) if self.buf.is_empty() => return Ok(None),
+                Ok(0) | Err(_) => return Err(HeadError::Gone),
+                Ok(_) => {
+                    deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+                }
+            }
+        }
+    }
+
+    /// One read into the buffer, bounded by `wait`.
+    async fn read_more(&mut self, wait: Duration) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let buf = std::mem::take(&mut self.buf);
+        match monoio::time::timeout(wait, self.stream.read(buf)).await {
+            Ok((res, buf)) => {
+                self.buf = buf;
+                res
+            }
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Writes `self.out` in full and clears it.
+    async fn flush_out(&mut self, deadline: Instant) -> io::Result<()> {
+        let out = std::mem::take(&mut self.out);
+        let res = self.write_bytes_vec(out, deadline).await;
+        res
+    }
+
+    async fn write_bytes_vec(&mut self, out: Vec<u8>, deadline: Instant) -> io::Result<()> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(wait, self.stream.write_all(out)).await {
+            Ok((res, mut out)) => {
+                out.clear();
+                self.out = out;
+                res.map(drop)
+            }
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    async fn write_bytes(&mut self, data: Bytes, deadline: Instant) -> io::Result<()> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(wait, self.stream.write_all(data)).await {
+            Ok((res, _)) => res.map(drop),
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Answers a malformed request and logs it; the connection is closed after.
+    async fn reject(&mut self, e: HttpError) {
+        let status = e.status();
+        let body = format!("{status} {}: {}\n", reason_phrase(status), e.detail());
+        encode_simple(&mut self.out, status, b"", body.as_bytes(), false, false, 1);
+        let _ = self.flush_out(Instant::now() + HEAD_TIMEOUT).await;
+        let started = Instant::now();
+        self.core.log.write(&Entry {
+            client: self.peer.ip(),
+            method: b"-",
+            target: b"-",
+            minor: 1,
+            status,
+            bytes: body.len() as u64,
+            referer: None,
+            user_agent: None,
+            duration: started.elapsed(),
+        });
+    }
+
+    /// Answers one request; returns whether the connection stays open.
+    async fn handle(&mut self, head: RequestHead) -> bool {
+        let started = Instant::now();
+        let forwarded = head.fields.iter().filter(|f| head.bytes(f.name).eq_ignore_ascii_case(b"x-forwarded-for"));
+        let client = client_ip(self.peer.ip(), forwarded.map(|f| head.bytes(f.value)).collect::<Vec<_>>().into_iter(), &self.core.shared.config.trusted_proxies);
+        let find = |name: &[u8]| head.fields.iter().find(|f| head.bytes(f.name).eq_ignore_ascii_case(name)).map(|f| f.value);
+        let info = LogInfo {
+            buf: head.buf.clone(),
+            method: head.method,
+            target: head.raw_target,
+            referer: find(b"referer"),
+            user_agent: find(b"user-agent"),
+            minor: head.minor,
+            client,
+        };
+        let outcome = match route(&head) {
+            Route::ServerOptions => self.simple(&head, 200, b"", b"").await,
+            Route::NotFound => self.simple(&head, 404, b"", b"404 page not found\n").await,
+            Route::Redirect(location) => {
+                let mut lines = b"Location: ".to_vec();
+                lines.extend_from_slice(location);
+                lines.extend_from_slice(b"\r\n");
+                self.simple(&head, 301, &lines, b"").await
+            }
+            Route::Wsgi => self.wsgi(head, client).await,
+        };
+        let span = |s: Span| &info.buf[s.start as usize..s.end as usize];
+        self.core.log.write(&Entry {
+            client: info.client,
+            method: span(info.method),
+            target: span(info.target),
+            minor: info.minor,
+            status: outcome.status,
+            bytes: outcome.bytes,
+            referer: info.referer.map(span),
+            user_agent: info.user_agent.map(span),
+            duration: started.elapsed(),
+        });
+        if self.core.shared.draining.load(SeqCst) {
+            self.core.log.flush();
+        }
+        outcome.keep_alive
+    }
+
+    /// A response the server makes by itself.
+    async fn simple(&mut self, head: &RequestHead, status: u16, lines: &[u8], body: &[u8]) -> Outcome {
+        let mut state = BodyState::new(head.body);
+        let keep = head.keep_alive && state.discard_buffered(&mut self.buf) && !self.core.shared.draining.load(SeqCst);
+        encode_simple(&mut self.out, status, lines, body, head.is_head(), keep, head.minor);
+        let sent = if head.is_head() { 0 } else { body.len() as u64 };
+        match self.flush_out(Instant::now() + WRITE_TIMEOUT).await {
+            Ok(()) => Outcome { status, bytes: sent, keep_alive: keep },
+            Err(_) => Outcome::close(status, 0),
+        }
+    }
+
+    /// Takes up to `max` body bytes, reading from the socket as needed.
+    async fn body_piece(&mut self, state: &mut BodyState, max: usize, deadline: Instant) -> Result<Option<Bytes>, Option<HttpError>> {
+        loop {
+            match state.take(&mut self.buf, max).map_err(Some)? {
+                Step::Data(d) => return Ok(Some(d)),
+                Step::Done => return Ok(None),
+                Step::NeedMore => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    match self.read_more(wait).await {
+                        Ok(n) if n > 0 => {}
+                        _ => return Err(None),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads up to `limit` body bytes into one buffer.
+    async fn prebuffer(&mut self, state: &mut BodyState, limit: usize, deadline: Instant) -> Result<Bytes, Option<HttpError>> {
+        let mut first: Option<Bytes> = None;
+        let mut joined: Option<BytesMut> = None;
+        let mut total = 0;
+        while total < limit {
+            let Some(piece) = self.body_piece(state, limit - total, deadline).await? else { break };
+            total += piece.len();
+            match (&mut first, &mut joined) {
+                (None, _) => first = Some(piece),
+                (Some(f), None) => {
+                    let mut j = BytesMut::with_capacity(limit.min(f.len() + piece.len() + READ_CHUNK));
+                    j.extend_from_slice(f);
+                    j.extend_from_slice(&piece);
+                    joined = Some(j);
+                }
+                (Some(_), Some(j)) => j.extend_from_slice(&piece),
+            }
+        }
+        Ok(match (first, joined) {
+            (_, Some(j)) => j.freeze(),
+            (Some(f), None) => f,
+            (None, None) => Bytes::new(),
+        })
+    }
+
+    async fn send_continue(&mut self, deadline: Instant) -> io::Result<()> {
+        self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        self.flush_out(deadline).await
+    }
+}

@@ -1,0 +1,173 @@
+//! Process start, the core threads, signals and shutdown.
+//!
+//! Order at start (as the original): bind the listeners first so early connections wait in the
+//! backlog, then start Python and import the app, then the workers, then the core threads. The
+//! main thread then waits for SIGINT/SIGTERM and drains: stop accepting, close idle keep-alive
+//! connections, let in-flight requests finish within `--request-timeout`, run `atexit`, exit 0.
+
+mod core_thread;
+pub mod listener;
+
+use std::future::poll_fn;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::pool::Pool;
+use crate::wsgi;
+
+/// State shared by every thread of the process.
+pub struct Shared {
+    pub config: Config,
+    /// Shutting down: accept nothing more, keep no connection alive.
+    pub draining: AtomicBool,
+    /// Connections open in the whole process.
+    pub open: AtomicUsize,
+}
+
+/// A one-shot signal from the main thread to a core thread's runtime.
+#[derive(Default)]
+pub struct CoreSignal {
+    fired: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl CoreSignal {
+    pub fn fire(&self) {
+        self.fired.store(true, SeqCst);
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.fired.load(SeqCst) {
+                return Poll::Ready(());
+            }
+            *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            if self.fired.load(SeqCst) { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts), so that the main
+/// thread receives them through `sigwait`.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is initialised by sigemptyset before use; pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> libc::c_int {
+    let mut sig: libc::c_int = 0;
+    loop {
+        // SAFETY: set is a valid, initialised signal set; sig is written by sigwait.
+        if unsafe { libc::sigwait(set, &mut sig) } == 0 {
+            return sig;
+        }
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM. Returns the process exit code.
+pub fn run(config: Config) -> ExitCode {
+    let signals = block_signals();
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut listeners = Vec::with_capacity(config.io_threads);
+    for _ in 0..config.io_threads {
+        match listener::bind(config.bind) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                eprintln!("wsgo: cannot listen on {}: {e}", config.bind);
+                return ExitCode::from(1);
+            }
+        }
+    }
+    if let Err(e) = wsgi::interp::start_interpreter() {
+        eprintln!("wsgo: {e}");
+        return ExitCode::from(1);
+    }
+    let app = match wsgi::interp::load_app(&config.module, &config.callable) {
+        Ok(app) => app,
+        Err(msg) => {
+            eprintln!("wsgo: {msg}");
+            return ExitCode::from(wsgi::interp::EXIT_LOAD_FAILED as u8);
+        }
+    };
+    let base_environ = pyo3::Python::attach(|py| wsgi::environ::base_environ(py, false));
+    let base_environ = match base_environ {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("wsgo: could not build the environ: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let pool = Pool::new(config.request_timeout);
+    let app = Arc::new(wsgi::App { callable: app, base_environ });
+    if let Err(e) = pool.start_workers(config.workers, app) {
+        eprintln!("wsgo: cannot start the worker threads: {e}");
+        return ExitCode::from(1);
+    }
+    let shared = Arc::new(Shared { config, draining: AtomicBool::new(false), open: AtomicUsize::new(0) });
+    let mut signals_to_cores = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let signal = Arc::new(CoreSignal::default());
+        signals_to_cores.push(signal.clone());
+        let core_id = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        let (shared, pool) = (shared.clone(), pool.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("wsgo-core-{i}"))
+            .spawn(move || core_thread::run(i, core_id, listener, shared, pool, signal));
+        if let Err(e) = spawned {
+            eprintln!("wsgo: cannot start core thread {i}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    eprintln!(
+        "wsgo: process {} serving {}:{} on {} ({} io threads, {} workers)",
+        std::process::id(),
+        shared.config.module,
+        shared.config.callable,
+        shared.config.bind,
+        shared.config.io_threads,
+        shared.config.workers
+    );
+
+    let sig = wait_for_signal(&signals);
+    let name = if sig == libc::SIGINT { "interrupt" } else { "terminated" };
+    eprintln!("wsgo: got {name} signal, shutting down...");
+    shared.draining.store(true, SeqCst);
+    for s in &signals_to_cores {
+        s.fire();
+    }
+    let deadline = shared.config.request_timeout.map(|t| Instant::now() + t);
+    let drained = loop {
+        let busy = shared.open.load(SeqCst) > 0 || pool.running() > 0 || pool.queued() > 0;
+        if !busy {
+            break true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    wsgi::interp::run_exit_handlers();
+    if drained {
+        eprintln!("wsgo: shut down gracefully.");
+    } else {
+        eprintln!("wsgo: shutdown timed out, exiting.");
+    }
+    ExitCode::SUCCESS
+}
