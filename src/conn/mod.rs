@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use slab::Slab;
@@ -183,10 +184,12 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
             self.buf.reserve(READ_CHUNK);
         }
-        let buf = std::mem::take(&mut self.buf);
-        match monoio::time::timeout(wait, self.stream.read(buf)).await {
-            Ok((res, buf)) => {
-                self.buf = buf;
+        // monoio reads into a buffer from its start: read into the spare capacity past `len`.
+        let len = self.buf.len();
+        let spare = std::mem::take(&mut self.buf).slice_mut(len..);
+        match monoio::time::timeout(wait, self.stream.read(spare)).await {
+            Ok((res, spare)) => {
+                self.buf = spare.into_inner();
                 res
             }
             Err(_) => Err(io::ErrorKind::TimedOut.into()),

@@ -592,3 +592,17 @@ mod tests {
         assert!(h.fields.iter().all(|f| !h.bytes(f.name).contains(&b'_')));
     }
 }
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+
+    #[test]
+    fn every_prefix_of_a_valid_head_needs_more() {
+        let raw = b"GET /json-0?i=0 HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n\r\n";
+        for cut in 0..raw.len() {
+            let got = parse_head(&raw[..cut]);
+            assert!(matches!(got, Ok(None)), "prefix {:?}: {:?}", String::from_utf8_lossy(&raw[..cut]), got.map(|o| o.map(|x| x.1)));
+        }
+    }
+}

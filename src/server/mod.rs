@@ -85,10 +85,19 @@ fn wait_for_signal(set: &libc::sigset_t) -> libc::c_int {
 pub fn run(config: Config) -> ExitCode {
     let signals = block_signals();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut config = config;
     let mut listeners = Vec::with_capacity(config.io_threads);
     for _ in 0..config.io_threads {
         match listener::bind(config.bind) {
-            Ok(l) => listeners.push(l),
+            Ok(l) => {
+                // Port 0: the first listener picks the port, the others join it.
+                if config.bind.port() == 0 {
+                    if let Ok(addr) = l.local_addr() {
+                        config.bind.set_port(addr.port());
+                    }
+                }
+                listeners.push(l);
+            }
             Err(e) => {
                 eprintln!("wsgo: cannot listen on {}: {e}", config.bind);
                 return ExitCode::from(1);
@@ -136,7 +145,7 @@ pub fn run(config: Config) -> ExitCode {
         }
     }
     eprintln!(
-        "wsgo: process {} serving {}:{} on {} ({} io threads, {} workers)",
+        "wsgo: process {} serving {}:{} on http://{} ({} io threads, {} workers)",
         std::process::id(),
         shared.config.module,
         shared.config.callable,

@@ -1,0 +1,211 @@
+"""The WSGI app the raw-byte tests (tests/*.rs) and the pytest suite run against.
+
+Each route exercises one behaviour of the server; unknown paths answer a JSON summary of the
+request, which the request-corpus test compares with its expectations.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from urllib.parse import parse_qs
+
+CLOSE_COUNT = [0]
+LOCAL = threading.local()
+
+
+def qs(environ):
+    return {k: v[-1] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
+
+
+def respond(start_response, body, status="200 OK", ctype="text/plain", extra=()):
+    start_response(status, [("Content-Type", ctype)] + list(extra))
+    return [body]
+
+
+class Closing:
+    """An iterable with close(), counting how often close() is called."""
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        CLOSE_COUNT[0] += 1
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    q = qs(environ)
+
+    if path == "/":
+        return respond(start_response, b"Hello, World!")
+    if path == "/env":
+        env = {k: v for k, v in environ.items() if isinstance(v, str)}
+        env["wsgi.url_scheme"] = environ["wsgi.url_scheme"]
+        env["wsgi.multithread"] = environ["wsgi.multithread"]
+        env["wsgi.multiprocess"] = environ["wsgi.multiprocess"]
+        env["wsgi.input_terminated"] = environ.get("wsgi.input_terminated")
+        env["wsgi.version"] = list(environ["wsgi.version"])
+        env["wsgi.errors_is_stderr"] = environ["wsgi.errors"] is sys.stderr
+        env["sys.path0"] = sys.path[0]
+        env["cwd"] = os.getcwd()
+        env["sys.prefix"] = sys.prefix
+        return respond(start_response, json.dumps(env).encode(), ctype="application/json")
+    if path == "/echo":
+        body = environ["wsgi.input"].read()
+        return respond(start_response, body, ctype="application/octet-stream")
+    if path == "/md5":
+        inp = environ["wsgi.input"]
+        h = hashlib.md5()
+        n = 0
+        size = int(q.get("chunk", "0"))
+        while True:
+            data = inp.read(size) if size else inp.read()
+            if not data:
+                break
+            h.update(data)
+            n += len(data)
+            if not size:
+                break
+        return respond(start_response, f"{n} {h.hexdigest()}".encode())
+    if path == "/lines":
+        inp = environ["wsgi.input"]
+        mode = q.get("mode", "readline")
+        if mode == "readline":
+            lines = [inp.readline() for _ in range(int(q.get("n", "5")))]
+        elif mode == "readline-size":
+            lines = [inp.readline(int(q["size"])) for _ in range(int(q.get("n", "5")))]
+        elif mode == "readlines":
+            lines = inp.readlines()
+        else:
+            lines = list(inp)
+        return respond(start_response, json.dumps([l.decode("latin-1") for l in lines]).encode())
+    if path == "/read0":
+        inp = environ["wsgi.input"]
+        first = inp.read(0)
+        rest = inp.read()
+        return respond(start_response, json.dumps([first.decode(), rest.decode()]).encode())
+    if path == "/ignore-body":
+        return respond(start_response, b"ignored")
+    if path == "/stream":
+        n, delay = int(q.get("n", "3")), float(q.get("delay", "0"))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def gen():
+            for i in range(n):
+                if i and delay:
+                    time.sleep(delay)
+                yield f"chunk{i};".encode()
+
+        return gen()
+    if path == "/stream-cl":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+        return iter([b"01234", b"56789"])
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written;")
+        return [b"returned"]
+    if path == "/big":
+        n = int(q.get("n", "100000"))
+        return respond(start_response, b"x" * n)
+    if path == "/status":
+        start_response(q.get("s", "200 OK"), [("Content-Type", "text/plain")])
+        return [b"body"]
+    if path == "/headers":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("x-lower", "a"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
+        return [b"ok"]
+    if path == "/raise":
+        raise RuntimeError("boom before start_response")
+    if path == "/raise-after-start":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        raise RuntimeError("boom after start_response")
+    if path == "/raise-in-iter":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def gen():
+            yield b"first;"
+            time.sleep(0.05)
+            raise RuntimeError("boom mid-stream")
+
+        return gen()
+    if path == "/raise-in-close":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        class Bad:
+            def __iter__(self):
+                return iter([b"x"])
+
+            def close(self):
+                raise RuntimeError("boom in close")
+
+        return Bad()
+    if path == "/bad-header":
+        start_response("200 OK", [("Bad Name", "x")])
+        return [b"unreachable"]
+    if path == "/bad-header-value":
+        start_response("200 OK", [("X-Inj", "a\r\nInjected: yes")])
+        return [b"unreachable"]
+    if path == "/bytes-header":
+        start_response("200 OK", [(b"X-Bytes", b"x")])
+        return [b"unreachable"]
+    if path == "/bad-status":
+        start_response("050 Low", [])
+        return [b"unreachable"]
+    if path == "/no-start":
+        return [b"never started"]
+    if path == "/none":
+        start_response("200 OK", [])
+        return None
+    if path == "/str-body":
+        start_response("200 OK", [])
+        return ["a str"]
+    if path == "/close":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Closing([str(CLOSE_COUNT[0]).encode()])
+    if path == "/cl-short":
+        start_response("200 OK", [("Content-Length", "100")])
+        return [b"short"]
+    if path == "/cl-long":
+        start_response("200 OK", [("Content-Length", "3")])
+        return [b"toolong"]
+    if path == "/sleep":
+        time.sleep(float(q.get("t", "1")))
+        return respond(start_response, b"slept")
+    if path == "/thread-local":
+        LOCAL.n = getattr(LOCAL, "n", 0) + 1
+        return respond(start_response, str(LOCAL.n).encode())
+    if path == "/exc-info":
+        start_response("200 OK", [("X-First", "1")])
+        try:
+            raise ValueError("replaced")
+        except ValueError:
+            start_response("500 Oops", [("X-Second", "1")], sys.exc_info())
+        return [b"after exc_info"]
+    if path == "/connection-close":
+        start_response("200 OK", [("Connection", "close")])
+        return [b"bye"]
+    if path == "/wsgo":
+        import wsgo
+
+        names = sorted(n for n in dir(wsgo) if not n.startswith("__"))
+        body = json.dumps({"names": names, "consts": [wsgo.DISCONNECT, wsgo.RETRY, wsgo.HTTP_204, wsgo.HTTP_504],
+                           "exc_module": wsgo.RequestTimeoutException.__module__})
+        return respond(start_response, body.encode())
+
+    # The corpus summary: what the server made of the request.
+    body = environ["wsgi.input"].read()
+    summary = {
+        "method": environ["REQUEST_METHOD"],
+        "path": environ["PATH_INFO"],
+        "query": environ["QUERY_STRING"],
+        "protocol": environ["SERVER_PROTOCOL"],
+        "host": environ["HTTP_HOST"],
+        "body": body.decode("latin-1"),
+        "headers": sorted(k for k in environ if k.startswith("HTTP_")),
+    }
+    return respond(start_response, json.dumps(summary).encode(), ctype="application/json")
