@@ -150,6 +150,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, HttpError> 
     let mut req = httparse::Request::new(&mut headers);
     let status = match req.parse(buf) {
         Ok(s) => s,
+        // httparse rejects `HTTP/2` before it has seen `.0`: wait for the whole version before
+        // deciding between 505 (a version we don't speak) and 400 (garbage).
+        Err(httparse::Error::Version) if version_may_continue(buf) => return check_partial(buf).map(|()| None),
         Err(e) => return Err(map_httparse_error(e, buf)),
     };
     let len = match status {
@@ -310,9 +313,26 @@ fn map_httparse_error(e: httparse::Error, buf: &[u8]) -> HttpError {
     }
 }
 
+/// The request line is not finished and what follows its last space could still become
+/// `HTTP/x.y`.
+fn version_may_continue(buf: &[u8]) -> bool {
+    if buf.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return false;
+    }
+    let Some(sp) = buf.iter().rposition(|&b| b == b' ') else { return false };
+    let v = &buf[sp + 1..];
+    let pattern = b"HTTP/0.0";
+    v.len() < pattern.len()
+        && v.iter().zip(pattern).all(|(&b, &p)| if p == b'0' { b.is_ascii_digit() } else { b == p })
+}
+
 fn looks_like_other_version(buf: &[u8]) -> bool {
     let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
     let line = &buf[..line_end];
+    // method SP target SP version: anything else is a malformed line, not a version problem.
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return false;
+    }
     let Some(sp) = line.iter().rposition(|&b| b == b' ') else { return false };
     let v = &line[sp + 1..];
     v.len() == 8
@@ -601,6 +621,13 @@ mod prefix_tests {
     fn every_prefix_of_a_valid_head_needs_more() {
         let raw = b"GET /json-0?i=0 HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n\r\n";
         for cut in 0..raw.len() {
+            let got = parse_head(&raw[..cut]);
+            assert!(matches!(got, Ok(None)), "prefix {:?}: {:?}", String::from_utf8_lossy(&raw[..cut]), got.map(|o| o.map(|x| x.1)));
+        }
+        // An unsupported version is only judged once complete.
+        let raw = b"GET / HTTP/2.0\r\nHost: t\r\n\r\n";
+        assert_eq!(parse_head(raw).unwrap_err().status(), 505);
+        for cut in 0..14 {
             let got = parse_head(&raw[..cut]);
             assert!(matches!(got, Ok(None)), "prefix {:?}: {:?}", String::from_utf8_lossy(&raw[..cut]), got.map(|o| o.map(|x| x.1)));
         }
