@@ -49,7 +49,16 @@ pub struct Args {
 }
 
 /// The long flags, for rewriting Go-style `-name` into `--name`.
-const LONG_FLAGS: &[&str] = &["module", "http-socket", "workers", "request-timeout", "io-threads", "trusted-proxy", "help", "version"];
+const LONG_FLAGS: &[&str] = &[
+    "module",
+    "http-socket",
+    "workers",
+    "request-timeout",
+    "io-threads",
+    "trusted-proxy",
+    "help",
+    "version",
+];
 
 /// Rewrites `-name` and `-name=value` into their `--` forms, as Go's flag package accepts both.
 pub fn normalise_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
@@ -98,17 +107,22 @@ impl Args {
             None => (self.module.clone(), "application".to_string()),
         };
         let valid_name = |s: &str| {
-            !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+            !s.is_empty()
+                && s.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
         };
         if !valid_name(&module) || !valid_name(&callable) {
-            return Err(format!("invalid --module {:?}: expected `pkg.mod` or `pkg.mod:callable`", self.module));
+            return Err(format!(
+                "invalid --module {:?}: expected `pkg.mod` or `pkg.mod:callable`",
+                self.module
+            ));
         }
         let bind = parse_bind(&self.http_socket)?;
         let io_threads = match self.io_threads {
             Some(n) => n as usize,
             None => core_affinity::get_core_ids().map_or(1, |c| c.len().max(1)),
         };
-        let trusted_proxies = if self.trusted_proxy.is_empty() { default_trusted_proxies() } else { self.trusted_proxy };
+        let trusted_proxies =
+            if self.trusted_proxy.is_empty() { default_trusted_proxies() } else { self.trusted_proxy };
         Ok(Config {
             module,
             callable,
@@ -157,7 +171,16 @@ mod tests {
 
     #[test]
     fn rewrites_single_dash_long_flags() {
-        let got = normalise_args(os(&["wsgo", "-workers", "8", "-module=app:app", "-x", "--io-threads", "2", "-h"]));
+        let got = normalise_args(os(&[
+            "wsgo",
+            "-workers",
+            "8",
+            "-module=app:app",
+            "-x",
+            "--io-threads",
+            "2",
+            "-h",
+        ]));
         assert_eq!(got, os(&["wsgo", "--workers", "8", "--module=app:app", "-x", "--io-threads", "2", "-h"]));
     }
 
@@ -191,7 +214,9 @@ mod tests {
         assert_eq!(c.workers, 16);
         assert_eq!(c.request_timeout, Some(Duration::from_secs(60)));
         assert_eq!(c.bind.port(), 8000);
-        let c = Args::parse_from(["wsgo", "--module", "pkg.app:create", "--request-timeout", "0"]).into_config().unwrap();
+        let c = Args::parse_from(["wsgo", "--module", "pkg.app:create", "--request-timeout", "0"])
+            .into_config()
+            .unwrap();
         assert_eq!((c.module.as_str(), c.callable.as_str()), ("pkg.app", "create"));
         assert_eq!(c.request_timeout, None);
         for bad in ["a:", ":b", "a..b", "a b", "a:b:c"] {

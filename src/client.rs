@@ -14,14 +14,19 @@ fn trusted(ip: IpAddr, proxies: &[Cidr]) -> bool {
 
 /// The client's address: the right-most untrusted entry of the `X-Forwarded-For` fields (in
 /// order), when the peer is a trusted proxy; otherwise the peer.
-pub fn client_ip<'a>(peer: IpAddr, forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>, proxies: &[Cidr]) -> IpAddr {
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
+    proxies: &[Cidr],
+) -> IpAddr {
     let mut client = canonical(peer);
     if !trusted(client, proxies) {
         return client;
     }
     for field in forwarded_for.rev() {
         for entry in field.rsplit(|&b| b == b',') {
-            let Some(ip) = std::str::from_utf8(entry).ok().and_then(|s| s.trim().parse::<IpAddr>().ok()) else {
+            let Some(ip) = std::str::from_utf8(entry).ok().and_then(|s| s.trim().parse::<IpAddr>().ok())
+            else {
                 // Garbage in the chain: nothing left of it can be believed.
                 return client;
             };
@@ -85,7 +90,11 @@ mod tests {
             ("8.8.8.8", Some("https"), false),
         ];
         for (peer, proto, want) in table {
-            assert_eq!(forwarded_https(peer.parse().unwrap(), proto.map(str::as_bytes), &proxies), *want, "{peer} {proto:?}");
+            assert_eq!(
+                forwarded_https(peer.parse().unwrap(), proto.map(str::as_bytes), &proxies),
+                *want,
+                "{peer} {proto:?}"
+            );
         }
     }
 }

@@ -3,13 +3,13 @@
 //! One monoio runtime per core answers HTTP; Python threads run the application. See
 //! `../shared/DESIGN.md` for the shape and README.md for the user's view.
 
-pub mod http;
 pub mod cli;
-pub mod config;
-pub mod pool;
-pub mod wsgi;
 pub mod client;
+pub mod config;
 pub mod conn;
+pub mod http;
 pub mod log;
+pub mod pool;
 pub mod router;
 pub mod server;
+pub mod wsgi;

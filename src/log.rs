@@ -116,7 +116,8 @@ pub fn format_local(secs: u64) -> [u8; 26] {
         }
         tm
     };
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let off = tm.tm_gmtoff / 60;
     let sign = if off < 0 { '-' } else { '+' };
     let text = format!(

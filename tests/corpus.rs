@@ -60,7 +60,8 @@ fn load(dir: &str) -> Vec<Case> {
             for line in text.lines() {
                 match line.strip_prefix("# ") {
                     Some(m) if raw.is_empty() => {
-                        let (k, v) = m.split_once(": ").map_or((m.trim_end_matches(':'), ""), |(k, v)| (k, v));
+                        let (k, v) =
+                            m.split_once(": ").map_or((m.trim_end_matches(':'), ""), |(k, v)| (k, v));
                         meta.insert(k.to_string(), unescape(v));
                     }
                     _ => raw.push_str(line),
@@ -135,7 +136,9 @@ fn valid_requests_parse_the_same_whole_and_split() {
     let mut rng = Rng(0x5eed);
     for case in load("valid") {
         let whole = parse_in_pieces(&case.raw, &[]);
-        let Parsed::Ok { method, path, query, minor, host, body } = &whole else { panic!("{}: {whole:?}", case.name) };
+        let Parsed::Ok { method, path, query, minor, host, body } = &whole else {
+            panic!("{}: {whole:?}", case.name)
+        };
         let m = &case.meta;
         assert_eq!(method, &m["method"], "{}", case.name);
         assert_eq!(path, &m["path"], "{}", case.name);
@@ -160,7 +163,12 @@ fn invalid_requests_fail_the_same_whole_and_split() {
         assert_eq!(parse_in_pieces(&case.raw, &[]), Parsed::Err(status), "{}", case.name);
         for _ in 0..20 {
             let cuts = random_cuts(&mut rng, case.raw.len());
-            assert_eq!(parse_in_pieces(&case.raw, &cuts), Parsed::Err(status), "{} cut at {cuts:?}", case.name);
+            assert_eq!(
+                parse_in_pieces(&case.raw, &cuts),
+                Parsed::Err(status),
+                "{} cut at {cuts:?}",
+                case.name
+            );
         }
     }
 }
@@ -220,13 +228,21 @@ fn the_server_agrees_with_the_corpus() {
             let mut s = server.connect();
             send_in_pieces(&mut s, &case.raw, &cuts);
             let mut r = BufReader::new(s);
-            let mut resp = read_response(&mut r, false).unwrap_or_else(|| panic!("{}: no response", case.name));
+            let mut resp =
+                read_response(&mut r, false).unwrap_or_else(|| panic!("{}: no response", case.name));
             while resp.status == 100 {
                 resp = read_response(&mut r, false).unwrap();
             }
             assert_eq!(resp.status, 200, "{} (cuts {cuts:?}): {}", case.name, resp.text());
             let text = resp.text();
-            for (key, field) in [("method", "method"), ("path", "path"), ("query", "query"), ("protocol", "protocol"), ("host", "host"), ("body", "body")] {
+            for (key, field) in [
+                ("method", "method"),
+                ("path", "path"),
+                ("query", "query"),
+                ("protocol", "protocol"),
+                ("host", "host"),
+                ("body", "body"),
+            ] {
                 assert_eq!(latin1(&json_field(&text, field)), case.meta[key], "{} {key}: {text}", case.name);
             }
             let headers = String::from_utf8(case.meta["headers"].clone()).unwrap();

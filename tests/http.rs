@@ -103,7 +103,8 @@ fn expect_100_continue_is_answered_before_the_body() {
     let s = server.connect();
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
-    w.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    w.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
     let interim = read_response(&mut r, false).unwrap();
     assert_eq!(interim.status, 100);
     w.write_all(b"payload").unwrap();
@@ -125,7 +126,8 @@ fn large_bodies_stream_past_the_prebuffer() {
     let server = Server::start(&[]);
     let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
     let mut s = server.connect();
-    write!(s, "POST /md5?chunk=1000000 HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    write!(s, "POST /md5?chunk=1000000 HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len())
+        .unwrap();
     s.write_all(&body).unwrap();
     let resp = read_response(&mut BufReader::new(s), false).unwrap();
     let expected_len = body.len().to_string();
@@ -150,7 +152,10 @@ fn large_bodies_stream_past_the_prebuffer() {
 fn malformed_requests_get_their_status_and_close() {
     let server = Server::start(&[]);
     let long_target = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
-    let big_head = format!("GET / HTTP/1.1\r\nHost: t\r\n{}\r\n", "X-Filler: 0123456789012345678901234567890123456789\r\n".repeat(1500));
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
+        "X-Filler: 0123456789012345678901234567890123456789\r\n".repeat(1500)
+    );
     let table: Vec<(&[u8], u16)> = vec![
         (b"GET / HTTP/1.1\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
@@ -177,9 +182,17 @@ fn malformed_requests_get_their_status_and_close() {
         let _ = s.write_all(&bytes);
         let text = String::from_utf8_lossy(&read_all(&mut s)).into_owned();
         let first = text.lines().next().unwrap_or("");
-        assert!(first.starts_with(&format!("HTTP/1.1 {status} ")), "{:?}: {text:?}", String::from_utf8_lossy(&raw[..raw.len().min(80)]));
+        assert!(
+            first.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{:?}: {text:?}",
+            String::from_utf8_lossy(&raw[..raw.len().min(80)])
+        );
         assert!(text.contains("Connection: close\r\n"), "{text}");
-        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "the pipelined request must not be answered: {text}");
+        assert_eq!(
+            text.matches("HTTP/1.1 ").count(),
+            1,
+            "the pipelined request must not be answered: {text}"
+        );
     }
     // The server is unharmed.
     assert_eq!(get(&server, "/").status, 200);
@@ -266,7 +279,18 @@ fn streamed_chunks_are_flushed_promptly() {
 #[test]
 fn broken_apps_get_500_and_the_process_keeps_serving() {
     let server = Server::start(&[]);
-    for path in ["/raise", "/raise-after-start", "/bad-header", "/bad-header-value", "/bytes-header", "/bad-status", "/no-start", "/none", "/str-body", "/raise-in-close"] {
+    for path in [
+        "/raise",
+        "/raise-after-start",
+        "/bad-header",
+        "/bad-header-value",
+        "/bytes-header",
+        "/bad-status",
+        "/no-start",
+        "/none",
+        "/str-body",
+        "/raise-in-close",
+    ] {
         let r = get(&server, path);
         assert_eq!(r.status, 500, "{path}: {}", r.text());
         assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
@@ -277,7 +301,8 @@ fn broken_apps_get_500_and_the_process_keeps_serving() {
     assert_eq!(r.text(), "first;");
     assert!(!r.complete, "a failed stream must not look complete");
     let err = server.stderr_text();
-    for needle in ["boom before start_response", "Bad Name", "boom mid-stream", "boom in close", "Traceback"] {
+    for needle in ["boom before start_response", "Bad Name", "boom mid-stream", "boom in close", "Traceback"]
+    {
         assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
     }
     assert_eq!(get(&server, "/").status, 200);
@@ -298,7 +323,8 @@ fn content_length_mismatches_close_the_connection() {
 fn app_connection_close_is_honoured() {
     let server = Server::start(&[]);
     let mut s = server.connect();
-    s.write_all(b"GET /connection-close HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.write_all(b"GET /connection-close HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let text = String::from_utf8_lossy(&read_all(&mut s)).into_owned();
     assert!(text.contains("Connection: close\r\n"));
     assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
@@ -388,7 +414,9 @@ fn bad_flags_exit_2_with_a_message() {
     let (mut child, out, err) = common::spawn(&["-h"]);
     assert!(common::wait_with_deadline(&mut child, Duration::from_secs(10)).success());
     let help = std::fs::read_to_string(&out).unwrap();
-    for flag in ["--module", "--http-socket", "--workers", "--request-timeout", "--io-threads", "--trusted-proxy"] {
+    for flag in
+        ["--module", "--http-socket", "--workers", "--request-timeout", "--io-threads", "--trusted-proxy"]
+    {
         assert!(help.contains(flag), "help lacks {flag}: {help}");
     }
     let _ = (std::fs::remove_file(out), std::fs::remove_file(err));

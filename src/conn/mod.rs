@@ -146,10 +146,10 @@ impl Conn {
             None
         };
         loop {
-            if !self.buf.is_empty() {
-                if let Some(p) = parse_head(&self.buf).map_err(HeadError::Http)? {
-                    return Ok(Some(p));
-                }
+            if !self.buf.is_empty()
+                && let Some(p) = parse_head(&self.buf).map_err(HeadError::Http)?
+            {
+                return Ok(Some(p));
             }
             let wait = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),
@@ -199,8 +199,7 @@ impl Conn {
     /// Writes `self.out` in full and clears it.
     async fn flush_out(&mut self, deadline: Instant) -> io::Result<()> {
         let out = std::mem::take(&mut self.out);
-        let res = self.write_bytes_vec(out, deadline).await;
-        res
+        self.write_bytes_vec(out, deadline).await
     }
 
     async fn write_bytes_vec(&mut self, out: Vec<u8>, deadline: Instant) -> io::Result<()> {
@@ -246,9 +245,16 @@ impl Conn {
     /// Answers one request; returns whether the connection stays open.
     async fn handle(&mut self, head: RequestHead) -> bool {
         let started = Instant::now();
-        let forwarded = head.fields.iter().filter(|f| head.bytes(f.name).eq_ignore_ascii_case(b"x-forwarded-for"));
-        let client = client_ip(self.peer.ip(), forwarded.map(|f| head.bytes(f.value)).collect::<Vec<_>>().into_iter(), &self.core.shared.config.trusted_proxies);
-        let find = |name: &[u8]| head.fields.iter().find(|f| head.bytes(f.name).eq_ignore_ascii_case(name)).map(|f| f.value);
+        let forwarded =
+            head.fields.iter().filter(|f| head.bytes(f.name).eq_ignore_ascii_case(b"x-forwarded-for"));
+        let client = client_ip(
+            self.peer.ip(),
+            forwarded.map(|f| head.bytes(f.value)).collect::<Vec<_>>().into_iter(),
+            &self.core.shared.config.trusted_proxies,
+        );
+        let find = |name: &[u8]| {
+            head.fields.iter().find(|f| head.bytes(f.name).eq_ignore_ascii_case(name)).map(|f| f.value)
+        };
         let info = LogInfo {
             buf: head.buf.clone(),
             method: head.method,
@@ -290,7 +296,9 @@ impl Conn {
     /// A response the server makes by itself.
     async fn simple(&mut self, head: &RequestHead, status: u16, lines: &[u8], body: &[u8]) -> Outcome {
         let mut state = BodyState::new(head.body);
-        let keep = head.keep_alive && state.discard_buffered(&mut self.buf) && !self.core.shared.draining.load(SeqCst);
+        let keep = head.keep_alive
+            && state.discard_buffered(&mut self.buf)
+            && !self.core.shared.draining.load(SeqCst);
         encode_simple(&mut self.out, status, lines, body, head.is_head(), keep, head.minor);
         let sent = if head.is_head() { 0 } else { body.len() as u64 };
         match self.flush_out(Instant::now() + WRITE_TIMEOUT).await {
@@ -300,7 +308,12 @@ impl Conn {
     }
 
     /// Takes up to `max` body bytes, reading from the socket as needed.
-    async fn body_piece(&mut self, state: &mut BodyState, max: usize, deadline: Instant) -> Result<Option<Bytes>, Option<HttpError>> {
+    async fn body_piece(
+        &mut self,
+        state: &mut BodyState,
+        max: usize,
+        deadline: Instant,
+    ) -> Result<Option<Bytes>, Option<HttpError>> {
         loop {
             match state.take(&mut self.buf, max).map_err(Some)? {
                 Step::Data(d) => return Ok(Some(d)),
@@ -317,7 +330,12 @@ impl Conn {
     }
 
     /// Reads up to `limit` body bytes into one buffer.
-    async fn prebuffer(&mut self, state: &mut BodyState, limit: usize, deadline: Instant) -> Result<Bytes, Option<HttpError>> {
+    async fn prebuffer(
+        &mut self,
+        state: &mut BodyState,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Bytes, Option<HttpError>> {
         let mut first: Option<Bytes> = None;
         let mut joined: Option<BytesMut> = None;
         let mut total = 0;

@@ -10,9 +10,9 @@ use bytes::Bytes;
 
 use super::{BODY_TIMEOUT, Conn, Outcome, PREBUFFER, WRITE_TIMEOUT};
 use crate::client::forwarded_https;
+use crate::http::RequestHead;
 use crate::http::body::BodyState;
 use crate::http::response::{Framing, ResponseHead, encode_head, encode_simple, push_chunk_size};
-use crate::http::RequestHead;
 use crate::pool::Job;
 use crate::pool::exchange::{BodyPiece, Exchange, ToConn};
 
@@ -127,7 +127,9 @@ impl Conn {
                     match s.framing {
                         Framing::Chunked => self.out.extend_from_slice(b"0\r\n\r\n"),
                         Framing::Length(_) if s.left != Some(0) => {
-                            eprintln!("wsgo: response shorter than its Content-Length; closing the connection");
+                            eprintln!(
+                                "wsgo: response shorter than its Content-Length; closing the connection"
+                            );
                             s.keep_alive = false;
                         }
                         Framing::UntilClose => s.keep_alive = false,
@@ -162,7 +164,10 @@ impl Conn {
     /// Whether the connection may be reused once this response is out: the request allows it,
     /// the app did not ask to close, and the request body is fully consumed.
     fn may_keep(&mut self, req: &Req, rh: &ResponseHead, body: &mut BodyState) -> bool {
-        req.keep_alive && !rh.close && !self.core.shared.draining.load(SeqCst) && body.discard_buffered(&mut self.buf)
+        req.keep_alive
+            && !rh.close
+            && !self.core.shared.draining.load(SeqCst)
+            && body.discard_buffered(&mut self.buf)
     }
 
     fn start_stream(&mut self, req: &Req, rh: &ResponseHead, body: &mut BodyState) -> Stream {
@@ -216,17 +221,27 @@ impl Conn {
         Ok(())
     }
 
-    async fn send_full(&mut self, req: &Req, rh: ResponseHead, data: Bytes, body: &mut BodyState, deadline: Instant) -> Outcome {
+    async fn send_full(
+        &mut self,
+        req: &Req,
+        rh: ResponseHead,
+        data: Bytes,
+        body: &mut BodyState,
+        deadline: Instant,
+    ) -> Outcome {
         let len = data.len() as u64;
-        let framing = Framing::choose(rh.status, req.is_head, req.minor, Some(rh.content_length.unwrap_or(len)));
+        let framing =
+            Framing::choose(rh.status, req.is_head, req.minor, Some(rh.content_length.unwrap_or(len)));
         let mut keep = self.may_keep(req, &rh, body);
         let mut data = data;
-        if let Framing::Length(declared) = framing {
-            if declared != len {
-                eprintln!("wsgo: response body is {len} bytes but its Content-Length says {declared}; closing the connection");
-                keep = false;
-                data = data.slice(..declared.min(len) as usize);
-            }
+        if let Framing::Length(declared) = framing
+            && declared != len
+        {
+            eprintln!(
+                "wsgo: response body is {len} bytes but its Content-Length says {declared}; closing the connection"
+            );
+            keep = false;
+            data = data.slice(..declared.min(len) as usize);
         }
         encode_head(&mut self.out, &rh, framing, keep, req.minor);
         let sent = if framing.has_body() { data.len() as u64 } else { 0 };

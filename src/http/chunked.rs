@@ -16,13 +16,19 @@ const MAX_TRAILERS: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading the chunk-size line; `line` bytes of it seen so far.
-    Size { line: usize },
+    Size {
+        line: usize,
+    },
     /// Reading chunk data; this many bytes left.
-    Data { left: u64 },
+    Data {
+        left: u64,
+    },
     /// Expecting the CRLF after chunk data.
     DataEnd,
     /// Reading trailer fields; this many bytes seen so far.
-    Trailers { seen: usize },
+    Trailers {
+        seen: usize,
+    },
     Done,
 }
 
@@ -76,11 +82,8 @@ impl ChunkedDecoder {
                     }
                     let size = parse_size_line(&src[..nl - 1])?;
                     src.advance(nl + 1);
-                    self.state = if size == 0 {
-                        State::Trailers { seen: 0 }
-                    } else {
-                        State::Data { left: size }
-                    };
+                    self.state =
+                        if size == 0 { State::Trailers { seen: 0 } } else { State::Data { left: size } };
                 }
                 State::Data { left } => {
                     if src.is_empty() {

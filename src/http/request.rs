@@ -152,7 +152,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, HttpError> 
         Ok(s) => s,
         // httparse rejects `HTTP/2` before it has seen `.0`: wait for the whole version before
         // deciding between 505 (a version we don't speak) and 400 (garbage).
-        Err(httparse::Error::Version) if version_may_continue(buf) => return check_partial(buf).map(|()| None),
+        Err(httparse::Error::Version) if version_may_continue(buf) => {
+            return check_partial(buf).map(|()| None);
+        }
         Err(e) => return Err(map_httparse_error(e, buf)),
     };
     let len = match status {
@@ -229,17 +231,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, HttpError> 
     }
     let keep_alive = if minor == 1 { !conn_close } else { conn_keep_alive && !conn_close };
     Ok(Some((
-        ParsedHead {
-            method,
-            raw_target,
-            target,
-            minor: minor as u8,
-            fields,
-            host,
-            body,
-            keep_alive,
-            expect_continue,
-        },
+        ParsedHead { method, raw_target, target, minor, fields, host, body, keep_alive, expect_continue },
         len,
     )))
 }
@@ -335,11 +327,7 @@ fn looks_like_other_version(buf: &[u8]) -> bool {
     }
     let Some(sp) = line.iter().rposition(|&b| b == b' ') else { return false };
     let v = &line[sp + 1..];
-    v.len() == 8
-        && v.starts_with(b"HTTP/")
-        && v[5].is_ascii_digit()
-        && v[6] == b'.'
-        && v[7].is_ascii_digit()
+    v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit()
 }
 
 fn has_bare_lf(buf: &[u8]) -> bool {
@@ -360,12 +348,7 @@ pub fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
     Ok(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-fn body_kind(
-    buf: &[u8],
-    minor: u8,
-    content_length: Option<u64>,
-    te: &[Span],
-) -> Result<BodyKind, HttpError> {
+fn body_kind(buf: &[u8], minor: u8, content_length: Option<u64>, te: &[Span]) -> Result<BodyKind, HttpError> {
     if te.is_empty() {
         return Ok(match content_length {
             Some(0) | None => BodyKind::Empty,
@@ -399,12 +382,7 @@ fn body_kind(
     Ok(BodyKind::Chunked)
 }
 
-fn parse_target(
-    buf: &[u8],
-    method: Span,
-    raw: Span,
-    host: &mut Option<Span>,
-) -> Result<Target, HttpError> {
+fn parse_target(buf: &[u8], method: Span, raw: Span, host: &mut Option<Span>) -> Result<Target, HttpError> {
     let bytes = &buf[raw.start as usize..raw.end as usize];
     let method_bytes = &buf[method.start as usize..method.end as usize];
     if method_bytes == b"CONNECT" {
@@ -429,10 +407,7 @@ fn parse_target(
         *host = Some(raw.sub(scheme_len, scheme_len + auth_len));
         let after = raw.sub(scheme_len + auth_len, bytes.len());
         if after.is_empty() {
-            return Ok(Target::Path {
-                path: DecodedPath::Decoded(b"/".to_vec()),
-                query: None,
-            });
+            return Ok(Target::Path { path: DecodedPath::Decoded(b"/".to_vec()), query: None });
         }
         let after_bytes = &buf[after.start as usize..after.end as usize];
         if after_bytes[0] == b'?' {
@@ -526,14 +501,8 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n", 400),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-                400,
-            ),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
@@ -569,11 +538,21 @@ mod tests {
         let table: &[(&str, BodyKind, bool, bool)] = &[
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", BodyKind::Length(5), true, false),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", BodyKind::Empty, true, false),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n", BodyKind::Chunked, true, false),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n",
+                BodyKind::Chunked,
+                true,
+                false,
+            ),
             ("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", BodyKind::Empty, false, false),
             ("GET / HTTP/1.0\r\n\r\n", BodyKind::Empty, false, false),
             ("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", BodyKind::Empty, true, false),
-            ("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n", BodyKind::Length(1), true, true),
+            (
+                "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n",
+                BodyKind::Length(1),
+                true,
+                true,
+            ),
         ];
         for (raw, body, keep_alive, expect) in table {
             let h = parse(raw).unwrap();
@@ -622,14 +601,24 @@ mod prefix_tests {
         let raw = b"GET /json-0?i=0 HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n\r\n";
         for cut in 0..raw.len() {
             let got = parse_head(&raw[..cut]);
-            assert!(matches!(got, Ok(None)), "prefix {:?}: {:?}", String::from_utf8_lossy(&raw[..cut]), got.map(|o| o.map(|x| x.1)));
+            assert!(
+                matches!(got, Ok(None)),
+                "prefix {:?}: {:?}",
+                String::from_utf8_lossy(&raw[..cut]),
+                got.map(|o| o.map(|x| x.1))
+            );
         }
         // An unsupported version is only judged once complete.
         let raw = b"GET / HTTP/2.0\r\nHost: t\r\n\r\n";
         assert_eq!(parse_head(raw).unwrap_err().status(), 505);
         for cut in 0..14 {
             let got = parse_head(&raw[..cut]);
-            assert!(matches!(got, Ok(None)), "prefix {:?}: {:?}", String::from_utf8_lossy(&raw[..cut]), got.map(|o| o.map(|x| x.1)));
+            assert!(
+                matches!(got, Ok(None)),
+                "prefix {:?}: {:?}",
+                String::from_utf8_lossy(&raw[..cut]),
+                got.map(|o| o.map(|x| x.1))
+            );
         }
     }
 }

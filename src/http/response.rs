@@ -25,7 +25,9 @@ pub struct ResponseHead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
     /// No body may be sent (HEAD, 1xx, 204, 304); a known length may still be announced.
-    NoBody { announce: Option<u64> },
+    NoBody {
+        announce: Option<u64>,
+    },
     Length(u64),
     Chunked,
     /// HTTP/1.0 without a known length: the body ends when the connection closes.
@@ -216,7 +218,11 @@ mod tests {
             (404, false, 1, Some(0), Framing::Length(0)),
         ];
         for (status, head, minor, len, want) in table {
-            assert_eq!(Framing::choose(*status, *head, *minor, *len), *want, "{status} {head} {minor} {len:?}");
+            assert_eq!(
+                Framing::choose(*status, *head, *minor, *len),
+                *want,
+                "{status} {head} {minor} {len:?}"
+            );
         }
     }
 
@@ -235,7 +241,10 @@ mod tests {
         };
         let mut out = Vec::new();
         encode_head(&mut out, &head, Framing::Length(12), true, 1);
-        assert_eq!(text(&out), "HTTP/1.1 200 Custom Reason\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n");
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 200 Custom Reason\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n"
+        );
 
         let head = ResponseHead { status: 299, ..ResponseHead::default() };
         let mut out = Vec::new();
@@ -245,7 +254,13 @@ mod tests {
         assert!(s.ends_with(" GMT\r\nConnection: close\r\n\r\n"), "{s}");
 
         let mut out = Vec::new();
-        encode_head(&mut out, &ResponseHead { status: 404, has_date: true, ..ResponseHead::default() }, Framing::UntilClose, true, 0);
+        encode_head(
+            &mut out,
+            &ResponseHead { status: 404, has_date: true, ..ResponseHead::default() },
+            Framing::UntilClose,
+            true,
+            0,
+        );
         assert_eq!(text(&out), "HTTP/1.1 404 Not Found\r\nConnection: keep-alive\r\n\r\n");
     }
 
@@ -269,7 +284,9 @@ mod tests {
             push_chunk_size(&mut out, n);
             assert_eq!(text(&out), format!("{want}\r\n"));
         }
-        for (n, want) in [(0u64, "0"), (7, "7"), (1234567890123, "1234567890123"), (u64::MAX, "18446744073709551615")] {
+        for (n, want) in
+            [(0u64, "0"), (7, "7"), (1234567890123, "1234567890123"), (u64::MAX, "18446744073709551615")]
+        {
             out.clear();
             push_u64(&mut out, n);
             assert_eq!(text(&out), want);

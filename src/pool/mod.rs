@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use crate::http::RequestHead;
 use exchange::Exchange;
-pub use scheduler::Scheduler;
+pub use scheduler::{QueueFull, Scheduler};
 
 /// Most requests waiting for a worker; beyond this a request is refused with a 503 at once.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -48,8 +48,8 @@ impl Pool {
         Pool { sched: Arc::new(Scheduler::new(QUEUE_CAPACITY, request_timeout)) }
     }
 
-    /// Queues a job; gives it back when the queue is full.
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
+    /// Queues a job; refuses it when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), QueueFull> {
         self.sched.submit(job)
     }
 

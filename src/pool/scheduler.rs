@@ -18,6 +18,10 @@ use crossbeam_queue::ArrayQueue;
 
 use super::Job;
 
+/// The queue holds as many jobs as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
 /// A parked worker.
 pub struct Sleeper {
     thread: Thread,
@@ -62,15 +66,16 @@ impl Scheduler {
         self.running.load(SeqCst)
     }
 
-    /// Called on a core thread: queue the job, wake a worker if none is searching.
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
+    /// Called on a core thread: queue the job, wake a worker if none is searching. A full queue
+    /// refuses the job (it is dropped; the caller answers 503).
+    pub fn submit(&self, job: Job) -> Result<(), QueueFull> {
         if self.queued.fetch_add(1, SeqCst) >= self.inbox.capacity() {
             self.queued.fetch_sub(1, SeqCst);
-            return Err(job);
+            return Err(QueueFull);
         }
-        if let Err(job) = self.inbox.push(job) {
+        if self.inbox.push(job).is_err() {
             self.queued.fetch_sub(1, SeqCst);
-            return Err(job);
+            return Err(QueueFull);
         }
         if self.searching.load(SeqCst) == 0 {
             self.wake_one();
@@ -149,5 +154,102 @@ impl Scheduler {
 
     pub fn sleeper() -> Arc<Sleeper> {
         Arc::new(Sleeper { thread: std::thread::current(), woken: AtomicBool::new(false) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::exchange::Exchange;
+    use std::time::Instant;
+
+    fn job(path: &str) -> Job {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let (h, len) = crate::http::parse_head(raw.as_bytes()).unwrap().unwrap();
+        Job {
+            head: h.attach(bytes::Bytes::copy_from_slice(&raw.as_bytes()[..len])),
+            body: bytes::Bytes::new(),
+            body_complete: true,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:2".parse().unwrap(),
+            https: false,
+            exchange: Arc::new(Exchange::new()),
+            queued_at: Instant::now(),
+        }
+    }
+
+    fn path(j: &Job) -> Vec<u8> {
+        j.head.path().unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_picks_keep_arrival_order() {
+        let s = Scheduler::new(3, None);
+        for p in ["/a", "/b", "/c"] {
+            assert!(s.submit(job(p)).is_ok());
+        }
+        assert_eq!(s.submit(job("/d")), Err(QueueFull));
+        assert_eq!(s.queued(), 3);
+        assert_eq!(path(&s.pick().unwrap()), b"/a");
+        assert!(s.submit(job("/e")).is_ok());
+        let order: Vec<Vec<u8>> = std::iter::from_fn(|| s.pick()).map(|j| path(&j)).collect();
+        assert_eq!(order, vec![b"/b".to_vec(), b"/c".to_vec(), b"/e".to_vec()]);
+        assert_eq!((s.queued(), s.running()), (0, 4));
+        s.done();
+        assert_eq!(s.running(), 3);
+    }
+
+    /// Workers park when idle; every submitted job is picked, with no lost wake-up, whatever the
+    /// interleaving of submits and parks.
+    #[test]
+    fn no_job_is_left_behind() {
+        let s = Arc::new(Scheduler::new(64, None));
+        let picked = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let (s, picked) = (s.clone(), picked.clone());
+                std::thread::spawn(move || {
+                    let me = Scheduler::sleeper();
+                    let mut token = false;
+                    loop {
+                        let job = s.pick();
+                        if token {
+                            s.searched();
+                            token = false;
+                        }
+                        match job {
+                            Some(j) if path(&j) == b"/stop" => return,
+                            Some(_) => {
+                                picked.fetch_add(1, SeqCst);
+                                s.done();
+                            }
+                            None => token = s.park(&me),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let total = 2000;
+        for i in 0..total {
+            while s.submit(job(&format!("/j{i}"))).is_err() {
+                std::thread::yield_now();
+            }
+            if i % 7 == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while picked.load(SeqCst) < total {
+            assert!(Instant::now() < deadline, "only {} of {total} picked", picked.load(SeqCst));
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for _ in 0..3 {
+            while s.submit(job("/stop")).is_err() {
+                std::thread::yield_now();
+            }
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
     }
 }

@@ -23,10 +23,18 @@ use crate::pool::Pool;
 
 /// Whether MONOIO_FORCE_LEGACY_DRIVER asks for epoll.
 fn force_legacy() -> bool {
-    std::env::var("MONOIO_FORCE_LEGACY_DRIVER").is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    std::env::var("MONOIO_FORCE_LEGACY_DRIVER")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
-pub(super) fn run(index: usize, core: Option<core_affinity::CoreId>, listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: Arc<CoreSignal>) {
+pub(super) fn run(
+    index: usize,
+    core: Option<core_affinity::CoreId>,
+    listener: StdListener,
+    shared: Arc<Shared>,
+    pool: Pool,
+    signal: Arc<CoreSignal>,
+) {
     if let Some(core) = core {
         core_affinity::set_for_current(core);
     }
@@ -65,7 +73,13 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
             return;
         }
     };
-    let core = Rc::new(CoreCtx { pool, shared: shared.clone(), log: AccessLog::new(), idle: RefCell::new(Slab::new()), open: Cell::new(0) });
+    let core = Rc::new(CoreCtx {
+        pool,
+        shared: shared.clone(),
+        log: AccessLog::new(),
+        idle: RefCell::new(Slab::new()),
+        open: Cell::new(0),
+    });
 
     let flusher = core.clone();
     monoio::spawn(async move {

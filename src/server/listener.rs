@@ -15,7 +15,13 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 fn set_opt(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: fd is a socket we own; the option value is a c_int that outlives the call.
     check(unsafe {
-        libc::setsockopt(fd, level, name, (&value as *const libc::c_int).cast(), size_of::<libc::c_int>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
     })
     .map(drop)
 }
@@ -25,7 +31,9 @@ fn set_opt(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: libc::
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let domain = if addr.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain socket(2) call; the result is checked.
-    let fd = check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) })?;
+    let fd = check(unsafe {
+        libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0)
+    })?;
     // SAFETY: fd was just created and is owned by nothing else; the listener closes it on drop,
     // including on the error paths below.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
@@ -49,7 +57,8 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
             sin.sin_addr = libc::in_addr { s_addr: u32::from(*a.ip()).to_be() };
@@ -57,7 +66,8 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
         SocketAddr::V6(a) => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 =
+                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };

@@ -91,10 +91,10 @@ pub fn run(config: Config) -> ExitCode {
         match listener::bind(config.bind) {
             Ok(l) => {
                 // Port 0: the first listener picks the port, the others join it.
-                if config.bind.port() == 0 {
-                    if let Ok(addr) = l.local_addr() {
-                        config.bind.set_port(addr.port());
-                    }
+                if config.bind.port() == 0
+                    && let Ok(addr) = l.local_addr()
+                {
+                    config.bind.set_port(addr.port());
                 }
                 listeners.push(l);
             }

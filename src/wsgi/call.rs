@@ -87,7 +87,14 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
         (Ok(Collected::Streaming), Ok(())) => exchange.send(ToConn::End),
         (Ok(Collected::Buffered(body)), Ok(())) => match sr.borrow_mut().head.take() {
             Some(head) => exchange.send(ToConn::Full(head, body.freeze())),
-            None => fail(py, &exchange, false, PyErr::new::<pyo3::exceptions::PyRuntimeError, _>("the application returned without calling start_response()")),
+            None => fail(
+                py,
+                &exchange,
+                false,
+                PyErr::new::<pyo3::exceptions::PyRuntimeError, _>(
+                    "the application returned without calling start_response()",
+                ),
+            ),
         },
     }
 }
@@ -119,7 +126,8 @@ fn in_memory(it: &Bound<'_, PyAny>) -> bool {
     // two static type objects; nothing is dereferenced.
     unsafe {
         let ty = ffi::Py_TYPE(it.as_ptr());
-        ty == std::ptr::addr_of_mut!(ffi::PyListIter_Type) || ty == std::ptr::addr_of_mut!(ffi::PyTupleIter_Type)
+        ty == std::ptr::addr_of_mut!(ffi::PyListIter_Type)
+            || ty == std::ptr::addr_of_mut!(ffi::PyTupleIter_Type)
     }
 }
 

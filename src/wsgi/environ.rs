@@ -42,7 +42,11 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStrin
     // SAFETY: the pointer and length describe a live slice; PyUnicode_DecodeLatin1 copies it and
     // returns a new reference or NULL with an exception set, which from_owned_ptr_or_err handles.
     unsafe {
-        let ptr = ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), bytes.len() as ffi::Py_ssize_t, std::ptr::null());
+        let ptr = ffi::PyUnicode_DecodeLatin1(
+            bytes.as_ptr().cast(),
+            bytes.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
         Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked())
     }
 }
@@ -98,7 +102,11 @@ pub fn build<'py>(
     env.set_item(intern!(py, "REMOTE_ADDR"), req.peer.ip().to_string())?;
     env.set_item(intern!(py, "REMOTE_PORT"), req.peer.port().to_string())?;
     let host = head.host.map(|h| head.bytes(h)).unwrap_or(b"");
-    let server_name = if host.is_empty() { req.local.ip().to_string().into_bytes() } else { host_without_port(host).to_vec() };
+    let server_name = if host.is_empty() {
+        req.local.ip().to_string().into_bytes()
+    } else {
+        host_without_port(host).to_vec()
+    };
     env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &server_name)?)?;
     env.set_item(intern!(py, "SERVER_PORT"), req.local.port().to_string())?;
     env.set_item(intern!(py, "HTTP_HOST"), latin1(py, host)?)?;

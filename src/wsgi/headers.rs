@@ -63,11 +63,14 @@ impl HeadBuilder {
             return Err(format!("invalid header name {name:?}"));
         }
         if value.chars().any(|c| (c < ' ' && c != '\t') || c == '\x7f') {
-            return Err(format!("invalid value for header {name:?}: control characters (CR, LF, NUL...) are not allowed"));
+            return Err(format!(
+                "invalid value for header {name:?}: control characters (CR, LF, NUL...) are not allowed"
+            ));
         }
         let value = value.trim_matches(|c| c == ' ' || c == '\t');
         if name.eq_ignore_ascii_case("content-length") {
-            let n = parse_content_length(value.as_bytes()).map_err(|_| format!("invalid Content-Length {value:?}"))?;
+            let n = parse_content_length(value.as_bytes())
+                .map_err(|_| format!("invalid Content-Length {value:?}"))?;
             if self.head.content_length.is_some_and(|m| m != n) {
                 return Err("conflicting Content-Length headers".into());
             }
@@ -104,7 +107,8 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let table: &[(&str, Result<(u16, &[u8]), ()>)] = &[
+        type Want = Result<(u16, &'static [u8]), ()>;
+        let table: &[(&str, Want)] = &[
             ("200 OK", Ok((200, b"OK"))),
             ("200 Custom Reason", Ok((200, b"Custom Reason"))),
             ("404", Ok((404, b""))),
@@ -139,7 +143,14 @@ mod tests {
         b.add("Transfer-Encoding", "chunked").unwrap();
         b.add("Connection", "keep-alive, close").unwrap();
         b.add("X-Uni", "caf\u{e9} \u{263a}").unwrap();
-        for (name, value) in [("Bad Name", "x"), ("", "x"), ("X-Inj", "a\r\nInjected: yes"), ("X-Nul", "a\0"), ("Content-Length", "abc"), ("Content-Length", "13")] {
+        for (name, value) in [
+            ("Bad Name", "x"),
+            ("", "x"),
+            ("X-Inj", "a\r\nInjected: yes"),
+            ("X-Nul", "a\0"),
+            ("Content-Length", "abc"),
+            ("Content-Length", "13"),
+        ] {
             assert!(b.add(name, value).is_err(), "{name:?}: {value:?}");
         }
         let head = b.finish();

@@ -36,7 +36,9 @@ impl WsgiInput {
     /// Asks the connection for more; returns false at the end of the body.
     fn fill(&mut self, py: Python<'_>, want: usize) -> PyResult<bool> {
         if self.failed {
-            return Err(PyOSError::new_err("request body could not be read (client disconnected or timed out)"));
+            return Err(PyOSError::new_err(
+                "request body could not be read (client disconnected or timed out)",
+            ));
         }
         let Some(source) = self.source.clone() else { return Ok(false) };
         match py.detach(move || source.read_body(want)) {

@@ -75,7 +75,8 @@ pub fn start_interpreter() -> Result<(), String> {
     let setup = Python::attach(|py| -> PyResult<()> {
         // The working directory first on sys.path (DESIGN decision 13): the app, not an installed
         // package of the same name, is what gets imported.
-        let cwd = std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| ".".into());
+        let cwd =
+            std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| ".".into());
         py.import("sys")?.getattr("path")?.call_method1("insert", (0, cwd))?;
         py.import("faulthandler")?.call_method0("enable")?;
         Ok(())

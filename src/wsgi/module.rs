@@ -7,7 +7,12 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
-create_exception!(wsgo, RequestTimeoutException, PyException, "Raised in a request that ran past --request-timeout.");
+create_exception!(
+    wsgo,
+    RequestTimeoutException,
+    PyException,
+    "Raised in a request that ran past --request-timeout."
+);
 
 #[pymodule]
 pub fn wsgo(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -29,7 +29,10 @@ impl StartResponse {
     /// Sends the head (once), then `data` as a streamed chunk. Returns false if the client is gone.
     pub(crate) fn stream(&mut self, py: Python<'_>, data: Bytes) -> PyResult<bool> {
         if !self.sent {
-            let head = self.head.clone().ok_or_else(|| PyRuntimeError::new_err("start_response() was not called"))?;
+            let head = self
+                .head
+                .clone()
+                .ok_or_else(|| PyRuntimeError::new_err("start_response() was not called"))?;
             self.exchange.send(ToConn::Head(head));
             self.sent = true;
         }
@@ -71,11 +74,12 @@ fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
     };
     let mut builder = HeadBuilder::new(code, reason);
     for item in &items {
-        let pair = item
-            .cast::<PyTuple>()
-            .ok()
-            .filter(|t| t.len() == 2)
-            .ok_or_else(|| PyTypeError::new_err(format!("each header must be a (name, value) tuple, not {}", item.repr().map(|r| r.to_string()).unwrap_or_default())))?;
+        let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "each header must be a (name, value) tuple, not {}",
+                item.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
         let name = pair.get_item(0)?;
         let value = pair.get_item(1)?;
         let name = header_str(&name, "name")?;
@@ -103,7 +107,9 @@ impl StartResponse {
                 if let Some(info) = exc_info {
                     return Err(PyErr::from_value(info.get_item(1)?));
                 }
-                return Err(PyRuntimeError::new_err("start_response() called again after the response started"));
+                return Err(PyRuntimeError::new_err(
+                    "start_response() called again after the response started",
+                ));
             }
         }
         let head = build_head(status, response_headers)?;
@@ -113,9 +119,9 @@ impl StartResponse {
 
     /// The imperative `write(data)` of PEP 3333: sent to the client at once.
     fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let bytes = data
-            .cast::<PyBytes>()
-            .map_err(|_| PyTypeError::new_err(format!("write() argument must be bytes, not {}", type_name(data))))?;
+        let bytes = data.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!("write() argument must be bytes, not {}", type_name(data)))
+        })?;
         if !self.stream(py, Bytes::copy_from_slice(bytes.as_bytes()))? {
             return Err(PyOSError::new_err("client disconnected"));
         }

@@ -54,7 +54,12 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr = loop {
             let text = std::fs::read_to_string(&stderr).unwrap_or_default();
-            if let Some(addr) = text.lines().find_map(|l| l.split(" on http://").nth(1)).and_then(|rest| rest.split(' ').next()).and_then(|a| a.parse().ok()) {
+            if let Some(addr) = text
+                .lines()
+                .find_map(|l| l.split(" on http://").nth(1))
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|a| a.parse().ok())
+            {
                 break addr;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -251,7 +256,11 @@ pub fn closed_within<R: Read>(r: &mut R, wait: Duration) -> bool {
         match r.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                continue;
+            }
             Err(_) => return true,
         }
     }

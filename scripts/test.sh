@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests on both io drivers, and the
+# end-to-end pytest suite (Flask, Django, a validated plain app) on both drivers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo build
+echo "== cargo test (io_uring driver)"
+cargo test
+echo "== integration tests (epoll driver)"
+MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --test '*'
+echo "== end-to-end (both drivers)"
+VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -q tests/e2e
