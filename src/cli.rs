@@ -18,7 +18,7 @@ use crate::config::{Cidr, Config, default_trusted_proxies};
 /// io_uring, or with MONOIO_FORCE_LEGACY_DRIVER=1); the application runs on a pool of Python
 /// threads. The embedded interpreter uses the active virtualenv (VIRTUAL_ENV).
 #[derive(Debug, Parser)]
-#[command(name = "wsgo", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "wsgo", version, about, long_about = None, max_term_width = 100, args_override_self = true)]
 pub struct Args {
     /// WSGI module to serve: `pkg.mod` (callable `application`) or `pkg.mod:callable`.
     #[arg(long, default_value = "wsgi_app", value_name = "MODULE")]
@@ -226,5 +226,11 @@ mod tests {
         assert!(Args::try_parse_from(["wsgo", "--workers", "abc"]).is_err());
         assert!(Args::try_parse_from(["wsgo", "--bogus"]).is_err());
         assert!(Args::try_parse_from(["wsgo", "stray"]).is_err());
+        // As with Go's flag package, a repeated flag takes its last value...
+        let c = Args::parse_from(["wsgo", "--workers", "4", "--workers", "1"]).into_config().unwrap();
+        assert_eq!(c.workers, 1);
+        // ...except the repeatable ones, which collect.
+        let c = Args::parse_from(["wsgo", "--trusted-proxy", "10.0.0.1", "--trusted-proxy", "10.0.0.2"]).into_config().unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
     }
 }

@@ -433,3 +433,18 @@ fn a_bind_failure_is_reported() {
     assert!(text.contains("cannot listen on"), "{text}");
     let _ = (std::fs::remove_file(out), std::fs::remove_file(err));
 }
+
+#[test]
+fn a_request_that_waits_past_the_timeout_for_a_worker_gets_504() {
+    let server = Server::start(&["--workers", "1", "--request-timeout", "1"]);
+    let mut busy = server.connect();
+    busy.write_all(b"GET /sleep?t=1.5 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let waiting = get(&server, "/");
+    assert_eq!(waiting.status, 504, "{}", waiting.text());
+    assert!(started.elapsed() >= Duration::from_millis(1000), "{:?}", started.elapsed());
+    let first = read_response(&mut BufReader::new(busy), false).unwrap();
+    assert_eq!(first.text(), "slept", "the running request is always waited for");
+    assert_eq!(get(&server, "/").status, 200);
+}
