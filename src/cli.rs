@@ -230,7 +230,9 @@ mod tests {
         let c = Args::parse_from(["wsgo", "--workers", "4", "--workers", "1"]).into_config().unwrap();
         assert_eq!(c.workers, 1);
         // ...except the repeatable ones, which collect.
-        let c = Args::parse_from(["wsgo", "--trusted-proxy", "10.0.0.1", "--trusted-proxy", "10.0.0.2"]).into_config().unwrap();
+        let c = Args::parse_from(["wsgo", "--trusted-proxy", "10.0.0.1", "--trusted-proxy", "10.0.0.2"])
+            .into_config()
+            .unwrap();
         assert_eq!(c.trusted_proxies.len(), 2);
     }
 }

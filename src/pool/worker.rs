@@ -13,6 +13,7 @@ use crate::wsgi::App;
 use crate::wsgi::call::{error_head, run as run_job};
 
 pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>, _id: usize) {
+    crate::server::batch_scheduling();
     let me = Scheduler::sleeper();
     Python::attach(|py| {
         let mut token = false;

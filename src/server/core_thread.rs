@@ -38,6 +38,7 @@ pub(super) fn run(
     if let Some(core) = core {
         core_affinity::set_for_current(core);
     }
+    super::batch_scheduling();
     if !force_legacy() {
         let mut ring = io_uring::IoUring::builder();
         ring.setup_coop_taskrun();

@@ -57,6 +57,18 @@ impl CoreSignal {
     }
 }
 
+/// Puts the calling thread under SCHED_BATCH: a wake-up no longer preempts the thread running on
+/// that CPU. When a core thread and a Python thread share a CPU, each hand-off would otherwise
+/// switch threads at once (a context switch per request); with it, work queues up while the other
+/// side runs and is taken as a batch.
+pub fn batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; param is a valid sched_param for SCHED_BATCH.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+    }
+}
+
 /// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts), so that the main
 /// thread receives them through `sigwait`.
 fn block_signals() -> libc::sigset_t {

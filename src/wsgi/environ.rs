@@ -55,6 +55,19 @@ thread_local! {
     static KEYS: RefCell<HashMap<Box<[u8]>, Py<PyString>>> = RefCell::new(HashMap::new());
 }
 
+/// `sys.stderr` as it is now (the app may have replaced it).
+fn current_stderr(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: PySys_GetObject returns a borrowed reference (or NULL without an exception set)
+    // to an object kept alive by the sys module; we take a new reference before returning.
+    unsafe {
+        let ptr = ffi::PySys_GetObject(c"stderr".as_ptr());
+        if ptr.is_null() {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("sys.stderr is not set"));
+        }
+        Ok(Bound::from_borrowed_ptr(py, ptr))
+    }
+}
+
 /// `X-Foo-Bar` -> `HTTP_X_FOO_BAR`, interned and cached per thread.
 fn header_key<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
     KEYS.with(|keys| {
@@ -113,7 +126,7 @@ pub fn build<'py>(
     let scheme = if req.https { intern!(py, "https") } else { intern!(py, "http") };
     env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
-    env.set_item(intern!(py, "wsgi.errors"), py.import(intern!(py, "sys"))?.getattr(intern!(py, "stderr"))?)?;
+    env.set_item(intern!(py, "wsgi.errors"), current_stderr(py)?)?;
 
     let (content_type, content_length) = content_fields(head);
     for (name, value) in header_entries(head) {
