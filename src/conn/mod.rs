@@ -25,7 +25,7 @@ use slab::Slab;
 use crate::client::client_ip;
 use crate::config::canonical;
 use crate::http::body::{BodyState, Step};
-use crate::http::request::{ParsedHead, Span};
+use crate::http::request::Span;
 use crate::http::response::{encode_simple, reason_phrase};
 use crate::http::{HttpError, RequestHead, parse_head};
 use crate::log::{AccessLog, Entry};
@@ -139,7 +139,7 @@ impl Conn {
     }
 
     /// Reads until a complete head is buffered. `Ok(None)`: the client closed between requests.
-    async fn read_head(&mut self, first: bool) -> Result<Option<(ParsedHead, usize)>, HeadError> {
+    async fn read_head(&mut self, first: bool) -> Result<Option<(RequestHead, usize)>, HeadError> {
         let mut deadline = if first || !self.buf.is_empty() {
             Some(if first { self.accepted } else { Instant::now() } + HEAD_TIMEOUT)
         } else {

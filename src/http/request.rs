@@ -145,7 +145,8 @@ impl RequestHead {
 ///
 /// Returns `Ok(None)` when `buf` holds no complete head yet, `Ok(Some((head, len)))` with the
 /// length of the head otherwise.
-pub fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, HttpError> {
+/// The spans of the result point into `buf`; bind them with [`RequestHead::attach`].
+pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let status = match req.parse(buf) {
@@ -231,41 +232,28 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ParsedHead, usize)>, HttpError> 
     }
     let keep_alive = if minor == 1 { !conn_close } else { conn_keep_alive && !conn_close };
     Ok(Some((
-        ParsedHead { method, raw_target, target, minor, fields, host, body, keep_alive, expect_continue },
+        RequestHead {
+            buf: Bytes::new(),
+            method,
+            raw_target,
+            target,
+            minor,
+            fields,
+            host,
+            body,
+            keep_alive,
+            expect_continue,
+        },
         len,
     )))
 }
 
-/// A parsed head whose spans point into the buffer it was parsed from; [`ParsedHead::attach`]
-/// binds it to that buffer once the connection has split the head off.
-#[derive(Debug, Clone)]
-pub struct ParsedHead {
-    pub method: Span,
-    pub raw_target: Span,
-    pub target: Target,
-    pub minor: u8,
-    pub fields: Vec<Field>,
-    pub host: Option<Span>,
-    pub body: BodyKind,
-    pub keep_alive: bool,
-    pub expect_continue: bool,
-}
-
-impl ParsedHead {
-    /// Binds the spans to `buf`, which must hold the bytes that were parsed.
-    pub fn attach(self, buf: Bytes) -> RequestHead {
-        RequestHead {
-            buf,
-            method: self.method,
-            raw_target: self.raw_target,
-            target: self.target,
-            minor: self.minor,
-            fields: self.fields,
-            host: self.host,
-            body: self.body,
-            keep_alive: self.keep_alive,
-            expect_continue: self.expect_continue,
-        }
+impl RequestHead {
+    /// Binds the spans to `buf`, which must hold the bytes that were parsed (the connection splits
+    /// the head off its read buffer once it is complete).
+    pub fn attach(mut self, buf: Bytes) -> RequestHead {
+        self.buf = buf;
+        self
     }
 }
 
@@ -590,35 +578,26 @@ mod tests {
         assert_eq!(h.field(b"x-foo"), Some(&b"good"[..]));
         assert!(h.fields.iter().all(|f| !h.bytes(f.name).contains(&b'_')));
     }
-}
 
-#[cfg(test)]
-mod prefix_tests {
-    use super::*;
+    fn assert_needs_more(raw: &[u8], upto: usize) {
+        for cut in 0..upto {
+            let got = parse_head(&raw[..cut]);
+            assert!(
+                matches!(got, Ok(None)),
+                "prefix {:?}: {:?}",
+                String::from_utf8_lossy(&raw[..cut]),
+                got.map(|o| o.map(|x| x.1))
+            );
+        }
+    }
 
     #[test]
     fn every_prefix_of_a_valid_head_needs_more() {
         let raw = b"GET /json-0?i=0 HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n\r\n";
-        for cut in 0..raw.len() {
-            let got = parse_head(&raw[..cut]);
-            assert!(
-                matches!(got, Ok(None)),
-                "prefix {:?}: {:?}",
-                String::from_utf8_lossy(&raw[..cut]),
-                got.map(|o| o.map(|x| x.1))
-            );
-        }
+        assert_needs_more(raw, raw.len());
         // An unsupported version is only judged once complete.
         let raw = b"GET / HTTP/2.0\r\nHost: t\r\n\r\n";
         assert_eq!(parse_head(raw).unwrap_err().status(), 505);
-        for cut in 0..14 {
-            let got = parse_head(&raw[..cut]);
-            assert!(
-                matches!(got, Ok(None)),
-                "prefix {:?}: {:?}",
-                String::from_utf8_lossy(&raw[..cut]),
-                got.map(|o| o.map(|x| x.1))
-            );
-        }
+        assert_needs_more(raw, 14);
     }
 }

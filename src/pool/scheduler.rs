@@ -120,6 +120,16 @@ impl Scheduler {
         Some(job)
     }
 
+    /// The worker loop's pick: takes the best job, and hands back the searching token a woken
+    /// worker holds (`token`), passing it on if work remains.
+    pub fn next_job(&self, token: &mut bool) -> Option<Job> {
+        let job = self.pick();
+        if std::mem::take(token) {
+            self.searched();
+        }
+        job
+    }
+
     /// A picked job is finished.
     pub fn done(&self) {
         self.running.fetch_sub(1, SeqCst);
@@ -212,12 +222,7 @@ mod tests {
                     let me = Scheduler::sleeper();
                     let mut token = false;
                     loop {
-                        let job = s.pick();
-                        if token {
-                            s.searched();
-                            token = false;
-                        }
-                        match job {
+                        match s.next_job(&mut token) {
                             Some(j) if path(&j) == b"/stop" => return,
                             Some(_) => {
                                 picked.fetch_add(1, SeqCst);

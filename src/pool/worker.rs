@@ -18,12 +18,7 @@ pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>, _id: usize) {
     Python::attach(|py| {
         let mut token = false;
         loop {
-            let job = sched.pick();
-            if token {
-                sched.searched();
-                token = false;
-            }
-            let Some(job) = job else {
+            let Some(job) = sched.next_job(&mut token) else {
                 token = py.detach(|| sched.park(&me));
                 continue;
             };
