@@ -448,3 +448,20 @@ fn a_request_that_waits_past_the_timeout_for_a_worker_gets_504() {
     assert_eq!(first.text(), "slept", "the running request is always waited for");
     assert_eq!(get(&server, "/").status, 200);
 }
+
+#[test]
+fn a_bad_chunked_body_is_answered_and_logged_once() {
+    let server = Server::start(&[]);
+    let r = roundtrip(
+        &server,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.status, 400);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stdout_text().contains("\"POST /echo HTTP/1.1\" 400 ") {
+        assert!(Instant::now() < deadline, "no log line: {}", server.stdout_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.stdout_text().lines().count(), 1, "{}", server.stdout_text());
+}

@@ -224,22 +224,31 @@ impl Conn {
 
     /// Answers a malformed request and logs it; the connection is closed after.
     async fn reject(&mut self, e: HttpError) {
-        let status = e.status();
-        let body = format!("{status} {}: {}\n", reason_phrase(status), e.detail());
-        encode_simple(&mut self.out, status, b"", body.as_bytes(), false, false, 1);
-        let _ = self.flush_out(Instant::now() + HEAD_TIMEOUT).await;
         let started = Instant::now();
+        let (status, bytes) = self.send_error(e).await;
         self.core.log.write(&Entry {
             client: self.peer.ip(),
             method: b"-",
             target: b"-",
             minor: 1,
             status,
-            bytes: body.len() as u64,
+            bytes,
             referer: None,
             user_agent: None,
             duration: started.elapsed(),
         });
+    }
+
+    /// Writes the response to a protocol error (the connection is closed after it). Returns the
+    /// status and the body bytes sent.
+    async fn send_error(&mut self, e: HttpError) -> (u16, u64) {
+        let status = e.status();
+        let body = format!("{status} {}: {}\n", reason_phrase(status), e.detail());
+        encode_simple(&mut self.out, status, b"", body.as_bytes(), false, false, 1);
+        match self.flush_out(Instant::now() + HEAD_TIMEOUT).await {
+            Ok(()) => (status, body.len() as u64),
+            Err(_) => (status, 0),
+        }
     }
 
     /// Answers one request; returns whether the connection stays open.

@@ -59,8 +59,8 @@ impl Conn {
             match self.prebuffer(&mut body, PREBUFFER, body_deadline).await {
                 Ok(p) => prefix = p,
                 Err(Some(e)) => {
-                    self.reject(e).await;
-                    return Outcome::close(e.status(), 0);
+                    let (status, bytes) = self.send_error(e).await;
+                    return Outcome::close(status, bytes);
                 }
                 Err(None) => return Outcome::close(0, 0),
             }

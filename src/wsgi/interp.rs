@@ -5,7 +5,6 @@
 //! the venv's (DESIGN decision 13), signal handlers stay ours, stdio is unbuffered, and the built-in
 //! `wsgo` module is registered before start-up.
 
-use std::ffi::CString;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 
@@ -123,11 +122,13 @@ pub fn load_app(module: &str, callable: &str) -> Result<Py<PyAny>, String> {
 /// finalising under them can hang; the process exits right after this.
 pub fn run_exit_handlers() {
     let _ = Python::try_attach(|py| {
-        let code = CString::new(
-            "import atexit, sys\natexit._run_exitfuncs()\nfor s in (sys.stdout, sys.stderr):\n    try: s.flush()\n    except Exception: pass\n",
-        )
-        .expect("no NUL in literal");
-        if let Err(e) = py.run(&code, None, None) {
+        let code = c"import atexit, sys
+atexit._run_exitfuncs()
+for s in (sys.stdout, sys.stderr):
+    try: s.flush()
+    except Exception: pass
+";
+        if let Err(e) = py.run(code, None, None) {
             e.print(py);
         }
     });
