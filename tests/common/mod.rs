@@ -99,9 +99,9 @@ impl Server {
     /// Sends a signal to the server by process id.
     pub fn signal(&self, sig: i32) {
         let pid = self.pid() as i32;
-        // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+        // SAFETY: kill(2) on the pid of a child we started and have not reaped yet.
         unsafe {
-            libc_kill(pid, sig);
+            libc::kill(pid, sig);
         }
     }
 
@@ -111,11 +111,6 @@ impl Server {
         let mut child = self.child.take().expect("running");
         wait_with_deadline(&mut child, Duration::from_secs(20))
     }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> ExitStatus {
