@@ -12,7 +12,7 @@ if [ ! -x "$PYTHON" ]; then
 fi
 
 need=()
-for pkg in wrk curl; do
+for pkg in wrk curl valgrind; do
     command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

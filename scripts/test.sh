@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests on both io drivers, and the
-# end-to-end pytest suite (Flask, Django, a validated plain app) on both drivers.
+# The whole test suite: formatting, lints, unit and integration tests on both io drivers, the
+# instruction-count regression check, and the end-to-end pytest suite (Flask, Django, a validated
+# plain app) on both drivers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,5 +13,8 @@ echo "== cargo test (io_uring driver)"
 cargo test
 echo "== integration tests (epoll driver)"
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --test '*'
+echo "== performance regression check (instructions per request)"
+cargo build --release
+.venv/bin/python scripts/perf_check.py
 echo "== end-to-end (both drivers)"
 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -q tests/e2e
