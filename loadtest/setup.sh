@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Installs the peers for the load tests into loadtest/.venv (same interpreter as the server
-# embeds), and Debian's wrk.
+# Installs the load-test peers into loadtest/.venv (the interpreter the server embeds), and from
+# Debian: wrk, nginx (static scenarios), libev-dev (to build bjoern).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
+need=()
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+[ -f /usr/include/ev.h ] || need+=(libev-dev)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 PYTHON="$(sed -n 's/^PYO3_PYTHON = { value = "\(.*\)", .*/\1/p' .cargo/config.toml)"
 [ -x loadtest/.venv/bin/python ] || "$PYTHON" -m venv loadtest/.venv
-loadtest/.venv/bin/pip install -q granian==2.8.7 wsgo==0.0.25
+loadtest/.venv/bin/pip install -q granian==2.8.7 wsgo==0.0.25 gunicorn==27.0.1 pyuwsgi==2.0.30.post1 bjoern==3.2.2
 echo "loadtest setup: ok"
