@@ -6,6 +6,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
+
+use crate::http::response::{push_ip, push_u64};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,17 +47,24 @@ impl AccessLog {
     pub fn write(&self, e: &Entry<'_>) {
         let stamp = self.timestamp();
         let mut buf = self.buf.borrow_mut();
-        let _ = write!(buf, "{} - - [", e.client);
+        push_ip(&mut buf, e.client);
+        buf.extend_from_slice(b" - - [");
         buf.extend_from_slice(&stamp);
         buf.extend_from_slice(b"] \"");
         escape(&mut buf, e.method);
         buf.push(b' ');
         escape(&mut buf, e.target);
-        let _ = write!(buf, " HTTP/1.{}\" {} {} \"", e.minor, e.status, e.bytes);
+        buf.extend_from_slice(if e.minor == 1 { b" HTTP/1.1\" " } else { b" HTTP/1.0\" " });
+        push_u64(&mut buf, u64::from(e.status));
+        buf.push(b' ');
+        push_u64(&mut buf, e.bytes);
+        buf.extend_from_slice(b" \"");
         escape(&mut buf, e.referer.unwrap_or(b"-"));
         buf.extend_from_slice(b"\" \"");
         escape(&mut buf, e.user_agent.unwrap_or(b"-"));
-        let _ = writeln!(buf, "\" {}ms", e.duration.as_millis());
+        buf.extend_from_slice(b"\" ");
+        push_u64(&mut buf, e.duration.as_millis() as u64);
+        buf.extend_from_slice(b"ms\n");
         if buf.len() >= FLUSH_AT {
             flush_to_stdout(&mut buf);
         }
@@ -89,11 +98,17 @@ fn flush_to_stdout(buf: &mut Vec<u8>) {
 
 /// Quotes, backslashes and non-printable bytes become `\xHH`.
 fn escape(buf: &mut Vec<u8>, field: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+    if field.iter().all(|&b| plain(b)) {
+        buf.extend_from_slice(field);
+        return;
+    }
     for &b in field {
-        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+        if plain(b) {
             buf.push(b);
         } else {
-            let _ = write!(buf, "\\x{b:02x}");
+            buf.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         }
     }
 }

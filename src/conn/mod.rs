@@ -6,21 +6,21 @@
 //! 3600 s to write a response.
 
 mod respond;
+pub mod watch;
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use slab::Slab;
 
 use crate::client::client_ip;
 use crate::config::canonical;
@@ -32,6 +32,7 @@ use crate::log::{AccessLog, Entry};
 use crate::pool::Pool;
 use crate::router::{Route, route};
 use crate::server::Shared;
+use watch::Watch;
 
 /// A new connection must deliver a complete head within this (and a keep-alive one, once its
 /// next request has started).
@@ -52,8 +53,8 @@ pub struct CoreCtx {
     pub pool: Pool,
     pub shared: Arc<Shared>,
     pub log: AccessLog,
-    /// Connections waiting for their next request: closed at once on shutdown.
-    pub idle: RefCell<Slab<RawFd>>,
+    /// The connections' sockets and deadlines.
+    pub watch: Watch,
     /// Connections open on this core.
     pub open: Cell<usize>,
 }
@@ -85,10 +86,10 @@ impl Outcome {
 /// Serves one accepted connection until it closes.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<CoreCtx>) {
     let local = stream.local_addr().unwrap_or(peer);
-    let fd = stream.as_raw_fd();
+    let key = core.watch.register(stream.as_raw_fd());
     let mut conn = Conn {
         stream,
-        fd,
+        key,
         peer: SocketAddr::new(canonical(peer.ip()), peer.port()),
         local: SocketAddr::new(canonical(local.ip()), local.port()),
         buf: BytesMut::with_capacity(READ_CHUNK),
@@ -101,13 +102,20 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<CoreCtx>) {
 
 struct Conn {
     stream: TcpStream,
-    fd: RawFd,
+    /// This connection's entry in the core's [`Watch`].
+    key: usize,
     peer: SocketAddr,
     local: SocketAddr,
     buf: BytesMut,
     out: Vec<u8>,
     core: Rc<CoreCtx>,
     accepted: Instant,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.core.watch.remove(self.key);
+    }
 }
 
 /// Why reading a head stopped without one.
@@ -131,7 +139,10 @@ impl Conn {
                 }
             };
             first = false;
-            let head = parsed.attach(self.buf.split_to(len).freeze());
+            // A copy of the head (a few hundred bytes) keeps the read buffer unshared, so it is
+            // reused for the next request instead of a new one being allocated.
+            let head = parsed.attach(Bytes::copy_from_slice(&self.buf[..len]));
+            self.buf.advance(len);
             if !self.handle(head).await || self.core.shared.draining.load(SeqCst) {
                 return;
             }
@@ -151,24 +162,13 @@ impl Conn {
             {
                 return Ok(Some(p));
             }
-            let wait = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => IDLE_TIMEOUT,
-            };
-            if wait.is_zero() {
-                return Err(HeadError::Gone);
-            }
-            let idle_key = self.buf.is_empty().then(|| self.core.idle.borrow_mut().insert(self.fd));
-            if self.core.shared.draining.load(SeqCst) && self.buf.is_empty() {
-                if let Some(k) = idle_key {
-                    self.core.idle.borrow_mut().remove(k);
-                }
+            let idle = self.buf.is_empty();
+            if idle && self.core.shared.draining.load(SeqCst) {
                 return Ok(None);
             }
-            let read = self.read_more(wait).await;
-            if let Some(k) = idle_key {
-                self.core.idle.borrow_mut().remove(k);
-            }
+            self.core.watch.set_idle(self.key, idle);
+            let read = self.read_more(Some(deadline.unwrap_or_else(|| Instant::now() + IDLE_TIMEOUT))).await;
+            self.core.watch.set_idle(self.key, false);
             match read {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
                 Ok(0) | Err(_) => return Err(HeadError::Gone),
@@ -179,21 +179,19 @@ impl Conn {
         }
     }
 
-    /// One read into the buffer, bounded by `wait`.
-    async fn read_more(&mut self, wait: Duration) -> io::Result<usize> {
+    /// One read into the buffer. A passed deadline shuts the socket down (see [`Watch`]), which
+    /// ends the read with 0 or an error.
+    async fn read_more(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
             self.buf.reserve(READ_CHUNK);
         }
+        self.core.watch.set_deadline(self.key, deadline);
         // monoio reads into a buffer from its start: read into the spare capacity past `len`.
         let len = self.buf.len();
         let spare = std::mem::take(&mut self.buf).slice_mut(len..);
-        match monoio::time::timeout(wait, self.stream.read(spare)).await {
-            Ok((res, spare)) => {
-                self.buf = spare.into_inner();
-                res
-            }
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
-        }
+        let (res, spare) = self.stream.read(spare).await;
+        self.buf = spare.into_inner();
+        res
     }
 
     /// Writes `self.out` in full and clears it.
@@ -203,23 +201,16 @@ impl Conn {
     }
 
     async fn write_bytes_vec(&mut self, out: Vec<u8>, deadline: Instant) -> io::Result<()> {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(wait, self.stream.write_all(out)).await {
-            Ok((res, mut out)) => {
-                out.clear();
-                self.out = out;
-                res.map(drop)
-            }
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
-        }
+        self.core.watch.set_deadline(self.key, Some(deadline));
+        let (res, mut out) = self.stream.write_all(out).await;
+        out.clear();
+        self.out = out;
+        res.map(drop)
     }
 
     async fn write_bytes(&mut self, data: Bytes, deadline: Instant) -> io::Result<()> {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(wait, self.stream.write_all(data)).await {
-            Ok((res, _)) => res.map(drop),
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
-        }
+        self.core.watch.set_deadline(self.key, Some(deadline));
+        self.stream.write_all(data).await.0.map(drop)
     }
 
     /// Answers a malformed request and logs it; the connection is closed after.
@@ -327,13 +318,10 @@ impl Conn {
             match state.take(&mut self.buf, max).map_err(Some)? {
                 Step::Data(d) => return Ok(Some(d)),
                 Step::Done => return Ok(None),
-                Step::NeedMore => {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    match self.read_more(wait).await {
-                        Ok(n) if n > 0 => {}
-                        _ => return Err(None),
-                    }
-                }
+                Step::NeedMore => match self.read_more(Some(deadline)).await {
+                    Ok(n) if n > 0 => {}
+                    _ => return Err(None),
+                },
             }
         }
     }

@@ -104,6 +104,8 @@ impl Conn {
         let write_deadline = Instant::now() + WRITE_TIMEOUT;
         let mut stream: Option<Stream> = None;
         loop {
+            // Waiting for the application has no deadline of ours.
+            self.core.watch.set_deadline(self.key, None);
             match exchange.recv().await {
                 ToConn::Full(rh, data) => return self.send_full(req, rh, data, body, write_deadline).await,
                 ToConn::Head(rh) => {

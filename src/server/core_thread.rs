@@ -5,18 +5,18 @@
 //! cannot be built (old kernel, seccomp, locked-memory limit) we fall back to epoll with one log
 //! line; MONOIO_FORCE_LEGACY_DRIVER=1 forces epoll (the test suite runs on both).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::net::TcpListener as StdListener;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
-use slab::Slab;
 
 use super::{CoreSignal, Shared};
+use crate::conn::watch::{SWEEP_EVERY, Watch};
 use crate::conn::{self, CoreCtx};
 use crate::log::{AccessLog, FLUSH_EVERY};
 use crate::pool::Pool;
@@ -78,15 +78,22 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         pool,
         shared: shared.clone(),
         log: AccessLog::new(),
-        idle: RefCell::new(Slab::new()),
+        watch: Watch::new(),
         open: Cell::new(0),
     });
 
-    let flusher = core.clone();
+    // Housekeeping: connection deadlines every SWEEP_EVERY, the access log every FLUSH_EVERY.
+    let keeper = core.clone();
     monoio::spawn(async move {
+        let mut last_flush = Instant::now();
         loop {
-            monoio::time::sleep(FLUSH_EVERY).await;
-            flusher.log.flush();
+            monoio::time::sleep(SWEEP_EVERY).await;
+            let now = Instant::now();
+            keeper.watch.sweep(now);
+            if now.duration_since(last_flush) >= FLUSH_EVERY {
+                keeper.log.flush();
+                last_flush = now;
+            }
         }
     });
 
@@ -97,11 +104,7 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         // SAFETY: listen_fd stays open until this runtime ends (the listener lives in `serve`).
         unsafe { libc::shutdown(listen_fd, libc::SHUT_RD) };
         // Idle keep-alive connections are closed now; busy ones close after their response.
-        for (_, &fd) in watcher.idle.borrow().iter() {
-            // SAFETY: the fd belongs to a connection registered as idle on this thread, which
-            // removes it before closing; shutdown only wakes its pending read.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        }
+        watcher.watch.close_idle();
         watcher.log.flush();
     });
 

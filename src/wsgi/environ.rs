@@ -13,6 +13,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{ffi, intern};
 
 use crate::http::RequestHead;
+use crate::http::response::{push_ip, push_u64};
 
 /// Most distinct header keys kept interned per thread (a client can invent names endlessly).
 const MAX_CACHED_KEYS: usize = 512;
@@ -26,9 +27,31 @@ pub struct RequestInfo<'a> {
 }
 
 /// The constant part of every environ.
+///
+/// It also holds every key each request sets (with placeholder values): the per-request copy then
+/// starts at its final size and replaces values instead of growing the dict.
 pub fn base_environ(py: Python<'_>, multiprocess: bool) -> PyResult<Py<PyDict>> {
     let d = PyDict::new(py);
-    d.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?;
+    let empty = intern!(py, "");
+    for key in [
+        intern!(py, "REQUEST_METHOD"),
+        intern!(py, "PATH_INFO"),
+        intern!(py, "QUERY_STRING"),
+        intern!(py, "SERVER_PROTOCOL"),
+        intern!(py, "REMOTE_ADDR"),
+        intern!(py, "REMOTE_PORT"),
+        intern!(py, "SERVER_NAME"),
+        intern!(py, "SERVER_PORT"),
+        intern!(py, "HTTP_HOST"),
+        intern!(py, "wsgi.url_scheme"),
+        intern!(py, "wsgi.input"),
+        intern!(py, "wsgi.errors"),
+        intern!(py, "CONTENT_TYPE"),
+        intern!(py, "CONTENT_LENGTH"),
+    ] {
+        d.set_item(key, empty)?;
+    }
+    d.set_item(intern!(py, "SCRIPT_NAME"), empty)?;
     d.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
     d.set_item(intern!(py, "wsgi.multithread"), true)?;
     d.set_item(intern!(py, "wsgi.multiprocess"), multiprocess)?;
@@ -112,16 +135,23 @@ pub fn build<'py>(
     env.set_item(intern!(py, "QUERY_STRING"), latin1(py, head.query().unwrap_or(b""))?)?;
     let protocol = if head.minor == 1 { intern!(py, "HTTP/1.1") } else { intern!(py, "HTTP/1.0") };
     env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
-    env.set_item(intern!(py, "REMOTE_ADDR"), req.peer.ip().to_string())?;
-    env.set_item(intern!(py, "REMOTE_PORT"), req.peer.port().to_string())?;
+    let mut text = Vec::with_capacity(48);
+    push_ip(&mut text, req.peer.ip());
+    env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, &text)?)?;
+    text.clear();
+    push_u64(&mut text, u64::from(req.peer.port()));
+    env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, &text)?)?;
     let host = head.host.map(|h| head.bytes(h)).unwrap_or(b"");
-    let server_name = if host.is_empty() {
-        req.local.ip().to_string().into_bytes()
+    text.clear();
+    if host.is_empty() {
+        push_ip(&mut text, req.local.ip());
     } else {
-        host_without_port(host).to_vec()
-    };
-    env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &server_name)?)?;
-    env.set_item(intern!(py, "SERVER_PORT"), req.local.port().to_string())?;
+        text.extend_from_slice(host_without_port(host));
+    }
+    env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &text)?)?;
+    text.clear();
+    push_u64(&mut text, u64::from(req.local.port()));
+    env.set_item(intern!(py, "SERVER_PORT"), latin1(py, &text)?)?;
     env.set_item(intern!(py, "HTTP_HOST"), latin1(py, host)?)?;
     let scheme = if req.https { intern!(py, "https") } else { intern!(py, "http") };
     env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
