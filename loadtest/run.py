@@ -12,9 +12,9 @@ script (status 200 and the exact body length): a server that fails fast does not
 
 Usage:
     loadtest/setup.sh                       # peers into loadtest/.venv, wrk/nginx/libev from Debian
-    cargo build --release
+    cargo build --release --features rust-hello --target-dir target/bench
     loadtest/.venv/bin/python loadtest/run.py [--quick] [--layouts one-core,all-cores]
-        [--scenarios hello,json,...] [--servers wsgo,granian,...] [--runs 3] [--duration 4]
+        [--scenarios hello,json,...] [--servers wsgo,granian,...] [--runs 3] [--duration 3]
 Writes loadtest/results/<timestamp>.json and .md, and prints the markdown. Only 127.0.0.1; servers
 are stopped by process id; every run is bounded by wrk's duration.
 """
@@ -51,10 +51,12 @@ SCENARIOS = {
     "slow_io": ("/sleep", "GET", b"", 13, 64, [], "wsgi"),
     "conn_close": ("/", "GET", b"", 13, 64, ["Connection: close"], "wsgi"),
     "hello_256": ("/", "GET", b"", 13, 256, [], "wsgi"),
+    # The ceiling: the same reply from a core thread without Python (a `rust-hello` build only).
+    "rust_hello": ("/__rust_hello", "GET", b"", 13, 64, [], "rust"),
     "static_4k": ("/static/4k.txt", "GET", b"", 4096, 64, [], "static"),
     "static_1m": ("/static/1m.txt", "GET", b"", 1 << 20, 64, [], "static"),
 }
-QUICK_SCENARIOS = ["hello", "post_16k", "slow_io"]
+QUICK_SCENARIOS = ["hello", "post_16k", "slow_io", "rust_hello"]
 QUICK_SERVERS = ["wsgo", "granian", "bjoern"]
 
 
@@ -66,7 +68,7 @@ def python_libdir():
 
 def server_command(name, port, procs, webroot):
     """The command line of each server; None when it cannot run the layout or scenario kind."""
-    ours = os.environ.get("WSGO_BIN", str(ROOT / "target" / "release" / "wsgo"))
+    ours = os.environ.get("WSGO_BIN", str(ROOT / "target" / "bench" / "release" / "wsgo"))
     b = VENV / "bin"
     addr = f"127.0.0.1:{port}"
     return {
@@ -87,7 +89,7 @@ def server_command(name, port, procs, webroot):
 
 
 SUPPORTS = {
-    "wsgo": {"wsgi"},  # static files arrive with issue 4
+    "wsgo": {"wsgi", "rust"},  # static files arrive with issue 4
     "wsgo-go": {"wsgi", "static"},
     "granian": {"wsgi"},
     "gunicorn": {"wsgi"},
@@ -312,7 +314,7 @@ def main():
     ap.add_argument("--scenarios")
     ap.add_argument("--servers")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--duration", type=int, default=4)
+    ap.add_argument("--duration", type=int, default=3)
     args = ap.parse_args()
     scenarios = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
     servers = args.servers.split(",") if args.servers else list(SUPPORTS)

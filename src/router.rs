@@ -17,6 +17,9 @@ pub enum Route<'a> {
     Redirect(&'a [u8]),
     /// The application.
     Wsgi,
+    /// Benchmark builds only: a fixed reply from the core thread, the ceiling for the WSGI path.
+    #[cfg(feature = "rust-hello")]
+    RustHello,
 }
 
 pub fn route(head: &RequestHead) -> Route<'_> {
@@ -24,6 +27,8 @@ pub fn route(head: &RequestHead) -> Route<'_> {
         Target::Asterisk => Route::ServerOptions,
         Target::Authority => Route::NotFound,
         Target::Redirect(location) => Route::Redirect(location),
+        #[cfg(feature = "rust-hello")]
+        Target::Path { .. } if head.path() == Some(b"/__rust_hello") => Route::RustHello,
         Target::Path { .. } => Route::Wsgi,
     }
 }

@@ -274,6 +274,8 @@ impl Conn {
                 self.simple(&head, 301, &lines, b"").await
             }
             Route::Wsgi => self.wsgi(head, client).await,
+            #[cfg(feature = "rust-hello")]
+            Route::RustHello => self.simple(&head, 200, b"", b"Hello, World!").await,
         };
         let span = |s: Span| &info.buf[s.start as usize..s.end as usize];
         self.core.log.write(&Entry {
