@@ -80,7 +80,7 @@ def server_command(name, port, procs, webroot):
                     "--port", str(port), "--no-ws", "--blocking-threads", "16", "bench_app:application"],
         "gunicorn": [str(b / "gunicorn"), "-k", "gthread", "--threads", "16", "-w", str(procs), "-b", addr,
                      "--log-level", "warning", "bench_app:application"],
-        "uwsgi": [str(b / "uwsgi"), "--http-socket", addr, "--module", "bench_app:application", "--master",
+        "uwsgi": [str(b / "uwsgi"), "--http11-socket", addr, "--module", "bench_app:application", "--master",
                   "--processes", str(procs), "--threads", "16", "--disable-logging", "--die-on-term",
                   "--static-map", f"/static={webroot}", "--lazy-apps"],
         "bjoern": [str(b / "python"), "bjoern_run.py", str(port)],
@@ -210,11 +210,12 @@ end
 
 
 def parse_latency(text):
-    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    """wrk's latency text (`812.00us`, `1.20ms`, `2.00s`, `1.00m`) in milliseconds."""
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text)
     if not m:
         return None
-    v = float(m.group(1))
-    return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)]
+    return float(m.group(1)) * scale
 
 
 def run_wrk(port, path, script, conns, duration, pin):
@@ -270,7 +271,11 @@ def measure(server, scenario, layout, args, webroot, libdir):
                 except ProcessLookupError:
                     pass
                 proc.wait()
-    med = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+    def median(key):
+        values = [r[key] for r in runs if r[key] is not None]
+        return statistics.median(values) if values else None
+
+    med = {k: median(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
     return {"server": server, "scenario": scenario, "layout": layout, **med,
             "errors": sum(r["errors"] for r in runs), "peak_rss_mb": rss, "runs": runs}
 
@@ -294,7 +299,9 @@ def table(results, layout):
                 cells.append(f"failed: {r['failed'][:30]}")
                 continue
             err = f" ({r['errors']} errors)" if r["errors"] else ""
-            cells.append(f"{r['rps']:,.0f} · {r['cpu_us_per_req']:.1f} · {r['p99_ms']:.2f} · {r['peak_rss_mb']:.0f}{err}")
+            fmt = lambda v, spec: "?" if v is None else format(v, spec)  # noqa: E731
+            cells.append(f"{fmt(r['rps'], ',.0f')} · {fmt(r['cpu_us_per_req'], '.1f')} · {fmt(r['p99_ms'], '.2f')} · "
+                         f"{r['peak_rss_mb']:.0f}{err}")
             if r["errors"] or not r["cpu_us_per_req"]:
                 continue
             if sv == "wsgo":
@@ -337,7 +344,7 @@ def main():
                     continue
                 r = measure(sv, sc, layout, args, str(webroot), libdir)
                 results.append(r)
-                brief = r.get("failed") or f"{r['rps']:,.0f} req/s, {r['cpu_us_per_req']:.1f} µs CPU/req, {r['errors']} errors"
+                brief = r.get("failed") or f"{r['rps']:,.0f} req/s, {r['cpu_us_per_req'] or 0:.1f} µs CPU/req, {r['errors']} errors"
                 print(f"[{time.monotonic() - started:6.0f}s] {layout:9} {sc:10} {sv:9} {brief}", file=sys.stderr)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     md = "\n\n".join(table(results, layout) for layout in args.layouts.split(","))

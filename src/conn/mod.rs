@@ -249,7 +249,7 @@ impl Conn {
             head.fields.iter().filter(|f| head.bytes(f.name).eq_ignore_ascii_case(b"x-forwarded-for"));
         let client = client_ip(
             self.peer.ip(),
-            forwarded.map(|f| head.bytes(f.value)).collect::<Vec<_>>().into_iter(),
+            forwarded.map(|f| head.bytes(f.value)),
             &self.core.shared.config.trusted_proxies,
         );
         let find = |name: &[u8]| {
@@ -273,7 +273,7 @@ impl Conn {
                 lines.extend_from_slice(b"\r\n");
                 self.simple(&head, 301, &lines, b"").await
             }
-            Route::Wsgi => self.wsgi(head, client).await,
+            Route::Wsgi => self.wsgi(head).await,
             #[cfg(feature = "rust-hello")]
             Route::RustHello => self.simple(&head, 200, b"", b"Hello, World!").await,
         };

@@ -1,7 +1,6 @@
 //! The WSGI leg of a connection: pre-read the body, queue the job, then carry out what the worker
 //! sends back (response head and body, requests for more body) until the response is complete.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Instant;
@@ -38,7 +37,7 @@ struct Stream {
 }
 
 impl Conn {
-    pub(super) async fn wsgi(&mut self, head: RequestHead, _client: IpAddr) -> Outcome {
+    pub(super) async fn wsgi(&mut self, head: RequestHead) -> Outcome {
         let req = Req {
             is_head: head.is_head(),
             minor: head.minor,

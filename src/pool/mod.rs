@@ -61,7 +61,7 @@ impl Pool {
             let app = app.clone();
             std::thread::Builder::new()
                 .name(format!("wsgo-py-{id}"))
-                .spawn(move || worker::run(sched, app, id))?;
+                .spawn(move || worker::run(sched, app))?;
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use super::scheduler::Scheduler;
 use crate::wsgi::App;
 use crate::wsgi::call::{error_head, run as run_job};
 
-pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>, _id: usize) {
+pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>) {
     crate::server::batch_scheduling();
     let me = Scheduler::sleeper();
     Python::attach(|py| {
