@@ -465,3 +465,35 @@ fn a_bad_chunked_body_is_answered_and_logged_once() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(server.stdout_text().lines().count(), 1, "{}", server.stdout_text());
 }
+
+#[test]
+fn the_access_log_names_the_client_behind_a_trusted_proxy() {
+    let server = Server::start(&[]);
+    roundtrip(
+        &server,
+        b"GET /?xff HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 6.6.6.6, 203.0.113.9\r\nConnection: close\r\n\r\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stdout_text().contains("GET /?xff ") {
+        assert!(Instant::now() < deadline, "no log line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The right-most untrusted address, not the left-most one a client could have forged.
+    assert!(server.stdout_text().starts_with("203.0.113.9 - - ["), "{}", server.stdout_text());
+}
+
+#[test]
+fn continue_is_sent_when_the_app_first_reads_a_body_it_was_not_given() {
+    let server = Server::start(&[]);
+    let s = server.connect();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    // GET bodies are not pre-read: the 100 goes out only when the app asks for the body.
+    w.write_all(b"GET /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let interim = read_response(&mut r, false).unwrap();
+    assert_eq!(interim.status, 100);
+    w.write_all(b"body").unwrap();
+    let resp = read_response(&mut r, false).unwrap();
+    assert_eq!(resp.text(), "body");
+}
