@@ -45,7 +45,8 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(request_timeout: Option<Duration>) -> Pool {
-        Pool { sched: Arc::new(Scheduler::new(QUEUE_CAPACITY, request_timeout)) }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Pool { sched: Arc::new(Scheduler::new(QUEUE_CAPACITY, request_timeout, cpus)) }
     }
 
     /// Queues a job; refuses it when the queue is full.

@@ -7,12 +7,21 @@
 //! Wake-ups follow the "searching worker" rule: a push wakes an idle worker only when none is
 //! already on its way to pick. A worker that finds nothing gives up its searching token *before*
 //! its last look at the queue, so no push is ever left without a worker to see it.
+//!
+//! More workers only help while the running ones wait outside the GIL (I/O, sleeps). When the app
+//! is CPU-bound, every extra active worker takes the GIL by force after the switch interval (5 ms)
+//! and leaves the preempted request waiting: with 16 active workers a 25 µs request was seen to
+//! wait 100 ms (p99). So a woken worker measures how long it waited for the GIL: a long wait marks
+//! the GIL contended for [`CONTENDED_FOR`], during which no further worker is woken while one runs,
+//! and workers that finish a job yield to the ones already running instead of adding to the queue
+//! for the GIL. Only with two or more CPUs: on one CPU workers cannot hold the GIL in parallel, and
+//! a long wait measures the wait for the CPU instead (acting on it was seen to worsen p99 there).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
@@ -29,6 +38,11 @@ pub struct Sleeper {
     woken: AtomicBool,
 }
 
+/// A GIL wait at least this long means the running workers hold it by computing, not waiting.
+pub const CONTENDED_WAIT: Duration = Duration::from_millis(1);
+/// How long one such observation keeps the scheduler from waking more workers.
+pub const CONTENDED_FOR: Duration = Duration::from_millis(10);
+
 pub struct Scheduler {
     inbox: ArrayQueue<Job>,
     /// Jobs taken out of the inbox and not yet picked; only workers touch it.
@@ -38,6 +52,11 @@ pub struct Scheduler {
     running: AtomicUsize,
     searching: AtomicUsize,
     idle: Mutex<Vec<Arc<Sleeper>>>,
+    /// Until when (ns since `epoch`) the GIL counts as contended.
+    contended_until: AtomicU64,
+    /// Whether GIL waits are acted on (the process may run on two or more CPUs).
+    watch_gil: bool,
+    epoch: Instant,
     pub(crate) request_timeout: Option<Duration>,
 }
 
@@ -46,7 +65,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Scheduler {
-    pub fn new(capacity: usize, request_timeout: Option<Duration>) -> Scheduler {
+    /// `cpus`: how many CPUs the process may run on (GIL contention needs two).
+    pub fn new(capacity: usize, request_timeout: Option<Duration>, cpus: usize) -> Scheduler {
         Scheduler {
             inbox: ArrayQueue::new(capacity),
             pending: Mutex::new(VecDeque::with_capacity(capacity)),
@@ -54,6 +74,9 @@ impl Scheduler {
             running: AtomicUsize::new(0),
             searching: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
+            contended_until: AtomicU64::new(0),
+            watch_gil: cpus >= 2,
+            epoch: Instant::now(),
             request_timeout,
         }
     }
@@ -77,10 +100,32 @@ impl Scheduler {
             self.queued.fetch_sub(1, SeqCst);
             return Err(QueueFull);
         }
-        if self.searching.load(SeqCst) == 0 {
+        if self.searching.load(SeqCst) == 0 && (self.running.load(SeqCst) == 0 || !self.contended()) {
             self.wake_one();
         }
         Ok(())
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Whether a recent GIL wait said the running workers are computing.
+    pub fn contended(&self) -> bool {
+        self.now_ns() < self.contended_until.load(Relaxed)
+    }
+
+    /// A woken worker waited `waited` to take the GIL.
+    pub fn note_gil_wait(&self, waited: Duration) {
+        if self.watch_gil && waited >= CONTENDED_WAIT {
+            self.contended_until.store(self.now_ns() + CONTENDED_FOR.as_nanos() as u64, Relaxed);
+        }
+    }
+
+    /// After a job: whether this worker should step back and let the running ones drain the
+    /// queue (the GIL is contended and someone else is running).
+    pub fn should_yield(&self) -> bool {
+        self.running.load(SeqCst) > 0 && self.queued.load(SeqCst) > 0 && self.contended()
     }
 
     /// Hands a searching token to one idle worker, if there is one.
@@ -139,16 +184,21 @@ impl Scheduler {
     /// there is still work and nobody else is searching, pass the token on.
     pub fn searched(&self) {
         self.searching.fetch_sub(1, SeqCst);
-        if self.queued.load(SeqCst) > 0 && self.searching.load(SeqCst) == 0 {
+        if self.queued.load(SeqCst) > 0
+            && self.searching.load(SeqCst) == 0
+            && (self.running.load(SeqCst) == 0 || !self.contended())
+        {
             self.wake_one();
         }
     }
 
     /// Parks the calling worker until it is handed a searching token. Returns at once (without a
-    /// token) if work arrived while it was registering. Call with the GIL released.
-    pub fn park(&self, me: &Arc<Sleeper>) -> bool {
+    /// token) if work arrived while it was registering, unless `stepping_back` (see
+    /// [`Scheduler::should_yield`]), or the running workers are gone and the work would be left.
+    /// Call with the GIL released.
+    pub fn park(&self, me: &Arc<Sleeper>, stepping_back: bool) -> bool {
         lock(&self.idle).push(me.clone());
-        if self.queued.load(SeqCst) > 0 {
+        if self.queued.load(SeqCst) > 0 && (!stepping_back || self.running.load(SeqCst) == 0) {
             let mut idle = lock(&self.idle);
             if let Some(pos) = idle.iter().position(|s| Arc::ptr_eq(s, me)) {
                 idle.swap_remove(pos);
@@ -194,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_refuses_and_picks_keep_arrival_order() {
-        let s = Scheduler::new(3, None);
+        let s = Scheduler::new(3, None, 1);
         for p in ["/a", "/b", "/c"] {
             assert!(s.submit(job(p)).is_ok());
         }
@@ -213,7 +263,7 @@ mod tests {
     /// interleaving of submits and parks.
     #[test]
     fn no_job_is_left_behind() {
-        let s = Arc::new(Scheduler::new(64, None));
+        let s = Arc::new(Scheduler::new(64, None, 2));
         let picked = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..3)
             .map(|_| {
@@ -228,7 +278,7 @@ mod tests {
                                 picked.fetch_add(1, SeqCst);
                                 s.done();
                             }
-                            None => token = s.park(&me),
+                            None => token = s.park(&me, false),
                         }
                     }
                 })
@@ -256,5 +306,22 @@ mod tests {
         for w in workers {
             w.join().unwrap();
         }
+    }
+}
+
+#[cfg(test)]
+mod contention_tests {
+    use super::*;
+
+    #[test]
+    fn long_gil_waits_mark_contention_only_with_two_cpus() {
+        let two = Scheduler::new(8, None, 2);
+        two.note_gil_wait(Duration::from_micros(100));
+        assert!(!two.contended(), "a short wait is not contention");
+        two.note_gil_wait(Duration::from_millis(3));
+        assert!(two.contended());
+        let one = Scheduler::new(8, None, 1);
+        one.note_gil_wait(Duration::from_millis(3));
+        assert!(!one.contended(), "on one CPU a long wait is a wait for the CPU");
     }
 }
