@@ -14,60 +14,12 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-APPS = Path(__file__).resolve().parent / "apps"
-VENV = Path(__file__).resolve().parent / ".venv"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pids):
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
-
-
-def process_tree(pid):
-    pids = [pid]
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                ppid = int(p.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ValueError, IndexError):
-                continue
-            if ppid == pid:
-                pids.append(int(p.name))
-    return pids
-
-
-def wait_ready(port, deadline=30):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if s.recv(100).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server on {port} not ready")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import APPS, ROOT, VENV, children, cpu_seconds, free_port, python_libdir, wait_ready  # noqa: E402
 
 
 def servers(port, python_lib):
@@ -87,10 +39,10 @@ def run_one(name, cmd, port, duration, python_lib):
     proc = subprocess.Popen(["taskset", "-c", "0", *cmd], cwd=APPS, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready(port)
+        wait_ready(port, "/", proc)
         subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d2s", f"http://127.0.0.1:{port}/"],
                        capture_output=True, check=True)
-        pids = process_tree(proc.pid)
+        pids = children(proc.pid)
         before = cpu_seconds(pids)
         out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{duration}s", "--latency",
                               f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
@@ -119,8 +71,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--json")
     args = ap.parse_args()
-    python_lib = subprocess.run([str(VENV / "bin" / "python"), "-c", "import sysconfig;print(sysconfig.get_config_var('LIBDIR'))"],
-                                capture_output=True, text=True, check=True).stdout.strip()
+    python_lib = python_libdir()
     results = []
     for name, cmd in servers(0, python_lib).items():
         port = free_port()

@@ -83,14 +83,6 @@ impl Watch {
             }
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.conns.borrow().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -127,6 +119,6 @@ mod tests {
         assert!(!closed(&mut b));
         watch.remove(kb);
         watch.remove(kb);
-        assert_eq!(watch.len(), 2);
+        assert_eq!(watch.conns.borrow().len(), 2);
     }
 }

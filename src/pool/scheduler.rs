@@ -307,11 +307,6 @@ mod tests {
             w.join().unwrap();
         }
     }
-}
-
-#[cfg(test)]
-mod contention_tests {
-    use super::*;
 
     #[test]
     fn long_gil_waits_mark_contention_only_with_two_cpus() {
@@ -323,5 +318,42 @@ mod contention_tests {
         let one = Scheduler::new(8, None, 1);
         one.note_gil_wait(Duration::from_millis(3));
         assert!(!one.contended(), "on one CPU a long wait is a wait for the CPU");
+    }
+
+    fn parked(s: &Arc<Scheduler>, stepping_back: bool) -> std::thread::JoinHandle<bool> {
+        let s = s.clone();
+        std::thread::spawn(move || s.park(&Scheduler::sleeper(), stepping_back))
+    }
+
+    fn still_parked(h: &std::thread::JoinHandle<bool>) -> bool {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !h.is_finished()
+    }
+
+    /// While the GIL is contended and a worker runs, new work wakes nobody and a finished worker
+    /// steps back; once nobody runs, work wakes a worker again.
+    #[test]
+    fn contention_holds_back_extra_workers() {
+        let s = Arc::new(Scheduler::new(8, None, 2));
+        s.submit(job("/a")).unwrap();
+        s.submit(job("/b")).unwrap();
+        let running = s.pick().unwrap();
+        // Without stepping back, queued work means no sleep at all.
+        assert!(!parked(&s, false).join().unwrap());
+        s.note_gil_wait(Duration::from_millis(3));
+        assert!(s.should_yield());
+        let stepped_back = parked(&s, true);
+        assert!(still_parked(&stepped_back), "a worker stepping back sleeps despite queued work");
+        // Contention lasts CONTENDED_FOR (shorter than the wait above): observe it again.
+        s.note_gil_wait(Duration::from_millis(3));
+        s.submit(job("/c")).unwrap();
+        assert!(still_parked(&stepped_back), "no wake while contended and a worker runs");
+        drop(running);
+        s.done();
+        assert!(!s.should_yield());
+        s.submit(job("/d")).unwrap();
+        assert!(stepped_back.join().unwrap(), "woken with a searching token once nobody runs");
+        // Stepping back when nobody runs would strand the queue: it returns at once.
+        assert!(!parked(&s, true).join().unwrap());
     }
 }

@@ -23,7 +23,12 @@ pub fn parse_status(status: &str) -> Result<(u16, Vec<u8>), String> {
             if rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err(format!("invalid status {status:?}: control character in the reason phrase"));
             }
-            latin1_or_utf8(&status[4..])
+            // The standard phrase is what an empty reason sends: skip the copy per response.
+            if rest == crate::http::response::reason_phrase(code).as_bytes() {
+                Vec::new()
+            } else {
+                latin1_or_utf8(&status[4..])
+            }
         }
         _ => return Err(bad()),
     };
@@ -109,7 +114,9 @@ mod tests {
     fn statuses() {
         type Want = Result<(u16, &'static [u8]), ()>;
         let table: &[(&str, Want)] = &[
-            ("200 OK", Ok((200, b"OK"))),
+            ("200 OK", Ok((200, b""))),
+            ("404 Not Found", Ok((404, b""))),
+            ("200 Ok", Ok((200, b"Ok"))),
             ("200 Custom Reason", Ok((200, b"Custom Reason"))),
             ("404", Ok((404, b""))),
             ("299 Weird", Ok((299, b"Weird"))),

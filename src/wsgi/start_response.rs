@@ -29,10 +29,9 @@ impl StartResponse {
     /// Sends the head (once), then `data` as a streamed chunk. Returns false if the client is gone.
     pub(crate) fn stream(&mut self, py: Python<'_>, data: Bytes) -> PyResult<bool> {
         if !self.sent {
-            let head = self
-                .head
-                .clone()
-                .ok_or_else(|| PyRuntimeError::new_err("start_response() was not called"))?;
+            // The head is not needed once sent: take it rather than copy it.
+            let head =
+                self.head.take().ok_or_else(|| PyRuntimeError::new_err("start_response() was not called"))?;
             self.exchange.send(ToConn::Head(head));
             self.sent = true;
         }
