@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{Cidr, Config, default_trusted_proxies};
+use crate::config::{Cidr, Config, StaticMap, default_trusted_proxies};
 
 /// A fast, dependable Python WSGI server: a drop-in replacement for wsgo.
 ///
@@ -46,6 +46,27 @@ pub struct Args {
     /// repeatable). Default: loopback and private ranges, as the original trusts.
     #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_cidr)]
     pub trusted_proxy: Vec<Cidr>,
+
+    /// Serve files under URL prefix PATH from folder DIR (repeatable, tried in order). The prefix
+    /// matches whole path segments; files are served for GET and HEAD, and a path with no file
+    /// behind it goes on to the cache and the app.
+    #[arg(long = "static-map", value_name = "PATH=DIR", value_parser = parse_static_map)]
+    pub static_map: Vec<StaticMap>,
+
+    /// Seconds clients may cache static files (Cache-Control and Expires). 0 sends
+    /// `Cache-Control: no-cache`.
+    #[arg(long = "static-max-age", default_value_t = 86400, value_name = "SECONDS")]
+    pub static_max_age: u64,
+
+    /// Upper bound in seconds on how long a response is kept in the response cache; 0 turns the
+    /// cache off. Responses opt in with `Cache-Control: max-age=N`.
+    #[arg(long = "max-age", default_value_t = 0, value_name = "SECONDS")]
+    pub max_age: u64,
+
+    /// Size limit of the response cache in bytes (each entry counts its body, head and 1000
+    /// bytes of bookkeeping). 0 turns the cache off.
+    #[arg(long = "cache-size", default_value_t = 64 << 20, value_name = "BYTES")]
+    pub cache_size: u64,
 }
 
 /// The long flags, for rewriting Go-style `-name` into `--name`.
@@ -56,6 +77,10 @@ const LONG_FLAGS: &[&str] = &[
     "request-timeout",
     "io-threads",
     "trusted-proxy",
+    "static-map",
+    "static-max-age",
+    "max-age",
+    "cache-size",
     "help",
     "version",
 ];
@@ -131,6 +156,10 @@ impl Args {
             request_timeout: (self.request_timeout > 0).then(|| Duration::from_secs(self.request_timeout)),
             io_threads,
             trusted_proxies,
+            static_maps: self.static_map,
+            static_max_age: self.static_max_age,
+            cache_max_age: self.max_age,
+            cache_size: if self.max_age == 0 { 0 } else { self.cache_size },
         })
     }
 }
@@ -159,6 +188,21 @@ pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {
     s.parse()
+}
+
+/// Parses `PATH=DIR`; the folder must exist. The prefix is kept without a trailing slash, so `/`
+/// becomes the empty prefix that every path starts with.
+pub fn parse_static_map(s: &str) -> Result<StaticMap, String> {
+    let usage = "Usage: --static-map /path=./localpath";
+    let (prefix, dir) = s.split_once('=').ok_or_else(|| format!("invalid value {s:?}: {usage}"))?;
+    if !prefix.starts_with('/') || dir.is_empty() {
+        return Err(format!("invalid value {s:?}: the path must start with / ({usage})"));
+    }
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("invalid value {s:?}: folder {dir:?}: {e}"))?;
+    if !dir.is_dir() {
+        return Err(format!("invalid value {s:?}: {dir:?} is not a folder"));
+    }
+    Ok(StaticMap { prefix: prefix.trim_end_matches('/').as_bytes().to_vec(), dir })
 }
 
 #[cfg(test)]
@@ -234,5 +278,32 @@ mod tests {
             .into_config()
             .unwrap();
         assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn static_maps_and_cache_flags() {
+        let tmp = std::env::temp_dir();
+        let t = tmp.to_str().unwrap();
+        let c = Args::parse_from([
+            "wsgo",
+            "--static-map",
+            &format!("/static/={t}"),
+            "--static-map",
+            &format!("/={t}"),
+        ])
+        .into_config()
+        .unwrap();
+        let prefixes: Vec<&[u8]> = c.static_maps.iter().map(|m| m.prefix.as_slice()).collect();
+        assert_eq!(prefixes, [b"/static".as_slice(), b""]);
+        assert_eq!(c.static_maps[0].dir, std::fs::canonicalize(&tmp).unwrap());
+        assert_eq!((c.static_max_age, c.cache_max_age, c.cache_size), (86400, 0, 0));
+        for bad in ["/static", "static=/tmp", "/x=", "/x=/nonexistent-wsgo-dir"] {
+            let err = Args::try_parse_from(["wsgo", "--static-map", bad]).unwrap_err().to_string();
+            assert!(err.contains("invalid value"), "{bad}: {err}");
+        }
+        let err = Args::try_parse_from(["wsgo", "--static-map", "/static"]).unwrap_err().to_string();
+        assert!(err.contains("Usage: --static-map /path=./localpath"), "{err}");
+        let c = Args::parse_from(["wsgo", "--max-age", "60"]).into_config().unwrap();
+        assert_eq!((c.cache_max_age, c.cache_size), (60, 64 << 20));
     }
 }

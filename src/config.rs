@@ -20,6 +20,23 @@ pub struct Config {
     pub io_threads: usize,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// `--static-map` entries, in command-line order.
+    pub static_maps: Vec<StaticMap>,
+    /// Seconds clients may cache static files.
+    pub static_max_age: u64,
+    /// Longest lifetime of a cached response in seconds; 0: no response cache.
+    pub cache_max_age: u64,
+    /// Byte limit of the response cache; 0: no response cache.
+    pub cache_size: u64,
+}
+
+/// URL prefix -> folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticMap {
+    /// Without a trailing slash: `/` is stored empty.
+    pub prefix: Vec<u8>,
+    /// Canonical (absolute, links resolved).
+    pub dir: std::path::PathBuf,
 }
 
 /// An address range.

@@ -12,4 +12,5 @@ pub mod log;
 pub mod pool;
 pub mod router;
 pub mod server;
+pub mod static_files;
 pub mod wsgi;

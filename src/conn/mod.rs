@@ -5,6 +5,7 @@
 //! follow the original: 2 s for a request head, 60 s idle between requests, 600 s for a body,
 //! 3600 s to write a response.
 
+mod files;
 mod respond;
 pub mod watch;
 
@@ -57,6 +58,8 @@ pub struct CoreCtx {
     pub watch: Watch,
     /// Connections open on this core.
     pub open: Cell<usize>,
+    /// What this core knows of the `--static-map` folders (`None` without mappings).
+    pub files: Option<crate::static_files::FileCache>,
 }
 
 /// What the access log needs of a request after its head has moved into a job.
@@ -273,7 +276,10 @@ impl Conn {
                 lines.extend_from_slice(b"\r\n");
                 self.simple(&head, 301, &lines, b"").await
             }
-            Route::Wsgi => self.wsgi(head).await,
+            Route::Wsgi => match self.try_static(&head).await {
+                Some(outcome) => outcome,
+                None => self.wsgi(head).await,
+            },
             #[cfg(feature = "rust-hello")]
             Route::RustHello => self.simple(&head, 200, b"", b"Hello, World!").await,
         };

@@ -20,6 +20,7 @@ use crate::conn::watch::{SWEEP_EVERY, Watch};
 use crate::conn::{self, CoreCtx};
 use crate::log::{AccessLog, FLUSH_EVERY};
 use crate::pool::Pool;
+use crate::static_files::FileCache;
 
 /// Whether MONOIO_FORCE_LEGACY_DRIVER asks for epoll.
 fn force_legacy() -> bool {
@@ -46,6 +47,7 @@ pub(super) fn run(
             .uring_builder(ring)
             .with_entries(1024)
             .enable_timer()
+            .attach_thread_pool(Box::new(shared.blocking.clone()))
             .build();
         match uring {
             Ok(mut rt) => {
@@ -59,7 +61,10 @@ pub(super) fn run(
             }
         }
     }
-    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+    let legacy = RuntimeBuilder::<LegacyDriver>::new()
+        .enable_timer()
+        .attach_thread_pool(Box::new(shared.blocking.clone()));
+    match legacy.build() {
         Ok(mut rt) => rt.block_on(serve(listener, shared, pool, signal)),
         Err(e) => eprintln!("wsgo: core thread {index} cannot start a runtime: {e}"),
     }
@@ -80,6 +85,7 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         log: AccessLog::new(),
         watch: Watch::new(),
         open: Cell::new(0),
+        files: (!shared.roots.0.is_empty()).then(|| FileCache::new(shared.roots.clone())),
     });
 
     // Housekeeping: connection deadlines every SWEEP_EVERY, the access log every FLUSH_EVERY.

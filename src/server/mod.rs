@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::pool::Pool;
+use crate::static_files::Roots;
 use crate::wsgi;
+use monoio::blocking::DefaultThreadPool;
 
 /// State shared by every thread of the process.
 pub struct Shared {
@@ -27,6 +29,11 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Connections open in the whole process.
     pub open: AtomicUsize,
+    /// The `--static-map` folders, open.
+    pub roots: Arc<Roots>,
+    /// Threads for the blocking file-system calls of the core threads (opening files, reading
+    /// files too big to keep in memory).
+    pub blocking: DefaultThreadPool,
 }
 
 /// A one-shot signal from the main thread to a core thread's runtime.
@@ -141,7 +148,23 @@ pub fn run(config: Config) -> ExitCode {
         eprintln!("wsgo: cannot start the worker threads: {e}");
         return ExitCode::from(1);
     }
-    let shared = Arc::new(Shared { config, draining: AtomicBool::new(false), open: AtomicUsize::new(0) });
+    let roots = match Roots::open(&config.static_maps) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            eprintln!("wsgo: cannot open a --static-map folder: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    crate::static_files::mime::preload();
+    // Started here, on the unpinned main thread, so the pool's threads may run on any CPU.
+    let blocking = DefaultThreadPool::new(config.io_threads.clamp(2, 8));
+    let shared = Arc::new(Shared {
+        config,
+        draining: AtomicBool::new(false),
+        open: AtomicUsize::new(0),
+        roots,
+        blocking,
+    });
     let mut signals_to_cores = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let signal = Arc::new(CoreSignal::default());

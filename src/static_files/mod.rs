@@ -1,0 +1,14 @@
+//! Static files: `--static-map PREFIX=DIR` answered on the core threads, without Python
+//! (SPEC §11 with DESIGN decision 8).
+//!
+//! `resolve` decides which relative path a request names, `files` opens it safely off the core
+//! thread and remembers it, `negotiate` and `reply` decide the response (gzip sibling, 304, 206,
+//! 416) as pure functions. The connection side (`conn/files.rs`) writes it.
+
+pub mod files;
+pub mod mime;
+pub mod negotiate;
+pub mod reply;
+pub mod resolve;
+
+pub use files::{FileCache, Roots, StaticFile};
