@@ -9,9 +9,9 @@ use super::{Conn, Outcome, WRITE_TIMEOUT};
 use crate::http::RequestHead;
 use crate::http::body::BodyState;
 use crate::http::date::now_secs;
-use crate::http::response::{Framing, ResponseHead, encode_head};
+use crate::http::response::{Framing, ResponseHead, encode_head, encode_simple};
 use crate::static_files::StaticFile;
-use crate::static_files::files::{READ_CHUNK, read_chunk};
+use crate::static_files::files::{READ_CHUNK, open_path, read_chunk};
 use crate::static_files::mime::content_type;
 use crate::static_files::negotiate::accepts_gzip;
 use crate::static_files::reply::{Ask, Chosen, Plan, plan};
@@ -42,16 +42,20 @@ impl Conn {
                 (true, Some(gz)) => gz,
                 _ => found.file,
             };
-            return Some(self.send_file(head, &chosen, content_type(rel), gzip, vary, None).await);
+            let mut body = BodyState::new(head.body);
+            let ctype = content_type(rel);
+            return Some(self.send_file(head, &mut body, &chosen, ctype, gzip, vary, None).await);
         }
         None
     }
 
     /// Sends `file` as the response to `head`. `app_head`: an X-Sendfile response's status and
     /// headers; its fields are kept, a Content-Type among them replaces the guessed one.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn send_file(
         &mut self,
         head: &RequestHead,
+        body: &mut BodyState,
         file: &Rc<StaticFile>,
         ctype: &str,
         gzip: bool,
@@ -73,18 +77,65 @@ impl Conn {
             gzip,
             vary,
         };
-        let max_age = self.core.shared.config.static_max_age;
+        let max_age = app_head.is_none().then_some(self.core.shared.config.static_max_age);
         let mut p = plan(&ask, &chosen, max_age, now_secs());
+        let mut app_close = false;
         if let Some(app) = app_head {
             merge_app_fields(&mut p, &app.lines);
+            app_close = app.close;
         }
-        self.write_plan(head, p, file).await
+        self.write_plan(head, body, p, file, app_close).await
     }
 
-    async fn write_plan(&mut self, head: &RequestHead, p: Plan, file: &Rc<StaticFile>) -> Outcome {
+    /// Answers an X-Sendfile response: the named file with the app's other headers, or a 404
+    /// when there is no regular file there.
+    pub(super) async fn send_app_file(
+        &mut self,
+        head: &RequestHead,
+        body: &mut BodyState,
+        rh: &ResponseHead,
+    ) -> Outcome {
+        let path = rh.sendfile.clone().unwrap_or_default();
+        match open_path(path.clone()).await {
+            Some(file) => {
+                let ctype = content_type(&path);
+                self.send_file(head, body, &file, ctype, false, false, Some(rh)).await
+            }
+            None => {
+                let keep = head.keep_alive
+                    && !rh.close
+                    && body.discard_buffered(&mut self.buf)
+                    && !self.core.shared.draining.load(SeqCst);
+                let msg = b"404 page not found\n";
+                encode_simple(
+                    &mut self.out,
+                    404,
+                    b"X-Content-Type-Options: nosniff\r\n",
+                    msg,
+                    head.is_head(),
+                    keep,
+                    head.minor,
+                );
+                let sent = if head.is_head() { 0 } else { msg.len() as u64 };
+                match self.flush_out(Instant::now() + WRITE_TIMEOUT).await {
+                    Ok(()) => Outcome { status: 404, bytes: sent, keep_alive: keep },
+                    Err(_) => Outcome::close(404, 0),
+                }
+            }
+        }
+    }
+
+    async fn write_plan(
+        &mut self,
+        head: &RequestHead,
+        state: &mut BodyState,
+        p: Plan,
+        file: &Rc<StaticFile>,
+        app_close: bool,
+    ) -> Outcome {
         let deadline = Instant::now() + WRITE_TIMEOUT;
-        let mut state = BodyState::new(head.body);
         let keep = head.keep_alive
+            && !app_close
             && state.discard_buffered(&mut self.buf)
             && !self.core.shared.draining.load(SeqCst);
         let len = match p.part {

@@ -5,6 +5,7 @@
 //! follow the original: 2 s for a request head, 60 s idle between requests, 600 s for a body,
 //! 3600 s to write a response.
 
+mod cached;
 mod files;
 mod respond;
 pub mod watch;
@@ -278,7 +279,10 @@ impl Conn {
             }
             Route::Wsgi => match self.try_static(&head).await {
                 Some(outcome) => outcome,
-                None => self.wsgi(head).await,
+                None => match self.try_cache(&head).await {
+                    Ok(outcome) => outcome,
+                    Err(candidate) => self.wsgi(head, candidate).await,
+                },
             },
             #[cfg(feature = "rust-hello")]
             Route::RustHello => self.simple(&head, 200, b"", b"Hello, World!").await,

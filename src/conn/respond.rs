@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::cached::{Candidate, Tee};
 use super::{BODY_TIMEOUT, Conn, Outcome, PREBUFFER, WRITE_TIMEOUT};
 use crate::client::forwarded_https;
 use crate::http::RequestHead;
@@ -37,7 +38,7 @@ struct Stream {
 }
 
 impl Conn {
-    pub(super) async fn wsgi(&mut self, head: RequestHead) -> Outcome {
+    pub(super) async fn wsgi(&mut self, head: RequestHead, candidate: Option<Candidate>) -> Outcome {
         let req = Req {
             is_head: head.is_head(),
             minor: head.minor,
@@ -84,7 +85,9 @@ impl Conn {
             let ok = self.flush_out(Instant::now() + WRITE_TIMEOUT).await.is_ok();
             return Outcome { status: 503, bytes: msg.len() as u64, keep_alive: keep && ok };
         }
-        let outcome = self.carry_out(&req, &exchange, &mut body, &mut continued, body_deadline).await;
+        let outcome = self
+            .carry_out(&req, &exchange, &mut body, &mut continued, body_deadline, candidate.as_ref())
+            .await;
         if !outcome.keep_alive {
             exchange.set_gone();
         }
@@ -99,15 +102,24 @@ impl Conn {
         body: &mut BodyState,
         continued: &mut bool,
         body_deadline: Instant,
+        candidate: Option<&Candidate>,
     ) -> Outcome {
         let write_deadline = Instant::now() + WRITE_TIMEOUT;
         let mut stream: Option<Stream> = None;
+        let mut tee: Option<Tee> = None;
         loop {
             // Waiting for the application has no deadline of ours.
             self.core.watch.set_deadline(self.key, None);
             match exchange.recv().await {
-                ToConn::Full(rh, data) => return self.send_full(req, rh, data, body, write_deadline).await,
+                ToConn::Full(rh, data) => {
+                    if let Some(c) = candidate {
+                        self.offer(c, &rh, data.clone());
+                    }
+                    return self.send_full(req, rh, data, body, write_deadline).await;
+                }
+                ToConn::Sendfile(rh, head) => return self.send_app_file(&head, body, &rh).await,
                 ToConn::Head(rh) => {
+                    tee = self.start_tee(candidate, &rh);
                     let s = self.start_stream(req, &rh, body);
                     encode_head(&mut self.out, &rh, s.framing, s.keep_alive, req.minor);
                     if self.flush_out(write_deadline).await.is_err() {
@@ -118,6 +130,9 @@ impl Conn {
                 ToConn::Chunk(data) => {
                     let Some(s) = stream.as_mut() else { return Outcome::close(0, 0) };
                     let len = data.len();
+                    if tee.as_mut().is_some_and(|t| !t.push(&data)) {
+                        tee = None;
+                    }
                     if self.send_chunk(s, data, write_deadline).await.is_err() {
                         return Outcome::close(s.status, s.sent);
                     }
@@ -137,6 +152,11 @@ impl Conn {
                         _ => {}
                     }
                     let ok = self.flush_out(write_deadline).await.is_ok();
+                    let whole = !matches!(s.framing, Framing::Length(_)) || s.left == Some(0);
+                    if let (Some(t), Some(c), true) = (tee.take(), candidate, whole) {
+                        let (rh, data) = t.finish();
+                        self.offer(c, &rh, data);
+                    }
                     return Outcome { status: s.status, bytes: s.sent, keep_alive: s.keep_alive && ok };
                 }
                 ToConn::Abort => {

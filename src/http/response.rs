@@ -19,6 +19,10 @@ pub struct ResponseHead {
     pub has_date: bool,
     /// The application asked for `Connection: close`.
     pub close: bool,
+    /// `X-Sendfile` / `X-Accel-Redirect`: serve this file instead of the body (SPEC §10).
+    pub sendfile: Option<Vec<u8>>,
+    /// `X-WSGo-Vary-Cookies`: the cookies `Vary: Cookie` looks at (SPEC §12.3).
+    pub vary_cookies: Option<Vec<u8>>,
 }
 
 /// How a response body is delimited on the wire (RFC 9112 §6.3).
@@ -113,16 +117,39 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// Appends the response head to `out`.
 pub fn encode_head(out: &mut Vec<u8>, head: &ResponseHead, framing: Framing, keep_alive: bool, minor: u8) {
+    let parts = HeadParts { status: head.status, reason: &head.reason, lines: &head.lines, extra: b"" };
+    encode_parts(out, &parts, head.has_date, framing, keep_alive, minor);
+}
+
+/// A response head by reference: status, reason (empty: the standard one), the header lines and
+/// more lines after them.
+pub struct HeadParts<'a> {
+    pub status: u16,
+    pub reason: &'a [u8],
+    pub lines: &'a [u8],
+    pub extra: &'a [u8],
+}
+
+/// Appends a response head given by parts to `out`.
+pub fn encode_parts(
+    out: &mut Vec<u8>,
+    head: &HeadParts<'_>,
+    has_date: bool,
+    framing: Framing,
+    keep_alive: bool,
+    minor: u8,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, u64::from(head.status));
     out.push(b' ');
     if head.reason.is_empty() {
         out.extend_from_slice(reason_phrase(head.status).as_bytes());
     } else {
-        out.extend_from_slice(&head.reason);
+        out.extend_from_slice(head.reason);
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&head.lines);
+    out.extend_from_slice(head.lines);
+    out.extend_from_slice(head.extra);
     match framing {
         Framing::Length(n) | Framing::NoBody { announce: Some(n) } => {
             out.extend_from_slice(b"Content-Length: ");
@@ -132,7 +159,7 @@ pub fn encode_head(out: &mut Vec<u8>, head: &ResponseHead, framing: Framing, kee
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::NoBody { announce: None } | Framing::UntilClose => {}
     }
-    if !head.has_date {
+    if !has_date {
         out.extend_from_slice(b"Date: ");
         out.extend_from_slice(&now_http_date());
         out.extend_from_slice(b"\r\n");

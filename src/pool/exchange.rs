@@ -33,6 +33,9 @@ pub enum ToConn {
     Abort,
     /// The application wants up to this many more bytes of the request body.
     ReadBody(usize),
+    /// Serve the file the head's `X-Sendfile` names; the request head comes back for its
+    /// conditional and range fields.
+    Sendfile(ResponseHead, Box<crate::http::RequestHead>),
 }
 
 /// The answer to a [`ToConn::ReadBody`].

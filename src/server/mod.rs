@@ -31,6 +31,8 @@ pub struct Shared {
     pub open: AtomicUsize,
     /// The `--static-map` folders, open.
     pub roots: Arc<Roots>,
+    /// The response cache (`None` when `--max-age` or `--cache-size` is 0).
+    pub cache: Option<crate::cache::Store>,
     /// Threads for the blocking file-system calls of the core threads (opening files, reading
     /// files too big to keep in memory).
     pub blocking: DefaultThreadPool,
@@ -158,11 +160,13 @@ pub fn run(config: Config) -> ExitCode {
     crate::static_files::mime::preload();
     // Started here, on the unpinned main thread, so the pool's threads may run on any CPU.
     let blocking = DefaultThreadPool::new(config.io_threads.clamp(2, 8));
+    let config_cache_size = usize::try_from(config.cache_size).unwrap_or(usize::MAX);
     let shared = Arc::new(Shared {
         config,
         draining: AtomicBool::new(false),
         open: AtomicUsize::new(0),
         roots,
+        cache: (config_cache_size > 0).then(|| crate::cache::Store::new(config_cache_size)),
         blocking,
     });
     let mut signals_to_cores = Vec::new();

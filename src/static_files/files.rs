@@ -71,7 +71,7 @@ pub struct StaticFile {
     pub last_modified: [u8; DATE_LEN],
     /// The whole contents, when the file is small enough to keep.
     pub body: Option<Bytes>,
-    ident: (u64, u64, i64, i64, u64),
+    ident: Ident,
 }
 
 /// The outcome of opening a path on the blocking pool.
@@ -140,11 +140,16 @@ fn open_checked(root: &Root, rel: &[u8], flags: i32) -> io::Result<Option<File>>
 }
 
 /// Opens and describes a file; reads it whole when it is small and memory allows.
-fn open_file(root: &Root, rel: &[u8], previous: Option<(u64, u64, i64, i64, u64)>, keep: u64) -> Opened {
-    let (file, meta) = match open_beneath(root, rel) {
-        Ok(Some(found)) => found,
-        Ok(None) | Err(_) => return Opened::Nothing,
-    };
+fn open_file(root: &Root, rel: &[u8], previous: Option<Ident>, keep: u64) -> Opened {
+    match open_beneath(root, rel) {
+        Ok(Some((file, meta))) => describe(file, &meta, previous, keep),
+        Ok(None) | Err(_) => Opened::Nothing,
+    }
+}
+
+type Ident = (u64, u64, i64, i64, u64);
+
+fn describe(file: File, meta: &std::fs::Metadata, previous: Option<Ident>, keep: u64) -> Opened {
     let ident = (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.size());
     if previous == Some(ident) {
         return Opened::Same;
@@ -171,6 +176,31 @@ fn open_file(root: &Root, rel: &[u8], previous: Option<(u64, u64, i64, i64, u64)
         body,
         ident,
     })
+}
+
+/// Files an app names with X-Sendfile up to this size are read whole; bigger ones are streamed.
+const SENDFILE_READ_WHOLE: u64 = 64 * 1024;
+
+/// Opens a file an application named (X-Sendfile): absolute or relative to the working
+/// directory, links followed, as the original. `None`: no regular file there.
+pub async fn open_path(path: Vec<u8>) -> Option<Rc<StaticFile>> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = monoio::spawn_blocking(move || {
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&path));
+        let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+        let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path).ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.file_type().is_file() {
+            return None;
+        }
+        match describe(file, &meta, None, SENDFILE_READ_WHOLE) {
+            Opened::Found(f) => Some(f),
+            _ => None,
+        }
+    })
+    .await;
+    opened.ok().flatten().map(Rc::new)
 }
 
 /// Reads `len` bytes at `offset` of a file that is not kept in memory (on the blocking pool).
@@ -277,7 +307,8 @@ impl FileCache {
         }
         let Some(slots) = all.get_mut(index) else { return };
         let added = kept_len(&found);
-        let removed = slots.insert(Box::from(rel), Slot { found, checked }).map_or(0, |old| kept_len(&old.found));
+        let removed =
+            slots.insert(Box::from(rel), Slot { found, checked }).map_or(0, |old| kept_len(&old.found));
         self.kept.set((self.kept.get() + added).saturating_sub(removed));
     }
 

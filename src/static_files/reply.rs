@@ -47,19 +47,23 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Plans the response; `now` is the current time in seconds since the epoch.
-pub fn plan(ask: &Ask<'_>, f: &Chosen<'_>, max_age: u64, now: u64) -> Plan {
+/// Plans the response; `now` is the current time in seconds since the epoch. `max_age`: the
+/// `--static-max-age` for Cache-Control and Expires; `None` sends neither (X-Sendfile responses,
+/// whose caching is the app's to say).
+pub fn plan(ask: &Ask<'_>, f: &Chosen<'_>, max_age: Option<u64>, now: u64) -> Plan {
     let mut lines = Vec::with_capacity(320);
     // Validators and caching fields go on 200, 206 and 304 alike (RFC 9110 §15.4.5).
     line(&mut lines, b"Last-Modified", f.last_modified);
     line(&mut lines, b"ETag", f.etag);
-    if max_age == 0 {
-        line(&mut lines, b"Cache-Control", b"no-cache");
-    } else {
-        lines.extend_from_slice(b"Cache-Control: public, max-age=");
-        push_u64(&mut lines, max_age);
-        lines.extend_from_slice(b"\r\n");
-        line(&mut lines, b"Expires", &format_http_date(now.saturating_add(max_age)));
+    match max_age {
+        None => {}
+        Some(0) => line(&mut lines, b"Cache-Control", b"no-cache"),
+        Some(secs) => {
+            lines.extend_from_slice(b"Cache-Control: public, max-age=");
+            push_u64(&mut lines, secs);
+            lines.extend_from_slice(b"\r\n");
+            line(&mut lines, b"Expires", &format_http_date(now.saturating_add(secs)));
+        }
     }
     if f.vary {
         line(&mut lines, b"Vary", b"Accept-Encoding");
@@ -131,7 +135,7 @@ mod tests {
 
     #[test]
     fn whole_file() {
-        let p = plan(&Ask::default(), &file(), 86400, 0);
+        let p = plan(&Ask::default(), &file(), Some(86400), 0);
         assert_eq!((p.status, p.part), (200, Some((0, 10))));
         let t = text(&p);
         for want in [
@@ -150,7 +154,8 @@ mod tests {
     #[test]
     fn no_cache_and_gzip() {
         let f = Chosen { gzip: true, vary: true, ..file() };
-        let t = text(&plan(&Ask::default(), &f, 0, 0));
+        let t = text(&plan(&Ask::default(), &f, Some(0), 0));
+        assert!(!text(&plan(&Ask::default(), &f, None, 0)).contains("Cache-Control"));
         assert!(t.contains("Cache-Control: no-cache\r\n") && !t.contains("Expires"), "{t}");
         assert!(t.contains("Content-Encoding: gzip\r\n") && t.contains("Vary: Accept-Encoding\r\n"), "{t}");
     }
@@ -164,20 +169,20 @@ mod tests {
             if_range: ir.map(str::as_bytes),
         };
         let f = file();
-        let p = plan(&ask(Some("\"2ebc6aa1-a\""), None, None), &f, 60, 0);
+        let p = plan(&ask(Some("\"2ebc6aa1-a\""), None, None), &f, Some(60), 0);
         assert_eq!((p.status, p.part), (304, None));
         assert!(text(&p).contains("ETag") && !text(&p).contains("Content-Type"));
-        let p = plan(&ask(None, Some("bytes=0-2"), None), &f, 60, 0);
+        let p = plan(&ask(None, Some("bytes=0-2"), None), &f, Some(60), 0);
         assert_eq!((p.status, p.part), (206, Some((0, 3))));
         assert!(text(&p).contains("Content-Range: bytes 0-2/10\r\n"));
-        let p = plan(&ask(None, Some("bytes=20-"), None), &f, 60, 0);
+        let p = plan(&ask(None, Some("bytes=20-"), None), &f, Some(60), 0);
         assert_eq!((p.status, p.part), (416, None));
         assert!(text(&p).contains("Content-Range: bytes */10\r\n"));
-        let p = plan(&ask(None, Some("bytes=0-2"), Some("\"old\"")), &f, 60, 0);
+        let p = plan(&ask(None, Some("bytes=0-2"), Some("\"old\"")), &f, Some(60), 0);
         assert_eq!((p.status, p.part), (200, Some((0, 10))));
-        let p = plan(&ask(None, Some("bytes=0-2"), Some("\"2ebc6aa1-a\"")), &f, 60, 0);
+        let p = plan(&ask(None, Some("bytes=0-2"), Some("\"2ebc6aa1-a\"")), &f, Some(60), 0);
         assert_eq!(p.status, 206);
         let ims = Ask { if_modified_since: Some(LM), ..Ask::default() };
-        assert_eq!(plan(&ims, &f, 60, 0).status, 304);
+        assert_eq!(plan(&ims, &f, Some(60), 0).status, 304);
     }
 }

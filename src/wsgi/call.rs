@@ -78,6 +78,16 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
             return fail(py, &exchange, sent, e);
         }
     };
+    if sr.borrow().head.as_ref().is_some_and(|h| h.sendfile.is_some()) {
+        // X-Sendfile: the body is not used; close() is still called (PEP 3333).
+        if let Err(e) = close(py, &result) {
+            e.print(py);
+        }
+        if let Some(h) = sr.borrow_mut().head.take() {
+            exchange.send(ToConn::Sendfile(h, Box::new(head)));
+        }
+        return;
+    }
     let outcome = consume(py, &sr, &result);
     // PEP 3333: close() is called whatever happened, exactly once.
     let closed = close(py, &result);
@@ -86,7 +96,8 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
         (Err(e), _) | (Ok(_), Err(e)) => fail(py, &exchange, sent, e),
         (Ok(Collected::Streaming), Ok(())) => exchange.send(ToConn::End),
         (Ok(Collected::Buffered(body)), Ok(())) => match sr.borrow_mut().head.take() {
-            Some(head) => exchange.send(ToConn::Full(head, body.freeze())),
+            Some(rh) if rh.sendfile.is_some() => exchange.send(ToConn::Sendfile(rh, Box::new(head))),
+            Some(rh) => exchange.send(ToConn::Full(rh, body.freeze())),
             None => fail(
                 py,
                 &exchange,
@@ -163,6 +174,10 @@ fn consume(py: Python<'_>, sr: &Bound<'_, StartResponse>, result: &Bound<'_, PyA
             continue;
         }
         let mut this = sr.borrow_mut();
+        if this.head.as_ref().is_some_and(|h| h.sendfile.is_some()) {
+            // start_response was called from the generator with X-Sendfile: the body is unused.
+            return Ok(Collected::Buffered(BytesMut::new()));
+        }
         if let Some(buf) = pending.as_mut() {
             let declared = this.head.as_ref().and_then(|h| h.content_length);
             if declared == Some((buf.len() + data.len()) as u64) {

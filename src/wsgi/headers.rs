@@ -55,11 +55,13 @@ fn is_tchar(b: u8) -> bool {
 #[derive(Debug, Default)]
 pub struct HeadBuilder {
     head: ResponseHead,
+    /// X-Sendfile wins over X-Accel-Redirect whatever their order (SPEC §10).
+    accel_redirect: Option<Vec<u8>>,
 }
 
 impl HeadBuilder {
     pub fn new(status: u16, reason: Vec<u8>) -> HeadBuilder {
-        HeadBuilder { head: ResponseHead { status, reason, ..ResponseHead::default() } }
+        HeadBuilder { head: ResponseHead { status, reason, ..ResponseHead::default() }, accel_redirect: None }
     }
 
     /// Adds one header; hop-by-hop fields are the server's and are absorbed here.
@@ -93,6 +95,23 @@ impl HeadBuilder {
         if name.eq_ignore_ascii_case("date") {
             self.head.has_date = true;
         }
+        // Instructions to the server, not sent to the client.
+        if name.eq_ignore_ascii_case("x-sendfile") {
+            if !value.is_empty() {
+                self.head.sendfile = Some(latin1_or_utf8(value));
+            }
+            return Ok(());
+        }
+        if name.eq_ignore_ascii_case("x-accel-redirect") {
+            if !value.is_empty() {
+                self.accel_redirect = Some(latin1_or_utf8(value));
+            }
+            return Ok(());
+        }
+        if name.eq_ignore_ascii_case("x-wsgo-vary-cookies") {
+            self.head.vary_cookies = Some(latin1_or_utf8(value));
+            return Ok(());
+        }
         let lines = &mut self.head.lines;
         lines.extend_from_slice(name.as_bytes());
         lines.extend_from_slice(b": ");
@@ -101,7 +120,10 @@ impl HeadBuilder {
         Ok(())
     }
 
-    pub fn finish(self) -> ResponseHead {
+    pub fn finish(mut self) -> ResponseHead {
+        if self.head.sendfile.is_none() {
+            self.head.sendfile = self.accel_redirect;
+        }
         self.head
     }
 }
@@ -168,5 +190,22 @@ mod tests {
         assert_eq!(head.content_length, Some(12));
         assert!(head.close);
         assert!(!head.has_date);
+    }
+
+    #[test]
+    fn server_instructions_are_taken_out() {
+        let mut b = HeadBuilder::new(404, Vec::new());
+        b.add("X-Accel-Redirect", "/accel").unwrap();
+        b.add("X-Sendfile", "probe.py").unwrap();
+        b.add("X-WSGo-Vary-Cookies", "a, b").unwrap();
+        b.add("X-Extra", "kept").unwrap();
+        let head = b.finish();
+        assert_eq!(head.sendfile.as_deref(), Some(&b"probe.py"[..]));
+        assert_eq!(head.vary_cookies.as_deref(), Some(&b"a, b"[..]));
+        assert_eq!(head.lines, b"X-Extra: kept\r\n");
+        let mut b = HeadBuilder::new(200, Vec::new());
+        b.add("X-Accel-Redirect", "/accel").unwrap();
+        b.add("X-Sendfile", "").unwrap();
+        assert_eq!(b.finish().sendfile.as_deref(), Some(&b"/accel"[..]));
     }
 }

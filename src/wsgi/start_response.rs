@@ -29,6 +29,9 @@ impl StartResponse {
     /// Sends the head (once), then `data` as a streamed chunk. Returns false if the client is gone.
     pub(crate) fn stream(&mut self, py: Python<'_>, data: Bytes) -> PyResult<bool> {
         if !self.sent {
+            if self.head.as_ref().is_some_and(|h| h.sendfile.is_some()) {
+                return Err(PyRuntimeError::new_err("write() cannot be used with an X-Sendfile response"));
+            }
             // The head is not needed once sent: take it rather than copy it.
             let head =
                 self.head.take().ok_or_else(|| PyRuntimeError::new_err("start_response() was not called"))?;

@@ -13,6 +13,7 @@ import time
 from urllib.parse import parse_qs
 
 CLOSE_COUNT = [0]
+CALLS = [0]
 LOCAL = threading.local()
 
 
@@ -39,8 +40,39 @@ class Closing:
 
 
 def application(environ, start_response):
+    CALLS[0] += 1
     path = environ["PATH_INFO"]
     q = qs(environ)
+
+    if path == "/calls":
+        return respond(start_response, str(CALLS[0]).encode())
+    if path == "/close-count":
+        return respond(start_response, str(CLOSE_COUNT[0]).encode())
+    if path.startswith("/cache"):
+        # A response whose caching headers come from the query: cc, vary, vc (X-WSGo-Vary-Cookies),
+        # s (status), cookie (Set-Cookie), n (body size), stream (generator body).
+        body = ("call=%d method=%s cookie=%s" % (CALLS[0], environ["REQUEST_METHOD"], environ.get("HTTP_COOKIE", ""))).encode()
+        if "n" in q:
+            body = body + b"x" * (int(q["n"]) - len(body))
+        headers = [("Content-Type", "text/plain")]
+        if "cc" in q:
+            headers.append(("Cache-Control", q["cc"]))
+        if "vary" in q:
+            headers.append(("Vary", q["vary"]))
+        if "vc" in q:
+            headers.append(("X-WSGo-Vary-Cookies", q["vc"]))
+        if "cookie" in q:
+            headers.append(("Set-Cookie", "a=1"))
+        start_response(q.get("s", "200 OK"), headers)
+        if "stream" in q:
+            return (c for c in [body[:5], body[5:]])
+        return [body]
+    if path == "/sendfile":
+        headers = [(q.get("h", "X-Sendfile"), q.get("f", "")), ("X-Extra", "kept")]
+        if "ct" in q:
+            headers.append(("Content-Type", q["ct"]))
+        start_response(q.get("s", "404 Not Found"), headers)
+        return Closing([b"ignored body"])
 
     if path == "/":
         return respond(start_response, b"Hello, World!")

@@ -1,6 +1,7 @@
 """An ordinary Flask app, served unchanged with `wsgo --module flask_app:app`."""
 
 import hashlib
+import os
 import time
 
 from flask import Flask, Response, jsonify, request, stream_with_context
@@ -71,3 +72,28 @@ def redirect_route():
 @app.route("/boom")
 def boom():
     raise RuntimeError("flask view failed")
+
+
+CALLS = {"counted": 0}
+
+
+@app.route("/counted")
+def counted():
+    CALLS["counted"] += 1
+    resp = app.response_class(f"counted {CALLS['counted']}", mimetype="text/plain")
+    resp.headers["Cache-Control"] = "public, max-age=60"
+    return resp
+
+
+@app.route("/calls")
+def calls():
+    return {"counted": CALLS["counted"]}
+
+
+@app.route("/download")
+def download():
+    from flask import send_file
+
+    # With USE_X_SENDFILE, Flask names the file in X-Sendfile and sends no body: wsgo serves it.
+    app.config["USE_X_SENDFILE"] = True
+    return send_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "flask_app.py"), mimetype="text/x-python")

@@ -1,0 +1,165 @@
+//! The cache leg of a connection: answer GET and HEAD from the shared store when a fresh entry
+//! matches, and offer the app's responses to GETs to the store.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Conn, Outcome, WRITE_TIMEOUT};
+use crate::cache::key::{cookie_names, key, selection};
+use crate::cache::policy::{MAX_BODY, storable};
+use crate::cache::{Entry, Store};
+use crate::http::RequestHead;
+use crate::http::body::BodyState;
+use crate::http::response::{Framing, HeadParts, ResponseHead, encode_parts, push_u64};
+
+/// Bodies up to this size are copied behind the head and sent in one write.
+const COALESCE: usize = 64 * 1024;
+
+/// A GET whose response may be stored: its key and head (for the `Vary` selections).
+pub(super) struct Candidate {
+    key: Vec<u8>,
+    head: RequestHead,
+}
+
+/// A streamed response being collected for the store.
+pub(super) struct Tee {
+    head: ResponseHead,
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+fn values<'a>(head: &'a RequestHead, name: &[u8]) -> Vec<&'a [u8]> {
+    head.fields
+        .iter()
+        .filter(|f| head.bytes(f.name).eq_ignore_ascii_case(name))
+        .map(|f| head.bytes(f.value))
+        .collect()
+}
+
+impl Conn {
+    fn store(&self) -> Option<&Store> {
+        self.core.shared.cache.as_ref()
+    }
+
+    /// Answers from the cache on a hit. On a miss, returns what is needed to store the app's
+    /// response, when it may be stored.
+    pub(super) async fn try_cache(&mut self, head: &RequestHead) -> Result<Outcome, Option<Candidate>> {
+        let Some(store) = self.store() else { return Err(None) };
+        let is_get = head.method() == b"GET";
+        if !is_get && !head.is_head() {
+            return Err(None);
+        }
+        let Some(path) = head.path() else { return Err(None) };
+        let host = head.host.map_or(&b""[..], |h| head.bytes(h));
+        let key = key(host, path, head.query());
+        let hit =
+            store.lookup(&key, Instant::now(), |name, cookies| selection(name, &values(head, name), cookies));
+        match hit {
+            Some(entry) => Ok(self.send_cached(head, &entry).await),
+            // Responses to requests with credentials are not stored (RFC 9111 §3.5).
+            None if is_get && head.field(b"authorization").is_none() => {
+                Err(Some(Candidate { key, head: head.clone() }))
+            }
+            None => Err(None),
+        }
+    }
+
+    async fn send_cached(&mut self, head: &RequestHead, entry: &Entry) -> Outcome {
+        let mut state = BodyState::new(head.body);
+        let keep = head.keep_alive
+            && state.discard_buffered(&mut self.buf)
+            && !self.core.shared.draining.load(SeqCst);
+        let mut age = Vec::with_capacity(24);
+        age.extend_from_slice(b"Age: ");
+        push_u64(&mut age, entry.age(Instant::now()));
+        age.extend_from_slice(b"\r\n");
+        let parts =
+            HeadParts { status: entry.status, reason: &entry.reason, lines: &entry.lines, extra: &age };
+        let len = entry.body.len();
+        let framing = Framing::choose(entry.status, head.is_head(), head.minor, Some(len as u64));
+        encode_parts(&mut self.out, &parts, entry.has_date, framing, keep, head.minor);
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let sent = if framing.has_body() { len as u64 } else { 0 };
+        let written = if !framing.has_body() || len <= COALESCE {
+            if framing.has_body() {
+                self.out.extend_from_slice(&entry.body);
+            }
+            self.flush_out(deadline).await
+        } else {
+            match self.flush_out(deadline).await {
+                Ok(()) => self.write_bytes(entry.body.clone(), deadline).await,
+                Err(e) => Err(e),
+            }
+        };
+        match written {
+            Ok(()) => Outcome { status: entry.status, bytes: sent, keep_alive: keep },
+            Err(_) => Outcome::close(entry.status, 0),
+        }
+    }
+
+    /// Stores a complete response to a candidate GET when the rules allow it.
+    pub(super) fn offer(&self, cand: &Candidate, rh: &ResponseHead, body: Bytes) {
+        let Some(store) = self.store() else { return };
+        if body.len() > MAX_BODY || rh.content_length.is_some_and(|n| n != body.len() as u64) {
+            return;
+        }
+        let max_age = self.core.shared.config.cache_max_age;
+        let Some(policy) = storable(rh.status, &rh.lines, max_age) else { return };
+        let cookies = rh.vary_cookies.as_deref().map(cookie_names);
+        let vary = policy
+            .vary
+            .into_iter()
+            .map(|name| {
+                let sel = selection(&name, &values(&cand.head, &name), cookies.as_deref());
+                (name, sel)
+            })
+            .collect();
+        let entry = Entry::new(
+            rh.status,
+            rh.reason.clone(),
+            rh.lines.clone(),
+            rh.has_date,
+            body,
+            vary,
+            cookies,
+            Duration::from_secs(policy.lifetime),
+        );
+        store.insert(cand.key.clone(), entry);
+    }
+
+    /// Starts collecting a streamed response for the store, if it may be stored.
+    pub(super) fn start_tee(&self, cand: Option<&Candidate>, rh: &ResponseHead) -> Option<Tee> {
+        cand?;
+        let max_age = self.core.shared.config.cache_max_age;
+        storable(rh.status, &rh.lines, max_age)?;
+        Some(Tee { head: rh.clone(), chunks: Vec::new(), len: 0 })
+    }
+}
+
+impl Tee {
+    /// Adds a chunk; false when the body became too big to store.
+    pub(super) fn push(&mut self, data: &Bytes) -> bool {
+        self.len += data.len();
+        if self.len > MAX_BODY {
+            return false;
+        }
+        self.chunks.push(data.clone());
+        true
+    }
+
+    pub(super) fn finish(self) -> (ResponseHead, Bytes) {
+        let body = match self.chunks.len() {
+            1 => self.chunks.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut b = BytesMut::with_capacity(self.len);
+                for c in &self.chunks {
+                    b.extend_from_slice(c);
+                }
+                b.freeze()
+            }
+        };
+        (self.head, body)
+    }
+}
