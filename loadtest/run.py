@@ -55,9 +55,12 @@ SCENARIOS = {
     "rust_hello": ("/__rust_hello", "GET", b"", 13, 64, [], "rust"),
     "static_4k": ("/static/4k.txt", "GET", b"", 4096, 64, [], "static"),
     "static_1m": ("/static/1m.txt", "GET", b"", 1 << 20, 64, [], "static"),
+    # A 4 KB app response with Cache-Control: max-age, answered from the response cache (nginx
+    # serves the same bytes as a file: what a cache in front could do at best).
+    "cache_4k": ("/cached4k", "GET", b"", 4096, 64, [], "cache"),
 }
-QUICK_SCENARIOS = ["hello", "post_16k", "slow_io", "rust_hello"]
-QUICK_SERVERS = ["wsgo", "granian", "bjoern"]
+QUICK_SCENARIOS = ["hello", "post_16k", "slow_io", "rust_hello", "static_4k", "cache_4k"]
+QUICK_SERVERS = ["wsgo", "granian", "bjoern", "nginx"]
 
 
 def python_libdir():
@@ -72,10 +75,11 @@ def server_command(name, port, procs, webroot):
     b = VENV / "bin"
     addr = f"127.0.0.1:{port}"
     return {
-        "wsgo": [ours, "--module", "bench_app", "--http-socket", addr, "--workers", "16"],
+        "wsgo": [ours, "--module", "bench_app", "--http-socket", addr, "--workers", "16",
+                 "--static-map", f"/static={webroot}", "--max-age", "60"],
         "wsgo-go": [str(b / "wsgo"), "--module", "bench_app", "--http-socket", addr, "--workers", "16"]
         + (["--process", "1"] if procs == 1 else ["--processes", str(procs)])
-        + ["--static-map", f"/static={webroot}"],
+        + ["--static-map", f"/static={webroot}", "--max-age", "60"],
         "granian": [str(b / "granian"), "--interface", "wsgi", "--workers", str(procs), "--host", "127.0.0.1",
                     "--port", str(port), "--no-ws", "--blocking-threads", "16", "bench_app:application"],
         "gunicorn": [str(b / "gunicorn"), "-k", "gthread", "--threads", "16", "-w", str(procs), "-b", addr,
@@ -89,13 +93,13 @@ def server_command(name, port, procs, webroot):
 
 
 SUPPORTS = {
-    "wsgo": {"wsgi", "rust"},  # static files arrive with issue 4
-    "wsgo-go": {"wsgi", "static"},
+    "wsgo": {"wsgi", "rust", "static", "cache"},
+    "wsgo-go": {"wsgi", "static", "cache"},
     "granian": {"wsgi"},
     "gunicorn": {"wsgi"},
     "uwsgi": {"wsgi", "static"},
     "bjoern": {"wsgi"},
-    "nginx": {"static"},
+    "nginx": {"static", "cache"},
 }
 
 
@@ -118,6 +122,7 @@ http {{
     server {{
         listen 127.0.0.1:{port} reuseport;
         location /static/ {{ alias {webroot}/; }}
+        location = /cached4k {{ alias {webroot}/4k.txt; default_type text/plain; }}
     }}
 }}
 """)

@@ -5,6 +5,7 @@ import time
 
 HELLO = b"Hello, World!"
 BODY_64K = b"x" * 65536
+BODY_4K = b"c" * 4096
 ROWS = [{"id": i, "name": f"item-{i}", "price": i * 1.25, "tags": ["a", "b"]} for i in range(14)]
 
 
@@ -22,6 +23,10 @@ def application(environ, start_response):
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
         return [body]
+    if path == "/cached4k":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4096"),
+                                  ("Cache-Control", "public, max-age=60")])
+        return [BODY_4K]
     if path == "/sleep":
         time.sleep(0.01)
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(HELLO)))])
