@@ -59,6 +59,8 @@ pub struct CoreCtx {
     pub watch: Watch,
     /// Connections open on this core.
     pub open: Cell<usize>,
+    /// Where the Python threads leave wake-ups for this core's connection tasks.
+    pub mailbox: Arc<crate::pool::mailbox::Mailbox>,
     /// What this core knows of the `--static-map` folders (`None` without mappings).
     pub files: Option<crate::static_files::FileCache>,
 }

@@ -67,7 +67,7 @@ impl Conn {
         }
         let proto = head.field(b"x-forwarded-proto");
         let https = forwarded_https(self.peer.ip(), proto, &self.core.shared.config.trusted_proxies);
-        let exchange = Arc::new(Exchange::new());
+        let exchange = Arc::new(Exchange::with_mailbox(self.core.mailbox.clone()));
         let job = Job {
             head,
             body: prefix,

@@ -7,11 +7,12 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 
+use super::mailbox::Mailbox;
 use crate::http::response::ResponseHead;
 
 /// Bytes a worker may have handed over but not yet seen written before it waits: bounds the
@@ -69,6 +70,8 @@ pub struct Exchange {
     conn: Mutex<ConnSide>,
     worker: Mutex<WorkerSide>,
     worker_cv: Condvar,
+    /// The connection's core thread's mailbox; without one, the task is woken directly.
+    mailbox: Option<Arc<Mailbox>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,6 +85,11 @@ impl Exchange {
         Exchange::default()
     }
 
+    /// An exchange whose connection task is woken through its core thread's mailbox.
+    pub fn with_mailbox(mailbox: Arc<Mailbox>) -> Exchange {
+        Exchange { mailbox: Some(mailbox), ..Exchange::default() }
+    }
+
     // ----- worker side -----
 
     /// Hands a message to the connection and wakes its task.
@@ -91,8 +99,10 @@ impl Exchange {
             c.msgs.push_back(msg);
             c.waker.take()
         };
-        if let Some(w) = waker {
-            w.wake();
+        match (waker, &self.mailbox) {
+            (Some(w), Some(mb)) => mb.post(w),
+            (Some(w), None) => w.wake(),
+            (None, _) => {}
         }
     }
 
@@ -191,7 +201,6 @@ impl Exchange {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::task::{Context, Wake};
 
     struct Flag(std::sync::atomic::AtomicBool);

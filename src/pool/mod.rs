@@ -6,6 +6,7 @@
 //! This is the only place, apart from start-up, that takes the GIL.
 
 pub mod exchange;
+pub mod mailbox;
 pub mod scheduler;
 mod worker;
 

@@ -20,6 +20,7 @@ use crate::conn::watch::{SWEEP_EVERY, Watch};
 use crate::conn::{self, CoreCtx};
 use crate::log::{AccessLog, FLUSH_EVERY};
 use crate::pool::Pool;
+use crate::pool::mailbox::Mailbox;
 use crate::static_files::FileCache;
 
 /// Whether MONOIO_FORCE_LEGACY_DRIVER asks for epoll.
@@ -86,7 +87,11 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         watch: Watch::new(),
         open: Cell::new(0),
         files: (!shared.roots.0.is_empty()).then(|| FileCache::new(shared.roots.clone())),
+        mailbox: Arc::new(Mailbox::new()),
     });
+
+    let drainer = core.clone();
+    monoio::spawn(async move { drainer.mailbox.drain().await });
 
     // Housekeeping: connection deadlines every SWEEP_EVERY, the access log every FLUSH_EVERY.
     let keeper = core.clone();

@@ -79,16 +79,23 @@ thread_local! {
 }
 
 /// `sys.stderr` as it is now (the app may have replaced it).
+/// `sys.stderr` as it is now (the app may replace it), looked up in the `sys` module's dict,
+/// kept per thread, with an interned key: PySys_GetObject built a new key string per call.
 fn current_stderr(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    // SAFETY: PySys_GetObject returns a borrowed reference (or NULL without an exception set)
-    // to an object kept alive by the sys module; we take a new reference before returning.
-    unsafe {
-        let ptr = ffi::PySys_GetObject(c"stderr".as_ptr());
-        if ptr.is_null() {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err("sys.stderr is not set"));
-        }
-        Ok(Bound::from_borrowed_ptr(py, ptr))
+    thread_local! {
+        static SYS_DICT: RefCell<Option<Py<PyDict>>> = const { RefCell::new(None) };
     }
+    let dict = SYS_DICT.with(|d| -> PyResult<Py<PyDict>> {
+        if let Some(dict) = d.borrow().as_ref() {
+            return Ok(dict.clone_ref(py));
+        }
+        let dict = py.import("sys")?.dict().unbind();
+        *d.borrow_mut() = Some(dict.clone_ref(py));
+        Ok(dict)
+    })?;
+    dict.bind(py)
+        .get_item(intern!(py, "stderr"))?
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("sys.stderr is not set"))
 }
 
 /// `X-Foo-Bar` -> `HTTP_X_FOO_BAR`, interned and cached per thread.

@@ -37,18 +37,59 @@ pub fn parse_status(status: &str) -> Result<(u16, Vec<u8>), String> {
 
 /// Header values go out as latin-1 when they fit (PEP 3333), else as UTF-8 (as the original did).
 pub fn latin1_or_utf8(s: &str) -> Vec<u8> {
-    if s.is_ascii() {
-        return s.as_bytes().to_vec();
-    }
-    if s.chars().all(|c| (c as u32) < 0x100) {
-        s.chars().map(|c| c as u8).collect()
+    let mut out = Vec::with_capacity(s.len());
+    push_latin1_or_utf8(&mut out, s);
+    out
+}
+
+/// [`latin1_or_utf8`], appended to `out`.
+pub fn push_latin1_or_utf8(out: &mut Vec<u8>, s: &str) {
+    if s.is_ascii() || !s.chars().all(|c| (c as u32) < 0x100) {
+        out.extend_from_slice(s.as_bytes());
     } else {
-        s.as_bytes().to_vec()
+        out.extend(s.chars().map(|c| c as u8));
     }
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// RFC 9110 §5.6.2 token characters.
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+'
+            | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+        i += 1;
+    }
+    t
+};
+
+/// The header names the server acts on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Special {
+    ContentLength,
+    Connection,
+    HopByHop,
+    Date,
+    Sendfile,
+    AccelRedirect,
+    VaryCookies,
+}
+
+/// Which special header `name` is (compared only against names of its length).
+fn special(name: &str) -> Option<Special> {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        4 if is("date") => Some(Special::Date),
+        10 if is("connection") => Some(Special::Connection),
+        10 if is("keep-alive") => Some(Special::HopByHop),
+        10 if is("x-sendfile") => Some(Special::Sendfile),
+        14 if is("content-length") => Some(Special::ContentLength),
+        16 if is("x-accel-redirect") => Some(Special::AccelRedirect),
+        17 if is("transfer-encoding") => Some(Special::HopByHop),
+        19 if is("x-wsgo-vary-cookies") => Some(Special::VaryCookies),
+        _ => None,
+    }
 }
 
 /// Collects validated headers into a [`ResponseHead`].
@@ -66,56 +107,57 @@ impl HeadBuilder {
 
     /// Adds one header; hop-by-hop fields are the server's and are absorbed here.
     pub fn add(&mut self, name: &str, value: &str) -> Result<(), String> {
-        if name.is_empty() || !name.bytes().all(is_tchar) {
+        if name.is_empty() || !name.bytes().all(|b| TCHAR[b as usize]) {
             return Err(format!("invalid header name {name:?}"));
         }
-        if value.chars().any(|c| (c < ' ' && c != '\t') || c == '\x7f') {
+        // Control characters are ASCII, so a byte scan covers UTF-8 text too.
+        if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
             return Err(format!(
                 "invalid value for header {name:?}: control characters (CR, LF, NUL...) are not allowed"
             ));
         }
         let value = value.trim_matches(|c| c == ' ' || c == '\t');
-        if name.eq_ignore_ascii_case("content-length") {
-            let n = parse_content_length(value.as_bytes())
-                .map_err(|_| format!("invalid Content-Length {value:?}"))?;
-            if self.head.content_length.is_some_and(|m| m != n) {
-                return Err("conflicting Content-Length headers".into());
+        match special(name) {
+            None => {}
+            Some(Special::ContentLength) => {
+                let n = parse_content_length(value.as_bytes())
+                    .map_err(|_| format!("invalid Content-Length {value:?}"))?;
+                if self.head.content_length.is_some_and(|m| m != n) {
+                    return Err("conflicting Content-Length headers".into());
+                }
+                self.head.content_length = Some(n);
+                return Ok(());
             }
-            self.head.content_length = Some(n);
-            return Ok(());
-        }
-        if name.eq_ignore_ascii_case("connection") {
-            self.head.close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
-            return Ok(());
-        }
-        // Framing is the server's job (RFC 9112 §6.1); hop-by-hop fields are not forwarded.
-        if name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("keep-alive") {
-            return Ok(());
-        }
-        if name.eq_ignore_ascii_case("date") {
-            self.head.has_date = true;
-        }
-        // Instructions to the server, not sent to the client.
-        if name.eq_ignore_ascii_case("x-sendfile") {
-            if !value.is_empty() {
-                self.head.sendfile = Some(latin1_or_utf8(value));
+            Some(Special::Connection) => {
+                self.head.close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
+                return Ok(());
             }
-            return Ok(());
-        }
-        if name.eq_ignore_ascii_case("x-accel-redirect") {
-            if !value.is_empty() {
-                self.accel_redirect = Some(latin1_or_utf8(value));
+            // Framing is the server's job (RFC 9112 §6.1); hop-by-hop fields are not forwarded.
+            Some(Special::HopByHop) => return Ok(()),
+            Some(Special::Date) => self.head.has_date = true,
+            // Instructions to the server, not sent to the client.
+            Some(Special::Sendfile) => {
+                if !value.is_empty() {
+                    self.head.sendfile = Some(latin1_or_utf8(value));
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        if name.eq_ignore_ascii_case("x-wsgo-vary-cookies") {
-            self.head.vary_cookies = Some(latin1_or_utf8(value));
-            return Ok(());
+            Some(Special::AccelRedirect) => {
+                if !value.is_empty() {
+                    self.accel_redirect = Some(latin1_or_utf8(value));
+                }
+                return Ok(());
+            }
+            Some(Special::VaryCookies) => {
+                self.head.vary_cookies = Some(latin1_or_utf8(value));
+                return Ok(());
+            }
         }
         let lines = &mut self.head.lines;
+        lines.reserve(name.len() + value.len() + 4);
         lines.extend_from_slice(name.as_bytes());
         lines.extend_from_slice(b": ");
-        lines.extend_from_slice(&latin1_or_utf8(value));
+        push_latin1_or_utf8(lines, value);
         lines.extend_from_slice(b"\r\n");
         Ok(())
     }
