@@ -6,7 +6,12 @@ serving N1 and then N2 requests on one keep-alive connection; the difference div
 the cost of one request with start-up and shutdown cancelled out. The result is compared with the
 committed baseline (`benches/baseline.json`): more than TOLERANCE above it fails.
 
+The micro benchmarks' workloads (request-head parsing, chunked decoding, response-head encoding,
+a cache lookup, a static-file reply plan) are counted the same way, per iteration, through
+`examples/instr_count.rs`.
+
 Usage: python3 scripts/perf_check.py [--update] [--binary target/release/wsgo]
+(build first: cargo build --release --bin wsgo --example instr_count)
 """
 
 import argparse
@@ -28,6 +33,7 @@ TOLERANCE = 0.10
 N1, N2 = 1000, 3000
 
 POST_BODY = bytes(range(256)) * 64  # 16 KiB
+MICRO = ["parse_curl", "parse_browser", "chunked_64k", "encode_head", "cache_hit", "static_plan"]
 
 SCENARIOS = {
     "hello": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, World!"),
@@ -86,19 +92,34 @@ def instructions(binary, request, expect, n):
         return int(m.group(1))
 
 
+def micro_instructions(binary, workload, n):
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", binary, workload, str(n)],
+                         capture_output=True, text=True, timeout=600)
+    m = re.search(r"Collected : (\d+)", out.stderr)
+    if out.returncode != 0 or not m:
+        raise RuntimeError(f"{workload}: {out.stderr[-2000:]}")
+    return int(m.group(1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--update", action="store_true", help="write the measured counts as the new baseline")
     ap.add_argument("--binary", default=str(ROOT / "target" / "release" / "wsgo"))
+    ap.add_argument("--micro-binary", default=str(ROOT / "target" / "release" / "examples" / "instr_count"))
     args = ap.parse_args()
     measured = {}
     for name, (request, expect) in SCENARIOS.items():
         low = instructions(args.binary, request, expect, N1)
         high = instructions(args.binary, request, expect, N2)
         measured[name] = round((high - low) / (N2 - N1))
+    for workload in MICRO:
+        low = micro_instructions(args.micro_binary, workload, N1)
+        high = micro_instructions(args.micro_binary, workload, N2)
+        measured[f"micro/{workload}"] = round((high - low) / (N2 - N1))
     baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     failed = []
-    print(f"instructions per request (callgrind, epoll driver, {N2}-{N1} requests, tolerance {TOLERANCE:.0%})")
+    print(f"instructions per request or iteration (callgrind, epoll driver, {N2}-{N1} runs, "
+          f"tolerance {TOLERANCE:.0%})")
     for name, value in measured.items():
         base = baseline.get(name)
         if base:
@@ -106,9 +127,9 @@ def main():
             verdict = "ok" if change <= TOLERANCE else "SLOWER"
             if change > TOLERANCE:
                 failed.append(name)
-            print(f"  {name:10} {value:>9,}  baseline {base:>9,}  {change:+.1%}  {verdict}")
+            print(f"  {name:20} {value:>9,}  baseline {base:>9,}  {change:+.1%}  {verdict}")
         else:
-            print(f"  {name:10} {value:>9,}  (no baseline)")
+            print(f"  {name:20} {value:>9,}  (no baseline)")
     if args.update:
         BASELINE.write_text(json.dumps(measured, indent=2) + "\n")
         print(f"baseline written to {BASELINE.relative_to(ROOT)}")

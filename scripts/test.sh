@@ -14,7 +14,7 @@ cargo test
 echo "== integration tests (epoll driver)"
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --test '*'
 echo "== performance regression check (instructions per request)"
-cargo build --release
+cargo build --release --bin wsgo --example instr_count
 .venv/bin/python scripts/perf_check.py
 echo "== end-to-end (both drivers)"
 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -q tests/e2e

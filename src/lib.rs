@@ -3,6 +3,8 @@
 //! One monoio runtime per core answers HTTP; Python threads run the application. See
 //! `../shared/DESIGN.md` for the shape and README.md for the user's view.
 
+#[doc(hidden)]
+pub mod bench_inputs;
 pub mod cache;
 pub mod cli;
 pub mod client;

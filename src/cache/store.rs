@@ -7,6 +7,7 @@
 //! entries go first. Sizes are accounted exactly: an entry counts its key, head lines, body and
 //! 1000 bytes of bookkeeping from insertion until its removal.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -77,9 +78,8 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
-struct Shard {
-    map: HashMap<Vec<u8>, Vec<Arc<Entry>>>,
+struct Shard<S> {
+    map: HashMap<Vec<u8>, Vec<Arc<Entry>>, S>,
 }
 
 struct Record {
@@ -88,11 +88,12 @@ struct Record {
     entry: Weak<Entry>,
 }
 
-/// The process's response cache.
-pub struct Store {
-    shards: Box<[RwLock<Shard>]>,
+/// The process's response cache. `S` hashes keys (randomly seeded by default, against
+/// collision floods; fixed in the instruction-count check, which must repeat exactly).
+pub struct Store<S = RandomState> {
+    shards: Box<[RwLock<Shard<S>>]>,
     order: Mutex<VecDeque<Record>>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: S,
     total: AtomicUsize,
     entries: AtomicUsize,
     limit: usize,
@@ -114,10 +115,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Store {
     /// A store holding at most `limit` accounted bytes.
     pub fn new(limit: usize) -> Store {
+        Store::with_hasher(limit, RandomState::new())
+    }
+}
+
+impl<S: BuildHasher + Clone> Store<S> {
+    /// A store hashing keys with `hasher`.
+    pub fn with_hasher(limit: usize, hasher: S) -> Store<S> {
         Store {
-            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(Shard { map: HashMap::with_hasher(hasher.clone()) }))
+                .collect(),
             order: Mutex::new(VecDeque::new()),
-            hasher: Default::default(),
+            hasher,
             total: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             limit,
