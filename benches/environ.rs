@@ -24,6 +24,7 @@ fn environ(c: &mut Criterion) {
         peer: "127.0.0.1:50000".parse().unwrap(),
         local: "127.0.0.1:8000".parse().unwrap(),
         https: false,
+        park_arg: None,
     };
     Python::attach(|py| {
         let base = base_environ(py, false).unwrap();

@@ -5,15 +5,19 @@
 
 #[doc(hidden)]
 pub mod bench_inputs;
+pub mod block;
 pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod cron;
 pub mod http;
 pub mod log;
+pub mod park;
 pub mod pool;
 pub mod router;
 pub mod server;
 pub mod static_files;
+pub mod stats;
 pub mod wsgi;

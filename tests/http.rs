@@ -443,9 +443,13 @@ fn a_request_that_waits_past_the_timeout_for_a_worker_gets_504() {
     let started = Instant::now();
     let waiting = get(&server, "/");
     assert_eq!(waiting.status, 504, "{}", waiting.text());
-    assert!(started.elapsed() >= Duration::from_millis(1000), "{:?}", started.elapsed());
+    // Answered at the deadline by the monitor, not when the worker comes free.
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(800) && waited < Duration::from_millis(1250), "{waited:?}");
+    // The running request is waited for: it ran past the timeout too, and the exception raised
+    // into it surfaces when its sleep returns.
     let first = read_response(&mut BufReader::new(busy), false).unwrap();
-    assert_eq!(first.text(), "slept", "the running request is always waited for");
+    assert_eq!(first.status, 504, "{}", first.text());
     assert_eq!(get(&server, "/").status, 200);
 }
 

@@ -13,6 +13,7 @@ use crate::cache::{Entry, Store};
 use crate::http::RequestHead;
 use crate::http::body::BodyState;
 use crate::http::response::{Framing, HeadParts, ResponseHead, encode_parts, push_u64};
+use crate::stats::STATS;
 
 /// Bodies up to this size are copied behind the head and sent in one write.
 const COALESCE: usize = 64 * 1024;
@@ -56,6 +57,7 @@ impl Conn {
         let key = key(host, path, head.query());
         let hit =
             store.lookup(&key, Instant::now(), |name, cookies| selection(name, &values(head, name), cookies));
+        crate::stats::bump(if hit.is_some() { &STATS.cache_hits } else { &STATS.cache_misses });
         match hit {
             Some(entry) => Ok(self.send_cached(head, &entry).await),
             // Responses to requests with credentials are not stored (RFC 9111 §3.5).

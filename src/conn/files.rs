@@ -42,6 +42,7 @@ impl Conn {
                 (true, Some(gz)) => gz,
                 _ => found.file,
             };
+            crate::stats::bump(&crate::stats::STATS.static_files);
             let mut body = BodyState::new(head.body);
             let ctype = content_type(rel);
             return Some(self.send_file(head, &mut body, &chosen, ctype, gzip, vary, None).await);

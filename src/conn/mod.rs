@@ -7,6 +7,7 @@
 
 mod cached;
 mod files;
+mod parked;
 mod respond;
 pub mod watch;
 
@@ -270,6 +271,9 @@ impl Conn {
             minor: head.minor,
             client,
         };
+        if let Some(remaining) = self.core.shared.blocks.check(client, started) {
+            return self.blocked(&head, remaining).await;
+        }
         let outcome = match route(&head) {
             Route::ServerOptions => self.simple(&head, 200, b"", b"").await,
             Route::NotFound => self.simple(&head, 404, b"", b"404 page not found\n").await,
@@ -283,7 +287,7 @@ impl Conn {
                 Some(outcome) => outcome,
                 None => match self.try_cache(&head).await {
                     Ok(outcome) => outcome,
-                    Err(candidate) => self.wsgi(head, candidate).await,
+                    Err(candidate) => self.wsgi(head, candidate, client).await,
                 },
             },
             #[cfg(feature = "rust-hello")]
@@ -305,6 +309,18 @@ impl Conn {
             self.core.log.flush();
         }
         outcome.keep_alive
+    }
+
+    /// A request from a blocked client: held back for the rest of the block (at most 25 s; at
+    /// once when 100 are already held), then an empty 429. Not access-logged (counted instead).
+    async fn blocked(&mut self, head: &RequestHead, remaining: Duration) -> bool {
+        let blocks = &self.core.shared.blocks;
+        if let Some(_held) = blocks.hold() {
+            let delay = Duration::from_secs(remaining.as_secs()).min(crate::block::MAX_DELAY);
+            self.core.watch.set_deadline(self.key, None);
+            monoio::time::sleep(delay).await;
+        }
+        self.simple(head, 429, b"", b"").await.keep_alive
     }
 
     /// A response the server makes by itself.

@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::cached::{Candidate, Tee};
+use super::parked::Unparked;
 use super::{BODY_TIMEOUT, Conn, Outcome, PREBUFFER, WRITE_TIMEOUT};
 use crate::client::forwarded_https;
 use crate::http::RequestHead;
@@ -15,6 +16,7 @@ use crate::http::body::BodyState;
 use crate::http::response::{Framing, ResponseHead, encode_head, encode_simple, push_chunk_size};
 use crate::pool::Job;
 use crate::pool::exchange::{BodyPiece, Exchange, ToConn};
+use crate::pool::priority::{ClientKey, Traits, is_public, is_robot};
 
 /// Bodies up to this size are copied behind the head and sent in one write.
 const COALESCE: usize = 64 * 1024;
@@ -25,6 +27,13 @@ struct Req {
     minor: u8,
     keep_alive: bool,
     expect_continue: bool,
+    client: std::net::IpAddr,
+}
+
+/// How carrying out a response ended.
+enum Carried {
+    Done(Outcome),
+    Parked(Box<crate::pool::exchange::ParkRequest>),
 }
 
 /// A response being streamed.
@@ -38,12 +47,18 @@ struct Stream {
 }
 
 impl Conn {
-    pub(super) async fn wsgi(&mut self, head: RequestHead, candidate: Option<Candidate>) -> Outcome {
+    pub(super) async fn wsgi(
+        &mut self,
+        head: RequestHead,
+        mut candidate: Option<Candidate>,
+        client: std::net::IpAddr,
+    ) -> Outcome {
         let req = Req {
             is_head: head.is_head(),
             minor: head.minor,
             keep_alive: head.keep_alive,
             expect_continue: head.expect_continue,
+            client,
         };
         let body_deadline = Instant::now() + BODY_TIMEOUT;
         let mut body = BodyState::new(head.body);
@@ -68,6 +83,13 @@ impl Conn {
         let proto = head.field(b"x-forwarded-proto");
         let https = forwarded_https(self.peer.ip(), proto, &self.core.shared.config.trusted_proxies);
         let exchange = Arc::new(Exchange::with_mailbox(self.core.mailbox.clone()));
+        let query = head.query().is_some_and(|q| !q.is_empty());
+        let traits = if is_public(client) {
+            let robot = head.field(b"user-agent").is_some_and(is_robot);
+            Traits { client: Some(ClientKey::of(client)), robot, query }
+        } else {
+            Traits { client: None, robot: false, query }
+        };
         let job = Job {
             head,
             body: prefix,
@@ -77,21 +99,51 @@ impl Conn {
             https,
             exchange: exchange.clone(),
             queued_at: Instant::now(),
+            traits,
+            park_arg: None,
         };
-        if self.core.pool.submit(job).is_err() {
-            let keep = req.keep_alive && body.discard_buffered(&mut self.buf);
-            let msg = b"Service Unavailable: too many requests queued\n";
-            encode_simple(&mut self.out, 503, b"Retry-After: 1\r\n", msg, req.is_head, keep, req.minor);
-            let ok = self.flush_out(Instant::now() + WRITE_TIMEOUT).await.is_ok();
-            return Outcome { status: 503, bytes: msg.len() as u64, keep_alive: keep && ok };
+        let mut job = job;
+        let mut exchange = exchange;
+        loop {
+            crate::stats::bump(&crate::stats::STATS.requests);
+            if self.core.pool.submit(job).is_err() {
+                let keep = req.keep_alive && body.discard_buffered(&mut self.buf);
+                let msg = b"Service Unavailable: too many requests queued\n";
+                encode_simple(&mut self.out, 503, b"Retry-After: 1\r\n", msg, req.is_head, keep, req.minor);
+                let ok = self.flush_out(Instant::now() + WRITE_TIMEOUT).await.is_ok();
+                return Outcome { status: 503, bytes: msg.len() as u64, keep_alive: keep && ok };
+            }
+            let carried = self
+                .carry_out(&req, &exchange, &mut body, &mut continued, body_deadline, candidate.as_ref())
+                .await;
+            let outcome = match carried {
+                Carried::Done(outcome) => outcome,
+                Carried::Parked(p) => {
+                    self.apply_block(p.block, req.client);
+                    match self.parked(p, &mut body, req.keep_alive, req.is_head, req.minor).await {
+                        Unparked::Answered(outcome) => outcome,
+                        Unparked::Retry(next) => {
+                            // A retry's response is never stored.
+                            candidate = None;
+                            exchange = next.exchange.clone();
+                            job = *next;
+                            continue;
+                        }
+                    }
+                }
+            };
+            if !outcome.keep_alive {
+                exchange.set_gone();
+            }
+            return outcome;
         }
-        let outcome = self
-            .carry_out(&req, &exchange, &mut body, &mut continued, body_deadline, candidate.as_ref())
-            .await;
-        if !outcome.keep_alive {
-            exchange.set_gone();
+    }
+
+    /// Blocks the client when the app said so (`X-WSGo-Block`).
+    fn apply_block(&self, block: Option<i64>, client: std::net::IpAddr) {
+        if let Some(secs) = block {
+            self.core.shared.blocks.block(client, secs, Instant::now());
         }
-        outcome
     }
 
     /// Follows the worker's messages until the response is complete or has failed.
@@ -103,7 +155,7 @@ impl Conn {
         continued: &mut bool,
         body_deadline: Instant,
         candidate: Option<&Candidate>,
-    ) -> Outcome {
+    ) -> Carried {
         let write_deadline = Instant::now() + WRITE_TIMEOUT;
         let mut stream: Option<Stream> = None;
         let mut tee: Option<Tee> = None;
@@ -115,31 +167,37 @@ impl Conn {
                     if let Some(c) = candidate {
                         self.offer(c, &rh, data.clone());
                     }
-                    return self.send_full(req, rh, data, body, write_deadline).await;
+                    self.apply_block(rh.block, req.client);
+                    return Carried::Done(self.send_full(req, rh, data, body, write_deadline).await);
                 }
-                ToConn::Sendfile(rh, head) => return self.send_app_file(&head, body, &rh).await,
+                ToConn::Sendfile(rh, head) => {
+                    self.apply_block(rh.block, req.client);
+                    return Carried::Done(self.send_app_file(&head, body, &rh).await);
+                }
+                ToConn::Park(p) => return Carried::Parked(p),
                 ToConn::Head(rh) => {
+                    self.apply_block(rh.block, req.client);
                     tee = self.start_tee(candidate, &rh);
                     let s = self.start_stream(req, &rh, body);
                     encode_head(&mut self.out, &rh, s.framing, s.keep_alive, req.minor);
                     if self.flush_out(write_deadline).await.is_err() {
-                        return Outcome::close(rh.status, 0);
+                        return Carried::Done(Outcome::close(rh.status, 0));
                     }
                     stream = Some(s);
                 }
                 ToConn::Chunk(data) => {
-                    let Some(s) = stream.as_mut() else { return Outcome::close(0, 0) };
+                    let Some(s) = stream.as_mut() else { return Carried::Done(Outcome::close(0, 0)) };
                     let len = data.len();
                     if tee.as_mut().is_some_and(|t| !t.push(&data)) {
                         tee = None;
                     }
                     if self.send_chunk(s, data, write_deadline).await.is_err() {
-                        return Outcome::close(s.status, s.sent);
+                        return Carried::Done(Outcome::close(s.status, s.sent));
                     }
                     exchange.wrote(len);
                 }
                 ToConn::End => {
-                    let Some(s) = stream.as_mut() else { return Outcome::close(0, 0) };
+                    let Some(s) = stream.as_mut() else { return Carried::Done(Outcome::close(0, 0)) };
                     match s.framing {
                         Framing::Chunked => self.out.extend_from_slice(b"0\r\n\r\n"),
                         Framing::Length(_) if s.left != Some(0) => {
@@ -157,11 +215,15 @@ impl Conn {
                         let (rh, data) = t.finish();
                         self.offer(c, &rh, data);
                     }
-                    return Outcome { status: s.status, bytes: s.sent, keep_alive: s.keep_alive && ok };
+                    return Carried::Done(Outcome {
+                        status: s.status,
+                        bytes: s.sent,
+                        keep_alive: s.keep_alive && ok,
+                    });
                 }
                 ToConn::Abort => {
                     let (status, sent) = stream.as_ref().map_or((0, 0), |s| (s.status, s.sent));
-                    return Outcome::close(status, sent);
+                    return Carried::Done(Outcome::close(status, sent));
                 }
                 ToConn::ReadBody(max) => {
                     if req.expect_continue && !*continued && !body.is_done() {

@@ -23,6 +23,12 @@ pub struct ResponseHead {
     pub sendfile: Option<Vec<u8>>,
     /// `X-WSGo-Vary-Cookies`: the cookies `Vary: Cookie` looks at (SPEC §12.3).
     pub vary_cookies: Option<Vec<u8>>,
+    /// `X-WSGo-Block: SECONDS` (SPEC §15).
+    pub block: Option<i64>,
+    /// `X-WSGo-Park: channels` (SPEC §16).
+    pub park: Option<String>,
+    /// `X-WSGo-Park-Timeout: SECONDS ACTION`.
+    pub park_timeout: Option<String>,
 }
 
 /// How a response body is delimited on the wire (RFC 9112 §6.3).

@@ -37,6 +37,25 @@ pub enum ToConn {
     /// Serve the file the head's `X-Sendfile` names; the request head comes back for its
     /// conditional and range fields.
     Sendfile(ResponseHead, Box<crate::http::RequestHead>),
+    /// The app parked the request (`X-WSGo-Park`); what a retry needs comes back.
+    Park(Box<ParkRequest>),
+}
+
+/// A parked request, as the worker hands it back to the connection.
+#[derive(Debug)]
+pub struct ParkRequest {
+    pub channels: Vec<String>,
+    pub timeout: std::time::Duration,
+    pub action: crate::park::Action,
+    /// The response's `X-WSGo-Block`, if any.
+    pub block: Option<i64>,
+    pub head: crate::http::RequestHead,
+    /// The body received before the request was queued.
+    pub body: Bytes,
+    pub body_complete: bool,
+    /// The app read beyond `body` (from the socket): a retry could not replay it.
+    pub streamed: bool,
+    pub traits: super::priority::Traits,
 }
 
 /// The answer to a [`ToConn::ReadBody`].
@@ -62,6 +81,8 @@ struct WorkerSide {
     gone: bool,
     /// Bytes handed over and not yet written.
     unsent: usize,
+    /// The worker asked for body beyond what came with the job.
+    streamed: bool,
 }
 
 /// One request's exchange.
@@ -137,6 +158,7 @@ impl Exchange {
                 return BodyPiece::Failed;
             }
             w.body = None;
+            w.streamed = true;
         }
         self.send(ToConn::ReadBody(max));
         let mut w = lock(&self.worker);
@@ -153,6 +175,11 @@ impl Exchange {
 
     pub fn is_gone(&self) -> bool {
         lock(&self.worker).gone
+    }
+
+    /// Whether the worker read body beyond what came with the job.
+    pub fn body_streamed(&self) -> bool {
+        lock(&self.worker).streamed
     }
 
     // ----- connection side -----

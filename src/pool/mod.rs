@@ -7,7 +7,10 @@
 
 pub mod exchange;
 pub mod mailbox;
+pub mod monitor;
+pub mod priority;
 pub mod scheduler;
+pub mod slot;
 mod worker;
 
 use std::net::SocketAddr;
@@ -36,6 +39,16 @@ pub struct Job {
     pub https: bool,
     pub exchange: Arc<Exchange>,
     pub queued_at: Instant,
+    /// What the priority rules look at.
+    pub traits: priority::Traits,
+    /// A retry of a parked request: the `X-WSGo-Park-Arg` the app sees.
+    pub park_arg: Option<Bytes>,
+}
+
+/// Answers a job that will not run (queue timeout, queue full) with a 504.
+pub fn refuse(job: Job) {
+    let (head, body) = crate::wsgi::call::error_head(504);
+    job.exchange.send(exchange::ToConn::Full(head, body));
 }
 
 /// The process's pool of Python worker threads.
@@ -61,11 +74,35 @@ impl Pool {
         for id in 1..=n {
             let sched = self.sched.clone();
             let app = app.clone();
+            let slot = self.sched.add_slot(format!("worker {id}"), self.sched.request_timeout);
             std::thread::Builder::new()
                 .name(format!("wsgo-py-{id}"))
-                .spawn(move || worker::run(sched, app))?;
+                .spawn(move || worker::run(sched, app, slot))?;
         }
         Ok(())
+    }
+
+    /// Starts the monitor thread (queue timeouts, running timeouts, stuck workers). `quit` is
+    /// called once when the process can no longer serve (every worker stuck).
+    pub fn start_monitor(&self, quit: Box<dyn Fn(&str) + Send>) -> std::io::Result<()> {
+        let sched = self.sched.clone();
+        std::thread::Builder::new().name("wsgo-monitor".into()).spawn(move || monitor::run(sched, quit))?;
+        Ok(())
+    }
+
+    /// A slot for a Python thread that is not a worker (the cron thread), watched by the monitor.
+    pub fn add_slot(&self, name: String, limit: Option<Duration>) -> Arc<slot::Slot> {
+        self.sched.add_slot(name, limit)
+    }
+
+    /// Every Python thread's slot.
+    pub fn slots(&self) -> Vec<Arc<slot::Slot>> {
+        self.sched.slots()
+    }
+
+    /// Requests running per ranked client.
+    pub fn running_by_client(&self) -> Vec<(priority::ClientKey, u32)> {
+        self.sched.running_by_client()
     }
 
     /// Jobs queued and not yet picked.

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 
 use super::Job;
+use super::priority::{History, LOW, Traits, priority};
 
 /// The queue holds as many jobs as it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +44,18 @@ pub const CONTENDED_WAIT: Duration = Duration::from_millis(1);
 /// How long one such observation keeps the scheduler from waking more workers.
 pub const CONTENDED_FOR: Duration = Duration::from_millis(10);
 
+/// Jobs taken out of the inbox and not yet picked, and the clients' counts.
+#[derive(Default)]
+struct Pending {
+    jobs: VecDeque<Job>,
+    history: History,
+}
+
 pub struct Scheduler {
     inbox: ArrayQueue<Job>,
-    /// Jobs taken out of the inbox and not yet picked; only workers touch it.
-    pending: Mutex<VecDeque<Job>>,
+    /// Most jobs waiting; beyond it the lowest-scored are refused.
+    limit: usize,
+    pending: Mutex<Pending>,
     /// Inbox plus pending.
     queued: AtomicUsize,
     running: AtomicUsize,
@@ -56,8 +65,12 @@ pub struct Scheduler {
     contended_until: AtomicU64,
     /// Whether GIL waits are acted on (the process may run on two or more CPUs).
     watch_gil: bool,
+    /// The last pick found only low-scored jobs while others ran: queued work that may not run
+    /// yet, so idle workers sleep instead of spinning on it.
+    deferred: AtomicBool,
     epoch: Instant,
     pub(crate) request_timeout: Option<Duration>,
+    slots: Mutex<Vec<Arc<super::slot::Slot>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,20 +78,49 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Scheduler {
-    /// `cpus`: how many CPUs the process may run on (GIL contention needs two).
-    pub fn new(capacity: usize, request_timeout: Option<Duration>, cpus: usize) -> Scheduler {
+    /// `cpus`: how many CPUs the process may run on (GIL contention needs two). At most `limit`
+    /// jobs wait; the inbox takes twice that before refusing at once, so that a full queue
+    /// refuses its lowest-scored job rather than the newest.
+    pub fn new(limit: usize, request_timeout: Option<Duration>, cpus: usize) -> Scheduler {
         Scheduler {
-            inbox: ArrayQueue::new(capacity),
-            pending: Mutex::new(VecDeque::with_capacity(capacity)),
+            inbox: ArrayQueue::new(2 * limit),
+            limit,
+            pending: Mutex::new(Pending::default()),
             queued: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             searching: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             contended_until: AtomicU64::new(0),
             watch_gil: cpus >= 2,
+            deferred: AtomicBool::new(false),
             epoch: Instant::now(),
             request_timeout,
+            slots: Mutex::new(Vec::new()),
         }
+    }
+
+    /// For the monitor's tick: wakes a worker for queued work that nobody is looking for. A
+    /// submit during GIL contention wakes nobody; once the contention has passed, this makes
+    /// sure the queue does not wait for a running request to finish.
+    pub fn kick(&self) {
+        if self.queued.load(SeqCst) > 0
+            && self.searching.load(SeqCst) == 0
+            && (self.running.load(SeqCst) == 0 || !self.contended())
+            && !self.deferred.load(SeqCst)
+        {
+            self.wake_one();
+        }
+    }
+
+    /// Registers a Python thread's slot.
+    pub fn add_slot(&self, name: String, limit: Option<Duration>) -> Arc<super::slot::Slot> {
+        let slot = Arc::new(super::slot::Slot::new(name, limit, self.epoch));
+        lock(&self.slots).push(slot.clone());
+        slot
+    }
+
+    pub fn slots(&self) -> Vec<Arc<super::slot::Slot>> {
+        lock(&self.slots).clone()
     }
 
     pub fn queued(&self) -> usize {
@@ -140,44 +182,129 @@ impl Scheduler {
         sleeper.thread.unpark();
     }
 
-    /// The score of a queued job; the highest runs first, ties in arrival order.
-    fn score(_job: &Job) -> i64 {
-        0
+    /// Moves the inbox into the pending list and takes out what must be answered now: jobs past
+    /// the queue timeout, and the lowest-scored (the oldest among equals) beyond the limit.
+    fn intake(&self, p: &mut Pending, now: Instant, refused: &mut Vec<Job>) {
+        while let Some(job) = self.inbox.pop() {
+            p.jobs.push_back(job);
+        }
+        if let Some(t) = self.request_timeout {
+            let before = p.jobs.len();
+            let mut i = 0;
+            while i < p.jobs.len() {
+                if now.saturating_duration_since(p.jobs[i].queued_at) > t {
+                    crate::stats::bump(&crate::stats::STATS.queue_timeouts);
+                    refused.extend(p.jobs.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            self.queued.fetch_sub(before - p.jobs.len(), SeqCst);
+        }
+        while p.jobs.len() > self.limit {
+            let worst = p
+                .jobs
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, j)| (Self::score(&p.history, &j.traits, now), *i))
+                .map(|(i, _)| i);
+            let Some(job) = worst.and_then(|i| p.jobs.remove(i)) else { break };
+            crate::stats::bump(&crate::stats::STATS.drops);
+            self.queued.fetch_sub(1, SeqCst);
+            refused.push(job);
+        }
     }
 
-    /// Takes the best queued job. Called by workers only.
-    pub fn pick(&self) -> Option<Job> {
+    fn score(history: &History, t: &Traits, now: Instant) -> i64 {
+        match t.client {
+            None => priority(t, 0, 0.0),
+            Some(key) => {
+                let (running, recent) = history.counts(key, now);
+                priority(t, running, recent)
+            }
+        }
+    }
+
+    /// Takes the best queued job, with its score. Jobs to refuse (past the queue timeout, or
+    /// beyond the limit) are added to `refused`; the caller answers them. Called by workers.
+    pub fn pick_scored(&self, refused: &mut Vec<Job>) -> Option<(Job, i64)> {
         if self.queued.load(SeqCst) == 0 {
             return None;
         }
-        let mut pending = lock(&self.pending);
-        while let Some(job) = self.inbox.pop() {
-            pending.push_back(job);
+        let now = Instant::now();
+        let mut p = lock(&self.pending);
+        self.intake(&mut p, now, refused);
+        let (best, score) = match p.jobs.len() {
+            0 => return None,
+            // One job and a local client: nothing to rank.
+            1 if p.jobs[0].traits.client.is_none() => (0, priority(&p.jobs[0].traits, 0, 0.0)),
+            _ => {
+                let history = &p.history;
+                p.jobs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, j)| (i, Self::score(history, &j.traits, now)))
+                    .max_by_key(|&(i, score)| (score, std::cmp::Reverse(i)))?
+            }
+        };
+        if score <= LOW && self.running.load(SeqCst) > 0 {
+            self.deferred.store(true, SeqCst);
+            return None;
         }
-        let best = pending
-            .iter()
-            .enumerate()
-            .max_by_key(|(i, j)| (Self::score(j), std::cmp::Reverse(*i)))
-            .map(|(i, _)| i)?;
-        let job = pending.remove(best)?;
+        self.deferred.store(false, SeqCst);
+        let job = p.jobs.remove(best)?;
+        if let Some(key) = job.traits.client {
+            p.history.started(key, now);
+        }
         self.queued.fetch_sub(1, SeqCst);
         self.running.fetch_add(1, SeqCst);
-        Some(job)
+        Some((job, score))
+    }
+
+    /// [`Scheduler::pick_scored`] for tests, which refuse nothing.
+    #[cfg(test)]
+    pub fn pick(&self) -> Option<Job> {
+        self.pick_scored(&mut Vec::new()).map(|(j, _)| j)
+    }
+
+    /// For the monitor: the jobs waiting past the queue timeout or beyond the limit, taken out.
+    pub fn expired(&self) -> Vec<Job> {
+        let mut refused = Vec::new();
+        if self.queued.load(SeqCst) > 0 {
+            let mut p = lock(&self.pending);
+            self.intake(&mut p, Instant::now(), &mut refused);
+        }
+        refused
+    }
+
+    /// Requests running per ranked client (for SIGUSR2).
+    pub fn running_by_client(&self) -> Vec<(super::priority::ClientKey, u32)> {
+        lock(&self.pending).history.running_by_client()
     }
 
     /// The worker loop's pick: takes the best job, and hands back the searching token a woken
     /// worker holds (`token`), passing it on if work remains.
-    pub fn next_job(&self, token: &mut bool) -> Option<Job> {
-        let job = self.pick();
+    pub fn next_job(&self, token: &mut bool, refused: &mut Vec<Job>) -> Option<(Job, i64)> {
+        let job = self.pick_scored(refused);
         if std::mem::take(token) {
             self.searched();
         }
         job
     }
 
-    /// A picked job is finished.
-    pub fn done(&self) {
-        self.running.fetch_sub(1, SeqCst);
+    /// A picked job of a client with these traits is finished.
+    pub fn done(&self, traits: &Traits) {
+        if let Some(key) = traits.client {
+            lock(&self.pending).history.finished(key);
+        }
+        if self.running.fetch_sub(1, SeqCst) == 1
+            && self.deferred.load(SeqCst)
+            && self.queued.load(SeqCst) > 0
+            && self.searching.load(SeqCst) == 0
+        {
+            // Deferred low-scored work may run now that nothing runs.
+            self.wake_one();
+        }
     }
 
     /// A worker that held a searching token has looked for work: give the token back, and if
@@ -198,7 +325,9 @@ impl Scheduler {
     /// Call with the GIL released.
     pub fn park(&self, me: &Arc<Sleeper>, stepping_back: bool) -> bool {
         lock(&self.idle).push(me.clone());
-        if self.queued.load(SeqCst) > 0 && (!stepping_back || self.running.load(SeqCst) == 0) {
+        let nobody_runs = self.running.load(SeqCst) == 0;
+        let may_run = !stepping_back && !self.deferred.load(SeqCst);
+        if self.queued.load(SeqCst) > 0 && (nobody_runs || may_run) {
             let mut idle = lock(&self.idle);
             if let Some(pos) = idle.iter().position(|s| Arc::ptr_eq(s, me)) {
                 idle.swap_remove(pos);
@@ -235,6 +364,8 @@ mod tests {
             https: false,
             exchange: Arc::new(Exchange::new()),
             queued_at: Instant::now(),
+            traits: Traits { query: path.contains('?'), ..Traits::local() },
+            park_arg: None,
         }
     }
 
@@ -242,21 +373,88 @@ mod tests {
         j.head.path().unwrap().to_vec()
     }
 
+    fn public(path: &str, ip: [u8; 4], robot: bool) -> Job {
+        let mut j = job(path);
+        j.traits = Traits {
+            client: Some(super::super::priority::ClientKey::V4(u32::from_be_bytes(ip))),
+            robot,
+            query: path.contains('?'),
+        };
+        j
+    }
+
+    fn paths(jobs: &[Job]) -> Vec<String> {
+        jobs.iter().map(|j| String::from_utf8(path(j)).unwrap()).collect()
+    }
+
     #[test]
-    fn a_full_queue_refuses_and_picks_keep_arrival_order() {
+    fn a_full_queue_refuses_the_lowest_scored_and_picks_keep_arrival_order() {
         let s = Scheduler::new(3, None, 1);
         for p in ["/a", "/b", "/c"] {
             assert!(s.submit(job(p)).is_ok());
         }
-        assert_eq!(s.submit(job("/d")), Err(QueueFull));
-        assert_eq!(s.queued(), 3);
         assert_eq!(path(&s.pick().unwrap()), b"/a");
-        assert!(s.submit(job("/e")).is_ok());
+        // Over the limit: the lowest-scored go (a query string scores lower; then the oldest).
+        s.submit(job("/q?x=1")).unwrap();
+        s.submit(job("/d")).unwrap();
+        s.submit(job("/e")).unwrap();
+        let mut refused = Vec::new();
+        let (first, score) = s.pick_scored(&mut refused).unwrap();
+        assert_eq!(
+            (paths(&refused), path(&first), score),
+            (vec!["/q".to_string(), "/b".to_string()], b"/c".to_vec(), 1000)
+        );
         let order: Vec<Vec<u8>> = std::iter::from_fn(|| s.pick()).map(|j| path(&j)).collect();
-        assert_eq!(order, vec![b"/b".to_vec(), b"/c".to_vec(), b"/e".to_vec()]);
+        assert_eq!(order, vec![b"/d".to_vec(), b"/e".to_vec()]);
         assert_eq!((s.queued(), s.running()), (0, 4));
-        s.done();
+        s.done(&Traits::local());
         assert_eq!(s.running(), 3);
+        // The inbox itself holds twice the limit; beyond that the newest is refused at once.
+        for i in 0..6 {
+            s.submit(job(&format!("/f{i}"))).unwrap();
+        }
+        assert_eq!(s.submit(job("/g")).err(), Some(QueueFull));
+    }
+
+    #[test]
+    fn busy_clients_and_robots_wait_their_turn() {
+        let s = Scheduler::new(64, None, 1);
+        // A public client with two requests running, another public client, a local one.
+        s.submit(public("/p1", [8, 8, 8, 8], false)).unwrap();
+        s.submit(public("/p2", [8, 8, 8, 8], false)).unwrap();
+        let (a, b) = (s.pick().unwrap(), s.pick().unwrap());
+        s.submit(public("/p3", [8, 8, 8, 8], false)).unwrap();
+        s.submit(public("/robot", [66, 249, 66, 1], true)).unwrap();
+        s.submit(public("/other", [1, 1, 1, 1], false)).unwrap();
+        s.submit(job("/local?q")).unwrap();
+        assert_eq!(path(&s.pick().unwrap()), b"/other");
+        assert_eq!(path(&s.pick().unwrap()), b"/local");
+        s.done(&b.traits);
+        s.done(&a.traits);
+        let p3 = s.pick().unwrap();
+        assert_eq!(path(&p3), b"/p3");
+        // The robot scores -7000: it waits while anything runs.
+        assert!(s.pick().is_none(), "a robot does not start while others run");
+        for t in [Traits::local(), Traits::local(), p3.traits] {
+            s.done(&t);
+        }
+        assert_eq!(s.running(), 0);
+        assert_eq!(path(&s.pick().unwrap()), b"/robot");
+    }
+
+    #[test]
+    fn queue_timeouts_are_refused_at_pick_and_by_the_monitor() {
+        let s = Scheduler::new(8, Some(Duration::from_millis(30)), 1);
+        s.submit(job("/old")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.submit(job("/new")).unwrap();
+        assert_eq!(paths(&s.expired()), vec!["/old".to_string()]);
+        assert_eq!(s.queued(), 1);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut refused = Vec::new();
+        assert!(s.pick_scored(&mut refused).is_none());
+        assert_eq!(paths(&refused), vec!["/new".to_string()]);
+        assert_eq!(s.queued(), 0);
     }
 
     /// Workers park when idle; every submitted job is picked, with no lost wake-up, whatever the
@@ -272,11 +470,11 @@ mod tests {
                     let me = Scheduler::sleeper();
                     let mut token = false;
                     loop {
-                        match s.next_job(&mut token) {
-                            Some(j) if path(&j) == b"/stop" => return,
+                        match s.next_job(&mut token, &mut Vec::new()) {
+                            Some((j, _)) if path(&j) == b"/stop" => return,
                             Some(_) => {
                                 picked.fetch_add(1, SeqCst);
-                                s.done();
+                                s.done(&Traits::local());
                             }
                             None => token = s.park(&me, false),
                         }
@@ -349,7 +547,7 @@ mod tests {
         s.submit(job("/c")).unwrap();
         assert!(still_parked(&stepped_back), "no wake while contended and a worker runs");
         drop(running);
-        s.done();
+        s.done(&Traits::local());
         assert!(!s.should_yield());
         s.submit(job("/d")).unwrap();
         assert!(stepped_back.join().unwrap(), "woken with a searching token once nobody runs");

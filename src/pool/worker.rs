@@ -8,20 +8,35 @@ use std::time::Instant;
 
 use pyo3::prelude::*;
 
-use super::exchange::ToConn;
 use super::scheduler::Scheduler;
+use super::slot::Slot;
+use super::{Job, refuse};
 use crate::wsgi::App;
-use crate::wsgi::call::{error_head, run as run_job};
+use crate::wsgi::call::run as run_job;
+use crate::wsgi::timeout::after_interrupted;
 
-pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>) {
+/// `GET /path?q` for messages about a job.
+pub fn describe(job: &Job) -> String {
+    let h = &job.head;
+    format!("{} {}", String::from_utf8_lossy(h.method()), String::from_utf8_lossy(h.bytes(h.raw_target)))
+}
+
+pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>, slot: Arc<Slot>) {
     crate::server::batch_scheduling();
+    // SAFETY: pthread_self has no preconditions; CPython identifies threads by this value.
+    slot.ident.store(unsafe { libc::pthread_self() } as u64, std::sync::atomic::Ordering::SeqCst);
     let me = Scheduler::sleeper();
     Python::attach(|py| {
         let mut token = false;
         let mut step_back = false;
+        let mut refused = Vec::new();
+        let mut seq = 0u64;
         loop {
-            let job = if step_back { None } else { sched.next_job(&mut token) };
-            let Some(job) = job else {
+            let picked = if step_back { None } else { sched.next_job(&mut token, &mut refused) };
+            for job in refused.drain(..) {
+                refuse(job);
+            }
+            let Some((job, _score)) = picked else {
                 let (woken, at) =
                     py.detach(|| (sched.park(&me, std::mem::take(&mut step_back)), Instant::now()));
                 token = woken;
@@ -31,18 +46,18 @@ pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>) {
                 }
                 continue;
             };
+            let traits = job.traits;
             if job.exchange.is_gone() {
-                sched.done();
+                sched.done(&traits);
                 continue;
             }
-            if sched.request_timeout.is_some_and(|t| job.queued_at.elapsed() > t) {
-                let (head, body) = error_head(504);
-                job.exchange.send(ToConn::Full(head, body));
-                sched.done();
-                continue;
-            }
+            seq += 1;
+            slot.begin(seq, describe(&job));
             run_job(py, &app, job);
-            sched.done();
+            if slot.end() {
+                after_interrupted(py, &slot);
+            }
+            sched.done(&traits);
             step_back = sched.should_yield();
         }
     });

@@ -101,6 +101,7 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
             monoio::time::sleep(SWEEP_EVERY).await;
             let now = Instant::now();
             keeper.watch.sweep(now);
+            keeper.shared.blocks.sweep(now);
             if now.duration_since(last_flush) >= FLUSH_EVERY {
                 keeper.log.flush();
                 last_flush = now;

@@ -6,6 +6,7 @@
 //! connections, let in-flight requests finish within `--request-timeout`, run `atexit`, exit 0.
 
 mod core_thread;
+mod diagnostics;
 pub mod listener;
 
 use std::future::poll_fn;
@@ -31,6 +32,10 @@ pub struct Shared {
     pub open: AtomicUsize,
     /// The `--static-map` folders, open.
     pub roots: Arc<Roots>,
+    /// Clients blocked by `X-WSGo-Block`.
+    pub blocks: crate::block::Blocks,
+    /// Requests parked by `X-WSGo-Park`.
+    pub parking: Arc<crate::park::Parking>,
     /// The response cache (`None` when `--max-age` or `--cache-size` is 0).
     pub cache: Option<crate::cache::Store>,
     /// Threads for the blocking file-system calls of the core threads (opening files, reading
@@ -87,6 +92,8 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -150,6 +157,25 @@ pub fn run(config: Config) -> ExitCode {
         eprintln!("wsgo: cannot start the worker threads: {e}");
         return ExitCode::from(1);
     }
+    // The process gives up (every worker stuck): drain as on SIGTERM, then exit 1 so that a
+    // supervisor starts a fresh one.
+    let failed = Arc::new(AtomicBool::new(false));
+    let quit_flag = failed.clone();
+    let quit = move |why: &str| {
+        eprintln!("wsgo: {why}");
+        quit_flag.store(true, SeqCst);
+        // SAFETY: kill(2) on our own pid; SIGTERM is blocked in every thread and taken by the
+        // main thread's sigwait.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    };
+    if let Err(e) = crate::cron::start(&pool) {
+        eprintln!("wsgo: cannot start the background job thread: {e}");
+        return ExitCode::from(1);
+    }
+    if let Err(e) = pool.start_monitor(Box::new(quit)) {
+        eprintln!("wsgo: cannot start the monitor thread: {e}");
+        return ExitCode::from(1);
+    }
     let roots = match Roots::open(&config.static_maps) {
         Ok(r) => Arc::new(r),
         Err(e) => {
@@ -161,11 +187,14 @@ pub fn run(config: Config) -> ExitCode {
     // Started here, on the unpinned main thread, so the pool's threads may run on any CPU.
     let blocking = DefaultThreadPool::new(config.io_threads.clamp(2, 8));
     let config_cache_size = usize::try_from(config.cache_size).unwrap_or(usize::MAX);
+    let parking = crate::wsgi::module::parking();
     let shared = Arc::new(Shared {
         config,
         draining: AtomicBool::new(false),
         open: AtomicUsize::new(0),
         roots,
+        blocks: Default::default(),
+        parking: parking.clone(),
         cache: (config_cache_size > 0).then(|| crate::cache::Store::new(config_cache_size)),
         blocking,
     });
@@ -193,7 +222,13 @@ pub fn run(config: Config) -> ExitCode {
         shared.config.workers
     );
 
-    let sig = wait_for_signal(&signals);
+    let sig = loop {
+        match wait_for_signal(&signals) {
+            libc::SIGUSR1 => diagnostics::dump_stacks(&pool),
+            libc::SIGUSR2 => diagnostics::print_stats(&shared, &pool),
+            other => break other,
+        }
+    };
     let name = if sig == libc::SIGINT { "interrupt" } else { "terminated" };
     eprintln!("wsgo: got {name} signal, shutting down...");
     shared.draining.store(true, SeqCst);
@@ -217,5 +252,5 @@ pub fn run(config: Config) -> ExitCode {
     } else {
         eprintln!("wsgo: shutdown timed out, exiting.");
     }
-    ExitCode::SUCCESS
+    if failed.load(SeqCst) { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }

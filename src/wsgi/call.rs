@@ -12,7 +12,7 @@ use super::input::WsgiInput;
 use super::start_response::StartResponse;
 use crate::http::response::ResponseHead;
 use crate::pool::Job;
-use crate::pool::exchange::{Exchange, ToConn};
+use crate::pool::exchange::{Exchange, ParkRequest, ToConn};
 
 /// The application and what every request shares.
 pub struct App {
@@ -46,25 +46,29 @@ pub fn error_head(status: u16) -> (ResponseHead, Bytes) {
 }
 
 /// Sends a server error unless the head already went out, in which case the response is aborted.
+/// A request interrupted by the timeout gets 504, any other failure 500.
 fn fail(py: Python<'_>, exchange: &Exchange, sent: bool, err: PyErr) {
     err.print(py);
+    crate::stats::bump(&crate::stats::STATS.errors);
     if sent {
         exchange.send(ToConn::Abort);
     } else {
-        let (head, body) = error_head(500);
+        let timed_out = err.is_instance_of::<super::module::RequestTimeoutException>(py);
+        let (head, body) = error_head(if timed_out { 504 } else { 500 });
         exchange.send(ToConn::Full(head, body));
     }
 }
 
 /// Runs `job` on this (GIL-holding) thread and sends its response to the connection.
 pub fn run(py: Python<'_>, app: &App, job: Job) {
-    let Job { head, body, body_complete, peer, local, https, exchange, .. } = job;
+    let Job { head, body, body_complete, peer, local, https, exchange, park_arg, traits, .. } = job;
     let source = (!body_complete).then(|| exchange.clone());
+    let replay = body.clone();
     let sr = match Bound::new(py, StartResponse::new(exchange.clone())) {
         Ok(sr) => sr,
         Err(e) => return fail(py, &exchange, false, e),
     };
-    let info = RequestInfo { head: &head, peer, local, https };
+    let info = RequestInfo { head: &head, peer, local, https, park_arg: park_arg.as_deref() };
     let environ = Bound::new(py, WsgiInput::new(body, source))
         .and_then(|input| environ::build(py, &app.base_environ, &info, input.into_any()));
     let environ = match environ {
@@ -78,17 +82,20 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
             return fail(py, &exchange, sent, e);
         }
     };
-    if sr.borrow().head.as_ref().is_some_and(|h| h.sendfile.is_some()) {
-        // X-Sendfile: the body is not used; close() is still called (PEP 3333).
+    // A retried request cannot park again: its X-WSGo-Park is dropped.
+    let may_park = park_arg.is_none();
+    let diverted = |h: &ResponseHead| h.sendfile.is_some() || (may_park && h.park.is_some());
+    if sr.borrow().head.as_ref().is_some_and(diverted) {
+        // X-Sendfile or parking: the body is not used; close() is still called (PEP 3333).
         if let Err(e) = close(py, &result) {
             e.print(py);
         }
         if let Some(h) = sr.borrow_mut().head.take() {
-            exchange.send(ToConn::Sendfile(h, Box::new(head)));
+            exchange.send(divert(h, head, replay, body_complete, &exchange, traits));
         }
         return;
     }
-    let outcome = consume(py, &sr, &result);
+    let outcome = consume(py, &sr, &result, may_park);
     // PEP 3333: close() is called whatever happened, exactly once.
     let closed = close(py, &result);
     let sent = sr.borrow().sent;
@@ -96,7 +103,9 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
         (Err(e), _) | (Ok(_), Err(e)) => fail(py, &exchange, sent, e),
         (Ok(Collected::Streaming), Ok(())) => exchange.send(ToConn::End),
         (Ok(Collected::Buffered(body)), Ok(())) => match sr.borrow_mut().head.take() {
-            Some(rh) if rh.sendfile.is_some() => exchange.send(ToConn::Sendfile(rh, Box::new(head))),
+            Some(rh) if diverted(&rh) => {
+                exchange.send(divert(rh, head, replay, body_complete, &exchange, traits))
+            }
             Some(rh) => exchange.send(ToConn::Full(rh, body.freeze())),
             None => fail(
                 py,
@@ -107,6 +116,35 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
                 ),
             ),
         },
+    }
+}
+
+/// The message for a response that is not sent as such: a file to serve, or a parked request.
+fn divert(
+    rh: ResponseHead,
+    head: crate::http::RequestHead,
+    body: Bytes,
+    body_complete: bool,
+    exchange: &Exchange,
+    traits: crate::pool::priority::Traits,
+) -> ToConn {
+    match rh.park.as_deref() {
+        Some(park) if rh.sendfile.is_none() => {
+            let (timeout, action) = crate::park::timeout(rh.park_timeout.as_deref());
+            eprintln!("wsgo: - parked request {park}");
+            ToConn::Park(Box::new(ParkRequest {
+                channels: crate::park::channels(park),
+                timeout,
+                action,
+                block: rh.block,
+                head,
+                body,
+                body_complete,
+                streamed: exchange.body_streamed(),
+                traits,
+            }))
+        }
+        _ => ToConn::Sendfile(rh, Box::new(head)),
     }
 }
 
@@ -146,7 +184,12 @@ fn in_memory(it: &Bound<'_, PyAny>) -> bool {
 /// Content-Length); anything else is streamed chunk by chunk as it is produced, so long-poll and
 /// event-stream apps work, except that a first chunk matching a declared Content-Length
 /// completes the response at once.
-fn consume(py: Python<'_>, sr: &Bound<'_, StartResponse>, result: &Bound<'_, PyAny>) -> PyResult<Collected> {
+fn consume(
+    py: Python<'_>,
+    sr: &Bound<'_, StartResponse>,
+    result: &Bound<'_, PyAny>,
+    may_park: bool,
+) -> PyResult<Collected> {
     let collected = |items: &mut dyn Iterator<Item = PyResult<Bound<'_, PyAny>>>| -> PyResult<Collected> {
         let mut body = BytesMut::new();
         for item in items {
@@ -174,8 +217,9 @@ fn consume(py: Python<'_>, sr: &Bound<'_, StartResponse>, result: &Bound<'_, PyA
             continue;
         }
         let mut this = sr.borrow_mut();
-        if this.head.as_ref().is_some_and(|h| h.sendfile.is_some()) {
-            // start_response was called from the generator with X-Sendfile: the body is unused.
+        if this.head.as_ref().is_some_and(|h| h.sendfile.is_some() || (may_park && h.park.is_some())) {
+            // start_response was called from the generator with X-Sendfile or X-WSGo-Park: the
+            // body is unused.
             return Ok(Collected::Buffered(BytesMut::new()));
         }
         if let Some(buf) = pending.as_mut() {

@@ -24,6 +24,8 @@ pub struct RequestInfo<'a> {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub https: bool,
+    /// A retried parked request: what `notify_parked` passed (`HTTP_X_WSGO_PARK_ARG`).
+    pub park_arg: Option<&'a [u8]>,
 }
 
 /// The constant part of every environ.
@@ -126,6 +128,8 @@ fn skipped(name: &[u8]) -> bool {
         || name.eq_ignore_ascii_case(b"host")
         // httpoxy: a `Proxy` header would become HTTP_PROXY, which HTTP clients read as config.
         || name.eq_ignore_ascii_case(b"proxy")
+        // The server's own headers (X-WSGo-Park-Arg on a retry): clients cannot set them.
+        || (name.len() >= 7 && name[..7].eq_ignore_ascii_case(b"x-wsgo-"))
 }
 
 /// Builds the environ for one request; `input` becomes `wsgi.input`.
@@ -171,6 +175,9 @@ pub fn build<'py>(
     }
     env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, content_type)?)?;
     env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, content_length)?)?;
+    if let Some(arg) = req.park_arg {
+        env.set_item(intern!(py, "HTTP_X_WSGO_PARK_ARG"), PyString::new(py, &String::from_utf8_lossy(arg)))?;
+    }
     Ok(env)
 }
 

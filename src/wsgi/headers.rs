@@ -90,6 +90,11 @@ enum Special {
     Sendfile,
     AccelRedirect,
     VaryCookies,
+    Block,
+    Park,
+    ParkTimeout,
+    /// Any other `X-WSGo-*`: internal, never sent.
+    Internal,
 }
 
 /// Which special header `name` is (compared only against names of its length).
@@ -104,6 +109,10 @@ fn special(name: &str) -> Option<Special> {
         16 if is("x-accel-redirect") => Some(Special::AccelRedirect),
         17 if is("transfer-encoding") => Some(Special::HopByHop),
         19 if is("x-wsgo-vary-cookies") => Some(Special::VaryCookies),
+        12 if is("x-wsgo-block") => Some(Special::Block),
+        11 if is("x-wsgo-park") => Some(Special::Park),
+        19 if is("x-wsgo-park-timeout") => Some(Special::ParkTimeout),
+        n if n >= 7 && name[..7].eq_ignore_ascii_case("x-wsgo-") => Some(Special::Internal),
         _ => None,
     }
 }
@@ -168,6 +177,21 @@ impl HeadBuilder {
                 self.head.vary_cookies = Some(latin1_or_utf8(value));
                 return Ok(());
             }
+            Some(Special::Block) => {
+                self.head.block = crate::block::parse_seconds(value.as_bytes());
+                return Ok(());
+            }
+            Some(Special::Park) => {
+                if !value.is_empty() {
+                    self.head.park = Some(value.to_string());
+                }
+                return Ok(());
+            }
+            Some(Special::ParkTimeout) => {
+                self.head.park_timeout = Some(value.to_string());
+                return Ok(());
+            }
+            Some(Special::Internal) => return Ok(()),
         }
         let lines = &mut self.head.lines;
         lines.reserve(name.len() + value.len() + 4);
@@ -257,7 +281,14 @@ mod tests {
         b.add("X-Sendfile", "probe.py").unwrap();
         b.add("X-WSGo-Vary-Cookies", "a, b").unwrap();
         b.add("X-Extra", "kept").unwrap();
+        b.add("x-wsgo-block", " 30 ").unwrap();
+        b.add("X-WSGo-Park", "a, b").unwrap();
+        b.add("X-WSGo-Park-Timeout", "5 retry").unwrap();
+        b.add("X-WSGo-Future", "x").unwrap();
         let head = b.finish();
+        assert_eq!(head.block, Some(30));
+        assert_eq!(head.park.as_deref(), Some("a, b"));
+        assert_eq!(head.park_timeout.as_deref(), Some("5 retry"));
         assert_eq!(head.sendfile.as_deref(), Some(&b"probe.py"[..]));
         assert_eq!(head.vary_cookies.as_deref(), Some(&b"a, b"[..]));
         assert_eq!(head.lines, b"X-Extra: kept\r\n");

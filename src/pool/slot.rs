@@ -1,0 +1,119 @@
+//! What each Python thread is doing, for the request timeout, stuck-worker detection and the
+//! SIGUSR1 dump. Written by the thread itself, read by the monitor.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long a thread may take to come back after the timeout exception before it counts as stuck.
+pub const STUCK_GRACE: Duration = Duration::from_secs(5);
+
+/// One Python thread running requests or background jobs.
+pub struct Slot {
+    /// `worker 3`, `cron`.
+    pub name: String,
+    /// The thread's Python identifier (`threading.get_ident()`).
+    pub ident: AtomicU64,
+    /// The job it runs: 0 when idle, else a sequence number unique to this slot.
+    pub job: AtomicU64,
+    /// When the job started, in ns since `epoch`.
+    started: AtomicU64,
+    /// How long a job may run before it is interrupted.
+    pub limit: Option<Duration>,
+    /// The timeout exception was raised into the current job: the thread counts as stuck until
+    /// the job returns.
+    pub fired: AtomicBool,
+    /// The current job, for messages (`GET /path from 1.2.3.4`).
+    what: Mutex<String>,
+    epoch: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Slot {
+    pub fn new(name: String, limit: Option<Duration>, epoch: Instant) -> Slot {
+        Slot {
+            name,
+            ident: AtomicU64::new(0),
+            job: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            limit,
+            fired: AtomicBool::new(false),
+            what: Mutex::new(String::new()),
+            epoch,
+        }
+    }
+
+    /// The thread starts job `seq`.
+    pub fn begin(&self, seq: u64, what: String) {
+        *lock(&self.what) = what;
+        self.started.store(self.epoch.elapsed().as_nanos() as u64, SeqCst);
+        self.job.store(seq, SeqCst);
+    }
+
+    /// The thread finished its job; returns whether the timeout exception was raised into it.
+    pub fn end(&self) -> bool {
+        self.job.store(0, SeqCst);
+        self.fired.swap(false, SeqCst)
+    }
+
+    /// How long the current job has run (`None` when idle).
+    pub fn running_for(&self) -> Option<Duration> {
+        if self.job.load(SeqCst) == 0 {
+            return None;
+        }
+        let started = Duration::from_nanos(self.started.load(SeqCst));
+        Some(self.epoch.elapsed().saturating_sub(started))
+    }
+
+    /// The current job, as text.
+    pub fn what(&self) -> String {
+        lock(&self.what).clone()
+    }
+
+    /// Whether the current job is past its limit and not yet interrupted.
+    pub fn overdue(&self) -> Option<u64> {
+        let limit = self.limit?;
+        let seq = self.job.load(SeqCst);
+        (seq != 0 && !self.fired.load(SeqCst) && self.running_for()? > limit).then_some(seq)
+    }
+
+    /// The timeout exception was raised and the job has not come back within a further
+    /// [`STUCK_GRACE`] (or its limit, if longer): a blocking call that will never return.
+    pub fn stuck(&self) -> bool {
+        let grace = self.limit.unwrap_or_default().max(STUCK_GRACE);
+        self.fired.load(SeqCst) && self.limit.zip(self.running_for()).is_some_and(|(l, ran)| ran > l + grace)
+    }
+
+    /// The timeout exception was raised into the current job.
+    pub fn interrupted(&self) -> bool {
+        self.job.load(SeqCst) != 0 && self.fired.load(SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overdue_once_then_stuck_until_the_job_ends() {
+        let s = Slot::new("worker 1".into(), Some(Duration::from_millis(20)), Instant::now());
+        assert_eq!(s.overdue(), None);
+        s.begin(7, "GET /slow".into());
+        assert_eq!(s.overdue(), None);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(s.overdue(), Some(7));
+        s.fired.store(true, SeqCst);
+        assert_eq!(s.overdue(), None, "raised once per job");
+        assert!(s.interrupted());
+        assert!(!s.stuck(), "given time to come back");
+        assert!(s.end(), "the job was interrupted");
+        assert!(!s.interrupted());
+        assert_eq!(s.running_for(), None);
+        let unlimited = Slot::new("cron".into(), None, Instant::now());
+        unlimited.begin(1, String::new());
+        assert_eq!(unlimited.overdue(), None);
+    }
+}
