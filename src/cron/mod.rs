@@ -156,7 +156,7 @@ impl Cron {
                 };
                 for (func, name) in due {
                     seq += 1;
-                    slot.begin(seq, format!("background job {name}"));
+                    slot.begin(seq, crate::pool::slot::What::Text(format!("background job {name}")));
                     if let Err(e) = func.bind(py).call0() {
                         eprintln!("wsgo: background job {name} failed:");
                         e.print(py);

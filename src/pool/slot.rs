@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::http::request::Span;
+
 /// How long a thread may take to come back after the timeout exception before it counts as stuck.
 pub const STUCK_GRACE: Duration = Duration::from_secs(5);
 
@@ -23,9 +25,20 @@ pub struct Slot {
     /// The timeout exception was raised into the current job: the thread counts as stuck until
     /// the job returns.
     pub fired: AtomicBool,
-    /// The current job, for messages (`GET /path from 1.2.3.4`).
-    what: Mutex<String>,
+    /// The current job, for messages: its request head and the spans of method and target,
+    /// formatted only when asked for (a copy per request cost more than the rest of this).
+    what: Mutex<What>,
     epoch: Instant,
+}
+
+/// What a slot runs, as given to [`Slot::begin`].
+#[derive(Default)]
+pub enum What {
+    #[default]
+    Nothing,
+    /// A request: its head bytes and the spans of method and target.
+    Request(bytes::Bytes, Span, Span),
+    Text(String),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -41,13 +54,13 @@ impl Slot {
             started: AtomicU64::new(0),
             limit,
             fired: AtomicBool::new(false),
-            what: Mutex::new(String::new()),
+            what: Mutex::new(What::Nothing),
             epoch,
         }
     }
 
     /// The thread starts job `seq`.
-    pub fn begin(&self, seq: u64, what: String) {
+    pub fn begin(&self, seq: u64, what: What) {
         *lock(&self.what) = what;
         self.started.store(self.epoch.elapsed().as_nanos() as u64, SeqCst);
         self.job.store(seq, SeqCst);
@@ -68,9 +81,17 @@ impl Slot {
         Some(self.epoch.elapsed().saturating_sub(started))
     }
 
-    /// The current job, as text.
+    /// The current job, as text (`GET /path`).
     pub fn what(&self) -> String {
-        lock(&self.what).clone()
+        match &*lock(&self.what) {
+            What::Nothing => String::new(),
+            What::Request(buf, method, target) => {
+                let part =
+                    |s: &Span| String::from_utf8_lossy(&buf[s.start as usize..s.end as usize]).into_owned();
+                format!("{} {}", part(method), part(target))
+            }
+            What::Text(t) => t.clone(),
+        }
     }
 
     /// Whether the current job is past its limit and not yet interrupted.
@@ -101,7 +122,7 @@ mod tests {
     fn overdue_once_then_stuck_until_the_job_ends() {
         let s = Slot::new("worker 1".into(), Some(Duration::from_millis(20)), Instant::now());
         assert_eq!(s.overdue(), None);
-        s.begin(7, "GET /slow".into());
+        s.begin(7, What::Text("GET /slow".into()));
         assert_eq!(s.overdue(), None);
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(s.overdue(), Some(7));
@@ -113,7 +134,7 @@ mod tests {
         assert!(!s.interrupted());
         assert_eq!(s.running_for(), None);
         let unlimited = Slot::new("cron".into(), None, Instant::now());
-        unlimited.begin(1, String::new());
+        unlimited.begin(1, What::Nothing);
         assert_eq!(unlimited.overdue(), None);
     }
 }

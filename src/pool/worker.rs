@@ -9,16 +9,15 @@ use std::time::Instant;
 use pyo3::prelude::*;
 
 use super::scheduler::Scheduler;
-use super::slot::Slot;
+use super::slot::{Slot, What};
 use super::{Job, refuse};
 use crate::wsgi::App;
 use crate::wsgi::call::run as run_job;
 use crate::wsgi::timeout::after_interrupted;
 
 /// `GET /path?q` for messages about a job.
-pub fn describe(job: &Job) -> String {
-    let h = &job.head;
-    format!("{} {}", String::from_utf8_lossy(h.method()), String::from_utf8_lossy(h.bytes(h.raw_target)))
+fn describe(job: &Job) -> What {
+    What::Request(job.head.buf.clone(), job.head.method, job.head.raw_target)
 }
 
 pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>, slot: Arc<Slot>) {

@@ -1,0 +1,55 @@
+//! The scheduler's pick with 128 jobs queued: every pick re-scores every queued job (SPEC §13.2),
+//! so this is the cost a worker pays per request when the queue is long. Measured with local
+//! clients only (nothing to rank) and with 32 public clients (counts looked up per job).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use wsgo::http::parse_head;
+use wsgo::pool::exchange::Exchange;
+use wsgo::pool::priority::{ClientKey, Traits};
+use wsgo::pool::{Job, Scheduler};
+
+fn job(i: u32, public: bool) -> Job {
+    let raw = format!("GET /item/{i}?page=2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (h, len) = parse_head(raw.as_bytes()).expect("valid").expect("complete");
+    let client = public.then_some(ClientKey::V4(0x0808_0000 + i % 32));
+    Job {
+        head: h.attach(Bytes::copy_from_slice(&raw.as_bytes()[..len])),
+        body: Bytes::new(),
+        body_complete: true,
+        peer: "127.0.0.1:1".parse().expect("addr"),
+        local: "127.0.0.1:2".parse().expect("addr"),
+        https: false,
+        exchange: Arc::new(Exchange::new()),
+        queued_at: Instant::now(),
+        traits: Traits { client, robot: false, query: i % 3 == 0 },
+        park_arg: None,
+    }
+}
+
+fn picks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("scheduler_pick_128_queued");
+    for (name, public) in [("local_clients", false), ("32_public_clients", true)] {
+        let s = Scheduler::new(1024, None, 1);
+        for i in 0..128 {
+            s.submit(job(i, public)).expect("room");
+        }
+        let mut refused = Vec::new();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let (j, score) = s.pick_scored(&mut refused).expect("a job");
+                black_box(score);
+                s.done(&j.traits);
+                s.submit(j).expect("room");
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, picks);
+criterion_main!(benches);
