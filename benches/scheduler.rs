@@ -26,7 +26,7 @@ fn job(i: u32, public: bool) -> Job {
         https: false,
         exchange: Arc::new(Exchange::new()),
         queued_at: Instant::now(),
-        traits: Traits { client, robot: false, query: i % 3 == 0 },
+        traits: Traits { client, robot: false, query: i.is_multiple_of(3) },
         park_arg: None,
     }
 }
