@@ -18,3 +18,5 @@ cargo build --release --bin wsgo --example instr_count
 .venv/bin/python scripts/perf_check.py
 echo "== end-to-end (both drivers)"
 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -q tests/e2e
+echo "== the pip-installable wheel"
+scripts/wheel_check.sh

@@ -67,6 +67,16 @@ pub struct Args {
     /// bytes of bookkeeping). 0 turns the cache off.
     #[arg(long = "cache-size", default_value_t = 64 << 20, value_name = "BYTES")]
     pub cache_size: u64,
+
+    /// Server processes, run by a supervisor that restarts them and replaces them one at a time
+    /// on SIGHUP. 0: start nothing.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub processes: u32,
+
+    /// Internal: run as server process N without a supervisor (the supervisor starts its
+    /// processes so; `--process 1` alone runs one unsupervised process, as the original).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub process: u32,
 }
 
 /// The long flags, for rewriting Go-style `-name` into `--name`.
@@ -81,6 +91,8 @@ const LONG_FLAGS: &[&str] = &[
     "static-max-age",
     "max-age",
     "cache-size",
+    "processes",
+    "process",
     "help",
     "version",
 ];
@@ -160,6 +172,8 @@ impl Args {
             static_max_age: self.static_max_age,
             cache_max_age: self.max_age,
             cache_size: if self.max_age == 0 { 0 } else { self.cache_size },
+            processes: self.processes as usize,
+            process: self.process as usize,
         })
     }
 }

@@ -28,6 +28,10 @@ pub struct Config {
     pub cache_max_age: u64,
     /// Byte limit of the response cache; 0: no response cache.
     pub cache_size: u64,
+    /// Server processes the supervisor runs.
+    pub processes: usize,
+    /// This process's number (1..=processes); 0: this is the supervisor.
+    pub process: usize,
 }
 
 /// URL prefix -> folder.

@@ -7,5 +7,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let config = wsgo::cli::parse();
-    wsgo::server::run(config)
+    if config.process == 0 {
+        // The supervisor re-executes this binary with the same flags for each process.
+        let args: Vec<_> = std::env::args_os().skip(1).collect();
+        wsgo::server::supervisor::run(&config, args)
+    } else {
+        wsgo::server::run(config)
+    }
 }

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
+use monoio::io::Canceller;
+use monoio::net::TcpStream;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use super::{CoreSignal, Shared};
@@ -109,33 +111,27 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         }
     });
 
+    // Shutdown: the pending accept is cancelled (not the socket shut down: other processes may
+    // share it), then everything already queued on it is accepted and served.
+    let canceller = Rc::new(std::cell::RefCell::new(Canceller::new()));
     let watcher = core.clone();
+    let cancel = canceller.clone();
     monoio::spawn(async move {
         signal.wait().await;
-        // Stop accepting: a pending accept fails once the listening socket is shut down.
-        // SAFETY: listen_fd stays open until this runtime ends (the listener lives in `serve`).
-        unsafe { libc::shutdown(listen_fd, libc::SHUT_RD) };
+        let c = std::mem::replace(&mut *cancel.borrow_mut(), Canceller::new());
+        let _ = c.cancel();
         // Idle keep-alive connections are closed now; busy ones close after their response.
         watcher.watch.close_idle();
         watcher.log.flush();
     });
 
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                if shared.draining.load(SeqCst) {
-                    break;
-                }
-                let _ = stream.set_nodelay(true);
-                shared.open.fetch_add(1, SeqCst);
-                core.open.set(core.open.get() + 1);
-                let c = core.clone();
-                monoio::spawn(async move {
-                    conn::serve(stream, peer, c.clone()).await;
-                    c.open.set(c.open.get() - 1);
-                    c.shared.open.fetch_sub(1, SeqCst);
-                });
-            }
+        if shared.draining.load(SeqCst) {
+            break;
+        }
+        let handle = canceller.borrow().handle();
+        match listener.cancelable_accept(handle).await {
+            Ok((stream, peer)) => start_conn(&core, stream, peer),
             Err(e) => {
                 if shared.draining.load(SeqCst) {
                     break;
@@ -147,10 +143,56 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
             }
         }
     }
+    // Serve the connections that were already waiting in the kernel's queue.
+    let mut drained = 0;
+    while let Some((stream, peer)) = accept_now(listen_fd) {
+        match TcpStream::from_std(stream) {
+            Ok(s) => {
+                start_conn(&core, s, peer);
+                drained += 1;
+            }
+            Err(e) => eprintln!("wsgo: cannot register a queued connection: {e}"),
+        }
+    }
+    if drained > 0 {
+        eprintln!("wsgo: serving {drained} connections that were queued at shutdown");
+    }
+    drop(listener);
     // Keep driving the connections that are still open until the process exits.
     while core.open.get() > 0 {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     core.log.flush();
-    drop(listener);
+}
+
+/// Starts serving an accepted connection.
+fn start_conn(core: &Rc<CoreCtx>, stream: TcpStream, peer: std::net::SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    core.shared.open.fetch_add(1, SeqCst);
+    core.open.set(core.open.get() + 1);
+    let c = core.clone();
+    monoio::spawn(async move {
+        conn::serve(stream, peer, c.clone()).await;
+        c.open.set(c.open.get() - 1);
+        c.shared.open.fetch_sub(1, SeqCst);
+    });
+}
+
+/// Accepts a connection already queued on the (non-blocking) listening socket, if there is one.
+fn accept_now(listen_fd: std::os::fd::RawFd) -> Option<(std::net::TcpStream, std::net::SocketAddr)> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: sockaddr_storage is plain data; accept4 fills at most `len` bytes of it.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: listen_fd is our open listening socket; storage and len are valid for writing.
+    let fd = unsafe {
+        libc::accept4(listen_fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len, libc::SOCK_CLOEXEC)
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = stream.peer_addr().ok()?;
+    Some((stream, peer))
 }

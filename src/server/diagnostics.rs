@@ -51,7 +51,7 @@ fn rss_bytes() -> u64 {
 
 /// SIGUSR2: counters, the queue, parked and blocked requests, the cache and memory, to stdout.
 pub fn print_stats(shared: &Shared, pool: &Pool) {
-    let p = 1;
+    let p = shared.config.process.max(1);
     let mut out = String::new();
     let mut line = |s: String| {
         out.push_str(&format!("{p}: {s}\n"));

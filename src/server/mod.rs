@@ -7,6 +7,7 @@
 
 mod core_thread;
 mod diagnostics;
+pub mod supervisor;
 pub mod listener;
 
 use std::future::poll_fn;
@@ -109,29 +110,89 @@ fn wait_for_signal(set: &libc::sigset_t) -> libc::c_int {
     }
 }
 
-/// Runs the server until SIGINT/SIGTERM. Returns the process exit code.
-pub fn run(config: Config) -> ExitCode {
-    let signals = block_signals();
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let mut config = config;
+/// The listening sockets, one per core thread: inherited from the supervisor
+/// (`WSGO_LISTEN_FDS`, each core taking a copy of one of them) or bound here. Port 0 is resolved.
+pub(crate) fn bind_listeners(config: &Config) -> Result<(Vec<std::net::TcpListener>, std::net::SocketAddr), ExitCode> {
+    use std::os::fd::FromRawFd;
+    let mut bind = config.bind;
+    if let Some(list) = std::env::var_os(supervisor::LISTEN_FDS) {
+        let fds: Vec<i32> = list.to_str().unwrap_or("").split(',').filter_map(|f| f.parse().ok()).collect();
+        if fds.is_empty() {
+            eprintln!("wsgo: {} names no descriptors", supervisor::LISTEN_FDS);
+            return Err(ExitCode::from(1));
+        }
+        let inherited: Vec<std::net::TcpListener> = fds
+            .iter()
+            .map(|&fd| {
+                // SAFETY: the supervisor passed us these open listening sockets and nothing else
+                // in this process owns them. CLOEXEC again, so the app's subprocesses don't
+                // inherit them.
+                unsafe {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    std::net::TcpListener::from_raw_fd(fd)
+                }
+            })
+            .collect();
+        let mut listeners = Vec::with_capacity(config.io_threads);
+        for i in 0..config.io_threads {
+            match inherited[i % inherited.len()].try_clone() {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    eprintln!("wsgo: cannot use the inherited listener: {e}");
+                    return Err(ExitCode::from(1));
+                }
+            }
+        }
+        if let Ok(addr) = listeners[0].local_addr() {
+            bind = addr;
+        }
+        return Ok((listeners, bind));
+    }
     let mut listeners = Vec::with_capacity(config.io_threads);
     for _ in 0..config.io_threads {
-        match listener::bind(config.bind) {
+        match listener::bind(bind) {
             Ok(l) => {
                 // Port 0: the first listener picks the port, the others join it.
-                if config.bind.port() == 0
+                if bind.port() == 0
                     && let Ok(addr) = l.local_addr()
                 {
-                    config.bind.set_port(addr.port());
+                    bind.set_port(addr.port());
                 }
                 listeners.push(l);
             }
             Err(e) => {
-                eprintln!("wsgo: cannot listen on {}: {e}", config.bind);
-                return ExitCode::from(1);
+                eprintln!("wsgo: cannot listen on {bind}: {e}");
+                return Err(ExitCode::from(1));
             }
         }
     }
+    Ok((listeners, bind))
+}
+
+/// Tells the supervisor (if any) that this process serves: one byte on `WSGO_READY_FD`.
+fn notify_ready() {
+    let Some(fd) = std::env::var(supervisor::READY_FD).ok().and_then(|f| f.parse::<i32>().ok()) else { return };
+    // SAFETY: the descriptor was passed by the supervisor for this one write; closed after.
+    unsafe {
+        libc::write(fd, b"1".as_ptr().cast(), 1);
+        libc::close(fd);
+    }
+}
+
+/// Runs a server process until SIGINT/SIGTERM. Returns the process exit code.
+pub fn run(config: Config) -> ExitCode {
+    let signals = block_signals();
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut config = config;
+    let listeners = match bind_listeners(&config) {
+        Ok((l, bound)) => {
+            config.bind = bound;
+            l
+        }
+        Err(code) => return code,
+    };
+    // Background jobs run in the first process only.
+    crate::cron::ENABLED.store(config.process <= 1, SeqCst);
     if let Err(e) = wsgi::interp::start_interpreter() {
         eprintln!("wsgo: {e}");
         return ExitCode::from(1);
@@ -143,7 +204,8 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(wsgi::interp::EXIT_LOAD_FAILED as u8);
         }
     };
-    let base_environ = pyo3::Python::attach(|py| wsgi::environ::base_environ(py, false));
+    let multiprocess = config.processes > 1;
+    let base_environ = pyo3::Python::attach(|py| wsgi::environ::base_environ(py, multiprocess));
     let base_environ = match base_environ {
         Ok(b) => b,
         Err(e) => {
@@ -212,8 +274,10 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    notify_ready();
     eprintln!(
-        "wsgo: process {} serving {}:{} on http://{} ({} io threads, {} workers)",
+        "wsgo: process {} (pid {}) serving {}:{} on http://{} ({} io threads, {} workers)",
+        shared.config.process.max(1),
         std::process::id(),
         shared.config.module,
         shared.config.callable,

@@ -24,7 +24,15 @@ pub fn program_path() -> PathBuf {
             return exe;
         }
     }
-    // A venv that is first on PATH without being activated (e.g. `venv/bin/wsgo` run directly).
+    // Installed into a venv (`pip install`): `venv/bin/wsgo` beside `venv/bin/python`.
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(bin) = exe.parent()
+        && bin.parent().is_some_and(|p| p.join("pyvenv.cfg").exists())
+        && bin.join("python").exists()
+    {
+        return bin.join("python");
+    }
+    // A venv that is first on PATH without being activated.
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {
             let exe = dir.join("python3");

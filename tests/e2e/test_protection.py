@@ -99,7 +99,8 @@ def test_interrupted_logging_does_not_deadlock(request, driver_env):
 
 
 def test_all_workers_stuck_stops_the_process(request, driver_env):
-    s = WsgoServer("protect_app", env=driver_env, args=["--workers", "1", "--request-timeout", "1"])
+    # Unsupervised (`--process 1`), the process exits 1; supervised, it is replaced.
+    s = WsgoServer("protect_app", env=driver_env, args=["--workers", "1", "--request-timeout", "1", "--process", "1"])
     request.addfinalizer(s.stop)
     def stuck_request():
         try:
@@ -110,6 +111,16 @@ def test_all_workers_stuck_stops_the_process(request, driver_env):
     s.proc.wait(20)
     assert s.proc.returncode == 1
     assert "All worker threads are stuck, quitting!" in s.stderr()
+
+    sup = start_server(request, driver_env, "protect_app", args=["--workers", "1", "--request-timeout", "1"])
+    def stuck_on_sup():
+        try:
+            requests.get(sup.url + "/sleep?t=30", timeout=60)
+        except requests.ConnectionError:
+            pass
+    threading.Thread(target=stuck_on_sup, daemon=True).start()
+    wait_for(lambda: "process 1 exited with status 1; restarting" in sup.stderr(), timeout=20, what="a restart")
+    wait_for(lambda: requests.get(sup.url + "/", timeout=5).text == "ok", what="serving again")
 
 
 # ---------- blocking ----------

@@ -1,0 +1,180 @@
+"""Multi-process mode and the lifecycle: the supervisor, restarts, SIGHUP and SIGTERM under load
+with every response counted (DESIGN decision 12)."""
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import WsgoServer, start_server
+
+
+def pids_of(server, n=200):
+    seen = set()
+    for _ in range(n):
+        seen.add(int(requests.get(server.url + "/pid", headers={"Connection": "close"}, timeout=10).text))
+    return seen
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def wait_for(predicate, timeout=15, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Load:
+    """Threads sending requests on new connections until stopped; every outcome is counted.
+    A connection refused is not a lost request (nothing was accepted); an accepted connection
+    that gets no complete response is."""
+
+    def __init__(self, url, threads=4):
+        self.host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.port = int(port)
+        self.ok = 0
+        self.refused = 0
+        self.lost = []
+        self.stop = False
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def one(self):
+        try:
+            s = socket.create_connection((self.host, self.port), timeout=10)
+        except ConnectionRefusedError:
+            return "refused"
+        try:
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return "ok" if data.startswith(b"HTTP/1.1 200 ") else f"bad: {data[:60]!r}"
+        except OSError as e:
+            return f"lost: {e}"
+        finally:
+            s.close()
+
+    def run(self):
+        while not self.stop:
+            r = self.one()
+            with self.lock:
+                if r == "ok":
+                    self.ok += 1
+                elif r == "refused":
+                    self.refused += 1
+                    time.sleep(0.01)
+                else:
+                    self.lost.append(r)
+
+    def finish(self):
+        self.stop = True
+        for t in self.threads:
+            t.join()
+
+
+@pytest.fixture
+def two(request, driver_env):
+    return start_server(request, driver_env, "protect_app", args=["--processes", "2", "--workers", "4"])
+
+
+def test_two_processes_share_the_port(two):
+    pids = pids_of(two)
+    assert len(pids) == 2 and pids == children(two.proc.pid), pids
+    assert requests.get(two.url + "/headers").status_code == 200
+
+
+def test_a_killed_process_is_restarted_and_the_others_keep_serving(two):
+    before = children(two.proc.pid)
+    load = Load(two.url)
+    time.sleep(0.5)
+    victim = sorted(before)[0]
+    t0 = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(children(two.proc.pid)) == 2 and victim not in children(two.proc.pid), what="a restart")
+    wait_for(lambda: "serving" in two.stderr().split("exited with signal 9")[-1], what="the new process serving")
+    restart = time.monotonic() - t0
+    time.sleep(0.5)
+    load.finish()
+    assert load.ok > 100
+    # Only requests on the killed process's own connections may be lost.
+    assert len(load.lost) <= 4, load.lost[:5]
+    print(f"restart of a killed process: {restart:.2f} s; {load.ok} ok, {len(load.lost)} lost with it")
+    assert len(pids_of(two, 50)) >= 1
+
+
+def test_sighup_replaces_every_process_without_losing_a_request(two):
+    before = children(two.proc.pid)
+    load = Load(two.url)
+    time.sleep(0.5)
+    os.kill(two.proc.pid, signal.SIGHUP)
+    wait_for(lambda: not (children(two.proc.pid) & before) and len(children(two.proc.pid)) == 2,
+             what="both processes replaced")
+    time.sleep(0.5)
+    load.finish()
+    assert load.ok > 200 and load.lost == [] and load.refused == 0, (load.ok, load.lost[:5], load.refused)
+    assert pids_of(two, 60).isdisjoint(before)
+
+
+def test_sigterm_finishes_what_was_accepted(request, driver_env):
+    s = WsgoServer("protect_app", env=driver_env, args=["--processes", "2", "--workers", "4"])
+    request.addfinalizer(s.stop)
+    slow = threading.Thread(target=lambda: requests.get(s.url + "/sleep?t=1", timeout=10))
+    load = Load(s.url)
+    time.sleep(0.5)
+    slow.start()
+    time.sleep(0.2)
+    os.kill(s.proc.pid, signal.SIGTERM)
+    s.proc.wait(30)
+    load.finish()
+    slow.join()
+    assert s.proc.returncode == 0
+    assert load.ok > 100 and load.lost == [], (load.ok, load.lost[:5])
+
+
+def test_children_die_with_the_supervisor(request, driver_env):
+    s = WsgoServer("protect_app", env=driver_env, args=["--processes", "2"])
+    request.addfinalizer(s.stop)
+    kids = children(s.proc.pid)
+    os.kill(s.proc.pid, signal.SIGKILL)
+    s.proc.wait(10)
+    wait_for(lambda: not any(os.path.exists(f"/proc/{k}") and open(f"/proc/{k}/stat").read().split()[2] != "Z"
+                             for k in kids), what="the children to exit")
+
+
+def test_a_failing_app_stops_the_supervisor(request, driver_env, tmp_path):
+    (tmp_path / "broken_app.py").write_text("raise ImportError('broken on purpose')\n")
+    s = None
+    with pytest.raises(RuntimeError, match="exited with 27"):
+        s = WsgoServer("broken_app", cwd=tmp_path, env=driver_env, args=["--processes", "2"])
+    assert s is None
+
+
+def test_a_bind_error_does_not_restart_in_a_loop(driver_env):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    import subprocess
+    from conftest import APPS, BINARY
+    t0 = time.monotonic()
+    p = subprocess.run([str(BINARY), "--module", "protect_app", "--http-socket", f"127.0.0.1:{port}", "--processes", "2"],
+                       cwd=APPS, env=dict(os.environ, **driver_env), capture_output=True, timeout=30)
+    blocker.close()
+    assert p.returncode == 1 and time.monotonic() - t0 < 5
+    assert b"cannot listen" in p.stderr
