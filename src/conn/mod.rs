@@ -169,7 +169,9 @@ impl Conn {
             {
                 return Ok(Some(p));
             }
-            let idle = self.buf.is_empty();
+            // Idle: a keep-alive connection between requests. A new connection is not idle: its
+            // first request is on its way (and at shutdown it is read and answered).
+            let idle = self.buf.is_empty() && !first;
             if idle && self.core.shared.draining.load(SeqCst) {
                 return Ok(None);
             }

@@ -69,7 +69,10 @@ pub(super) fn run(
         .attach_thread_pool(Box::new(shared.blocking.clone()));
     match legacy.build() {
         Ok(mut rt) => rt.block_on(serve(listener, shared, pool, signal)),
-        Err(e) => eprintln!("wsgo: core thread {index} cannot start a runtime: {e}"),
+        Err(e) => {
+            eprintln!("wsgo: core thread {index} cannot start a runtime: {e}");
+            shared.listening.fetch_sub(1, SeqCst);
+        }
     }
 }
 
@@ -143,7 +146,14 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
             }
         }
     }
-    // Serve the connections that were already waiting in the kernel's queue.
+    // Serve the connections that were already waiting in the kernel's queue; unsupervised, this
+    // process is the last holder of its socket, so new attempts are dropped first (the
+    // supervisor does that for its sockets when everything stops).
+    if !shared.supervised
+        && let Err(e) = super::listener::refuse_new(listen_fd)
+    {
+        eprintln!("wsgo: cannot stop new connections before draining: {e}");
+    }
     let mut drained = 0;
     while let Some((stream, peer)) = accept_now(listen_fd) {
         match TcpStream::from_std(stream) {
@@ -158,6 +168,7 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         eprintln!("wsgo: serving {drained} connections that were queued at shutdown");
     }
     drop(listener);
+    shared.listening.fetch_sub(1, SeqCst);
     // Keep driving the connections that are still open until the process exits.
     while core.open.get() > 0 {
         monoio::time::sleep(Duration::from_millis(10)).await;
@@ -186,7 +197,12 @@ fn accept_now(listen_fd: std::os::fd::RawFd) -> Option<(std::net::TcpStream, std
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: listen_fd is our open listening socket; storage and len are valid for writing.
     let fd = unsafe {
-        libc::accept4(listen_fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len, libc::SOCK_CLOEXEC)
+        libc::accept4(
+            listen_fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
     };
     if fd < 0 {
         return None;

@@ -51,6 +51,27 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// Makes a listening socket drop new connection attempts (a socket filter that drops every
+/// packet), while the connections already queued stay and can be accepted. Used when the last
+/// holder of a socket shuts down: a client whose SYN is dropped sees a refused connection (its
+/// retry finds the port closed) rather than one that is accepted by the kernel and then reset.
+pub fn refuse_new(fd: std::os::fd::RawFd) -> io::Result<()> {
+    let mut drop_all = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: 0 }];
+    let prog = libc::sock_fprog { len: 1, filter: drop_all.as_mut_ptr() };
+    // SAFETY: fd is an open socket; prog points to a one-instruction program that outlives the
+    // call (the kernel copies it).
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
 fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data for which all-zeroes is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };

@@ -7,8 +7,8 @@
 
 mod core_thread;
 mod diagnostics;
-pub mod supervisor;
 pub mod listener;
+pub mod supervisor;
 
 use std::future::poll_fn;
 use std::process::ExitCode;
@@ -31,6 +31,12 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Connections open in the whole process.
     pub open: AtomicUsize,
+    /// The listening sockets are the supervisor's (it stops new connections at shutdown);
+    /// otherwise each core thread does so on its own socket.
+    pub supervised: bool,
+    /// Core threads that have not yet closed their listener (at shutdown they first serve what
+    /// is queued on it; the process must not exit before).
+    pub listening: AtomicUsize,
     /// The `--static-map` folders, open.
     pub roots: Arc<Roots>,
     /// Clients blocked by `X-WSGo-Block`.
@@ -112,7 +118,9 @@ fn wait_for_signal(set: &libc::sigset_t) -> libc::c_int {
 
 /// The listening sockets, one per core thread: inherited from the supervisor
 /// (`WSGO_LISTEN_FDS`, each core taking a copy of one of them) or bound here. Port 0 is resolved.
-pub(crate) fn bind_listeners(config: &Config) -> Result<(Vec<std::net::TcpListener>, std::net::SocketAddr), ExitCode> {
+pub(crate) fn bind_listeners(
+    config: &Config,
+) -> Result<(Vec<std::net::TcpListener>, std::net::SocketAddr), ExitCode> {
     use std::os::fd::FromRawFd;
     let mut bind = config.bind;
     if let Some(list) = std::env::var_os(supervisor::LISTEN_FDS) {
@@ -171,7 +179,9 @@ pub(crate) fn bind_listeners(config: &Config) -> Result<(Vec<std::net::TcpListen
 
 /// Tells the supervisor (if any) that this process serves: one byte on `WSGO_READY_FD`.
 fn notify_ready() {
-    let Some(fd) = std::env::var(supervisor::READY_FD).ok().and_then(|f| f.parse::<i32>().ok()) else { return };
+    let Some(fd) = std::env::var(supervisor::READY_FD).ok().and_then(|f| f.parse::<i32>().ok()) else {
+        return;
+    };
     // SAFETY: the descriptor was passed by the supervisor for this one write; closed after.
     unsafe {
         libc::write(fd, b"1".as_ptr().cast(), 1);
@@ -249,11 +259,14 @@ pub fn run(config: Config) -> ExitCode {
     // Started here, on the unpinned main thread, so the pool's threads may run on any CPU.
     let blocking = DefaultThreadPool::new(config.io_threads.clamp(2, 8));
     let config_cache_size = usize::try_from(config.cache_size).unwrap_or(usize::MAX);
+    let config_io_threads = listeners.len();
     let parking = crate::wsgi::module::parking();
     let shared = Arc::new(Shared {
         config,
         draining: AtomicBool::new(false),
         open: AtomicUsize::new(0),
+        listening: AtomicUsize::new(config_io_threads),
+        supervised: std::env::var_os(supervisor::LISTEN_FDS).is_some(),
         roots,
         blocks: Default::default(),
         parking: parking.clone(),
@@ -301,7 +314,10 @@ pub fn run(config: Config) -> ExitCode {
     }
     let deadline = shared.config.request_timeout.map(|t| Instant::now() + t);
     let drained = loop {
-        let busy = shared.open.load(SeqCst) > 0 || pool.running() > 0 || pool.queued() > 0;
+        let busy = shared.listening.load(SeqCst) > 0
+            || shared.open.load(SeqCst) > 0
+            || pool.running() > 0
+            || pool.queued() > 0;
         if !busy {
             break true;
         }

@@ -71,6 +71,8 @@ impl Spawner {
     fn spawn(&self, number: usize) -> std::io::Result<Running> {
         let (ready_read, ready_write) = pipe()?;
         let mut cmd = Command::new("/proc/self/exe");
+        // Shown by ps as the supervisor's own name, not `exe`.
+        cmd.arg0(std::env::args_os().next().unwrap_or_else(|| "wsgo".into()));
         cmd.args(&self.args).arg("--process").arg(number.to_string());
         let first = 3;
         let fds: Vec<RawFd> = self.listeners.iter().map(AsRawFd::as_raw_fd).collect();
@@ -164,7 +166,8 @@ fn signal_set() -> libc::sigset_t {
 
 /// Waits up to `timeout` for one of the blocked signals; `None` on timeout.
 fn next_signal(set: &libc::sigset_t, timeout: Duration) -> Option<libc::c_int> {
-    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+    let ts =
+        libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
     // SAFETY: set is initialised; siginfo may be null; ts outlives the call.
     let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
     (sig > 0).then_some(sig)
@@ -197,7 +200,11 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
     args.push("--processes".into());
     args.push(config.processes.to_string().into());
     let spawner = Spawner { args, listeners };
-    eprintln!("wsgo: supervisor {} starting {} processes on http://{bound}", std::process::id(), config.processes);
+    eprintln!(
+        "wsgo: supervisor {} starting {} processes on http://{bound}",
+        std::process::id(),
+        config.processes
+    );
     let mut slots: Vec<Slot> = (1..=config.processes)
         .map(|number| Slot { number, current: None, restart_at: Some(Instant::now()), failures: 0 })
         .collect();
@@ -235,15 +242,25 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
             }
             slot.failures = if ran >= HEALTHY_AFTER { 1 } else { slot.failures + 1 };
             let delay = backoff(slot.failures);
-            eprintln!("wsgo: process {} exited with {}; restarting in {delay:?}", slot.number, describe(status));
+            eprintln!(
+                "wsgo: process {} exited with {}; restarting in {delay:?}",
+                slot.number,
+                describe(status)
+            );
             slot.restart_at = Some(Instant::now() + delay);
         }
         retiring.retain_mut(|r| !matches!(r.child.try_wait(), Ok(Some(_))));
         match next_signal(&set, Duration::from_millis(100)) {
             Some(libc::SIGINT | libc::SIGTERM) => {
                 eprintln!("wsgo: supervisor stopping its processes...");
-                // The sockets now live only in the children, which accept what is queued and
+                // New connection attempts are dropped from now on (clients see them refused);
+                // the sockets then live only in the children, which accept what is queued and
                 // close them as they drain.
+                for l in &spawner.listeners {
+                    if let Err(e) = super::listener::refuse_new(l.as_raw_fd()) {
+                        eprintln!("wsgo: cannot stop new connections before draining: {e}");
+                    }
+                }
                 drop(spawner);
                 stop_all(&mut slots, &mut retiring, grace);
                 eprintln!("wsgo: supervisor shut down.");
@@ -251,8 +268,8 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
             }
             Some(libc::SIGHUP) => {
                 eprintln!("wsgo: SIGHUP: replacing the processes one at a time");
-                for i in 0..slots.len() {
-                    if let Some(old) = replace(&spawner, &mut slots[i]) {
+                for slot in &mut slots {
+                    if let Some(old) = replace(&spawner, slot) {
                         retiring.push(old);
                     }
                 }
