@@ -26,7 +26,7 @@ def application(environ, start_response):
 PY
 cd "$work/site"
 # Not activated: the installed command finds its venv by itself.
-env -u VIRTUAL_ENV "$work/venv/bin/wsgo" --module hello_app --http-socket 127.0.0.1:0 2>"$work/stderr" &
+env -u VIRTUAL_ENV "$work/venv/bin/wsgo" --module hello_app --http-socket 127.0.0.1:0 >"$work/stdout" 2>"$work/stderr" &
 pid=$!
 port=""
 for _ in $(seq 1 100); do
