@@ -74,7 +74,9 @@ def instructions(binary, request, expect, n):
         with open(err, "wb") as e:
             proc = subprocess.Popen(
                 ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "--module", "hello",
-                 "--io-threads", "1", "--workers", "2", "--http-socket", "127.0.0.1:0"],
+                 "--io-threads", "1", "--workers", "2", "--http-socket", "127.0.0.1:0",
+                 # One unsupervised process: under valgrind a re-executed child would not be this binary.
+                 "--process", "1"],
                 cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=e)
         try:
             port = wait_port(err, proc)

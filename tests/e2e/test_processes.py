@@ -178,3 +178,23 @@ def test_a_bind_error_does_not_restart_in_a_loop(driver_env):
     blocker.close()
     assert p.returncode == 1 and time.monotonic() - t0 < 5
     assert b"cannot listen" in p.stderr
+
+
+def test_shutdown_answers_parked_requests_with_their_timeout_action(request, driver_env):
+    s = WsgoServer("protect_app", env=driver_env, args=["--processes", "1"])
+    request.addfinalizer(s.stop)
+    result = {}
+
+    def parked():
+        t0 = time.monotonic()
+        r = requests.get(s.url + "/park?ch=never&timeout=60%20http-504", timeout=30)
+        result["status"], result["took"] = r.status_code, time.monotonic() - t0
+
+    t = threading.Thread(target=parked)
+    t.start()
+    wait_for(lambda: "parked request never" in s.stderr(), what="the request to park")
+    os.kill(s.proc.pid, signal.SIGTERM)
+    t.join(20)
+    s.proc.wait(20)
+    assert result["status"] == 504 and result["took"] < 5, result
+    assert s.proc.returncode == 0
