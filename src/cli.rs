@@ -68,6 +68,11 @@ pub struct Args {
     #[arg(long = "cache-size", default_value_t = 64 << 20, value_name = "BYTES")]
     pub cache_size: u64,
 
+    /// Most connections one process keeps open; beyond it new connections wait in the kernel's
+    /// backlog until one closes (and the open-file limit is raised to its hard maximum at start).
+    #[arg(long = "max-connections", default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
     /// Server processes, run by a supervisor that restarts them and replaces them one at a time
     /// on SIGHUP. 0: start nothing.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=256))]
@@ -91,6 +96,7 @@ const LONG_FLAGS: &[&str] = &[
     "static-max-age",
     "max-age",
     "cache-size",
+    "max-connections",
     "processes",
     "process",
     "help",
@@ -172,6 +178,7 @@ impl Args {
             static_max_age: self.static_max_age,
             cache_max_age: self.max_age,
             cache_size: if self.max_age == 0 { 0 } else { self.cache_size },
+            max_connections: self.max_connections as usize,
             processes: self.processes as usize,
             process: self.process as usize,
         })

@@ -28,6 +28,8 @@ pub struct Config {
     pub cache_max_age: u64,
     /// Byte limit of the response cache; 0: no response cache.
     pub cache_size: u64,
+    /// Most open connections per process.
+    pub max_connections: usize,
     /// Server processes the supervisor runs.
     pub processes: usize,
     /// This process's number (1..=processes); 0: this is the supervisor.

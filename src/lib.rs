@@ -12,6 +12,8 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod cron;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod log;
 pub mod park;

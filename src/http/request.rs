@@ -13,6 +13,8 @@ use super::path::{clean_path, percent_decode};
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Longest request target we accept.
 pub const MAX_TARGET: usize = 8 * 1024;
+/// Longest request method accepted.
+pub const MAX_METHOD: usize = 32;
 /// Most header fields in one request.
 pub const MAX_HEADERS: usize = 128;
 
@@ -181,6 +183,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HttpError>
     }
     if target.len() > MAX_TARGET {
         return Err(HttpError::UriTooLong);
+    }
+    // The longest registered method is 17 bytes; a long one is garbage or an attack.
+    if method.len() > MAX_METHOD {
+        return Err(HttpError::BadRequest("request method too long"));
     }
     let method = Span::of(buf, method.as_bytes());
     let raw_target = Span::of(buf, target.as_bytes());

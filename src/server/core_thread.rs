@@ -132,6 +132,18 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         if shared.draining.load(SeqCst) {
             break;
         }
+        if shared.open.load(SeqCst) >= shared.config.max_connections {
+            // At the limit: leave new connections in the kernel's backlog until one closes.
+            if !shared.at_limit.swap(true, SeqCst) {
+                eprintln!(
+                    "wsgo: {} connections open (--max-connections); new ones wait until some close",
+                    shared.config.max_connections
+                );
+            }
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        shared.at_limit.store(false, SeqCst);
         let handle = canceller.borrow().handle();
         match listener.cancelable_accept(handle).await {
             Ok((stream, peer)) => start_conn(&core, stream, peer),

@@ -34,6 +34,8 @@ pub struct Shared {
     /// The listening sockets are the supervisor's (it stops new connections at shutdown);
     /// otherwise each core thread does so on its own socket.
     pub supervised: bool,
+    /// The connection limit was reached (logged once per episode).
+    pub at_limit: AtomicBool,
     /// Core threads that have not yet closed their listener (at shutdown they first serve what
     /// is queued on it; the process must not exit before).
     pub listening: AtomicUsize,
@@ -189,9 +191,22 @@ fn notify_ready() {
     }
 }
 
+/// Raises the open-file limit to its hard maximum: each connection is a descriptor.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid, initialised rlimit struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// Runs a server process until SIGINT/SIGTERM. Returns the process exit code.
 pub fn run(config: Config) -> ExitCode {
     let signals = block_signals();
+    raise_fd_limit();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut config = config;
     let listeners = match bind_listeners(&config) {
@@ -267,6 +282,7 @@ pub fn run(config: Config) -> ExitCode {
         open: AtomicUsize::new(0),
         listening: AtomicUsize::new(config_io_threads),
         supervised: std::env::var_os(supervisor::LISTEN_FDS).is_some(),
+        at_limit: AtomicBool::new(false),
         roots,
         blocks: Default::default(),
         parking: parking.clone(),

@@ -1,0 +1,138 @@
+//! What the fuzz targets (`fuzz/`) run, shared with the regression test that replays their corpus
+//! (`tests/fuzz_corpus.rs`). Each function takes arbitrary bytes, runs one pure parser on them and
+//! checks the invariants that must hold whatever the input; a violated invariant panics.
+
+use bytes::BytesMut;
+
+use crate::http::chunked::{ChunkedDecoder, Decoded};
+use crate::http::parse_head;
+
+/// Splits fuzz input into a few arbitrary pieces (for parsers taking several arguments).
+fn pieces(data: &[u8], n: usize) -> Vec<&[u8]> {
+    let mut out: Vec<&[u8]> = data.splitn(n, |&b| b == 0xff).collect();
+    out.resize(n, &[]);
+    out
+}
+
+/// The request-head parser: never panics; a parsed head's spans lie inside the consumed bytes;
+/// feeding the same bytes in two pieces gives the same outcome as whole.
+pub fn request_head(data: &[u8]) {
+    let whole = parse_head(data);
+    if let Ok(Some((head, len))) = &whole {
+        assert!(*len <= data.len());
+        let head = head.clone().attach(bytes::Bytes::copy_from_slice(&data[..*len]));
+        for f in &head.fields {
+            assert!(f.name.end as usize <= *len && f.value.end as usize <= *len);
+            let _ = head.bytes(f.name);
+        }
+        let _ = (head.path(), head.query(), head.field(b"host"), head.method());
+    }
+    // A prefix never parses to a different head: it is incomplete or the same error.
+    let cut = data.len() / 2;
+    if let (Ok(Some((_, len))), Ok(Some((_, len2)))) = (&whole, parse_head(&data[..cut])) {
+        assert_eq!(*len, len2, "a head complete in the prefix must be the same head");
+    }
+}
+
+/// The chunked body decoder: never panics, never returns more bytes than it was given, and gives
+/// the same bytes whether the input arrives whole or in two pieces.
+pub fn chunked(data: &[u8]) {
+    let run = |parts: &[&[u8]], max: usize| -> (Vec<u8>, bool) {
+        let mut dec = ChunkedDecoder::new();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for part in parts {
+            buf.extend_from_slice(part);
+            loop {
+                match dec.decode(&mut buf, max) {
+                    Ok(Decoded::Data(d)) => out.extend_from_slice(&d),
+                    Ok(Decoded::NeedMore) => break,
+                    Ok(Decoded::Done) => return (out, true),
+                    Err(_) => return (out, false),
+                }
+            }
+        }
+        (out, false)
+    };
+    let max = 1 + data.first().map_or(0, |&b| usize::from(b)) * 7;
+    let (whole, done) = run(&[data], max);
+    assert!(whole.len() <= data.len());
+    let cut = data.len() / 3;
+    let (split, done2) = run(&[&data[..cut], &data[cut..]], max);
+    if done {
+        assert!(done2 && split == whole, "splitting changed a complete body");
+    }
+}
+
+/// Static path resolution: never panics; what it accepts is a plain relative path.
+pub fn static_path(data: &[u8]) {
+    let p = pieces(data, 2);
+    let (prefix, path) = (p[0], p[1]);
+    let _ = crate::static_files::resolve::has_encoded_separator(path);
+    if let Some(rel) = crate::static_files::resolve::relative(prefix, path) {
+        assert!(!rel.is_empty() && !rel.contains(&0) && !rel.starts_with(b"/"));
+        assert!(rel.split(|&b| b == b'/').all(|s| !matches!(s, b"" | b"." | b"..")), "{rel:?}");
+        assert!(path.ends_with(rel));
+    }
+    let _ = crate::static_files::mime::content_type(path);
+}
+
+/// Cache-Control, Vary and cookie selections, and the conditional/range/negotiation parsers of
+/// static files: never panic; ranges stay inside the representation.
+pub fn cache_rules(data: &[u8]) {
+    use crate::static_files::negotiate::{RangeAsk, accepts_gzip, if_range_holds, not_modified, range};
+    let p = pieces(data, 3);
+    let status = 200 + u16::from(data.first().copied().unwrap_or(0) % 3) * 2;
+    if let Some(s) = crate::cache::policy::storable(status, p[0], 60) {
+        assert!(s.lifetime > 0 && s.lifetime <= 60);
+        assert!(s.vary.iter().all(|v| v.as_slice() != b"*"));
+    }
+    let names = crate::cache::key::cookie_names(p[1]);
+    let _ = crate::cache::key::selection(b"cookie", &[p[2]], Some(&names));
+    let _ = crate::cache::key::selection(p[1], &[p[2], p[0]], None);
+    let _ = crate::cache::key::key(p[0], p[1], Some(p[2]));
+    let _ = accepts_gzip(Some(p[0]));
+    let _ = crate::http::date::parse_http_date(p[1]);
+    let _ = not_modified(Some(p[0]), Some(p[1]), b"\"x\"", 5);
+    let _ = if_range_holds(p[2], b"\"x\"", 5);
+    let size = u64::from_le_bytes(
+        p[2].iter().copied().chain([0; 8]).take(8).collect::<Vec<_>>().try_into().unwrap_or([0; 8]),
+    ) % (1 << 40);
+    if let RangeAsk::Part { start, len } = range(p[1], size) {
+        assert!(len > 0 && start + len <= size, "{start}+{len} > {size}");
+    }
+}
+
+/// The `X-WSGo-*` header parsers and response-header validation: never panic; what is accepted
+/// carries no line break.
+pub fn wsgo_headers(data: &[u8]) {
+    let p = pieces(data, 2);
+    let (name, value) = (String::from_utf8_lossy(p[0]), String::from_utf8_lossy(p[1]));
+    let _ = crate::park::channels(&value);
+    let (t, _) = crate::park::timeout(Some(&value));
+    assert!(t.as_secs() > 0);
+    let _ = crate::block::parse_seconds(p[1]);
+    let mut b = crate::wsgi::headers::HeadBuilder::new(200, Vec::new());
+    if b.add(&name, &value).is_ok() {
+        let head = b.finish();
+        let lines = head.lines;
+        assert!(lines.is_empty() || lines.ends_with(b"\r\n"));
+        assert_eq!(lines.iter().filter(|&&c| c == b'\n').count(), usize::from(!lines.is_empty()));
+    }
+    let _ = crate::wsgi::headers::parse_status(&value);
+}
+
+/// Cron arguments and the next-run computation: never panic; for valid fields the next run is
+/// after `now`.
+pub fn cron(data: &[u8]) {
+    use crate::cron::next::{Civil, Schedule, next_run};
+    let b = |i: usize| i64::from(data.get(i).copied().unwrap_or(0));
+    let field = |i: usize, span: i64| b(i) % (span + 3) - 2;
+    let Ok(s) = Schedule::new(field(0, 60), field(1, 24), field(2, 32), field(3, 13), field(4, 8)) else {
+        return;
+    };
+    let now = Civil::date(1971 + b(5) * 2, 1 + b(6) % 12, 1 + b(7) % 31, b(8) % 24, b(9) % 60);
+    let secs = b(10) % 60;
+    let next = next_run(&s, now, secs);
+    assert!(next.minutes() * 60 > now.minutes() * 60 + secs, "{s:?} {now:?} -> {next:?}");
+}

@@ -1,0 +1,187 @@
+//! Hostile clients against the real binary: the request-smuggling catalogue, slowloris, slow
+//! readers and uploaders, and connection floods. The server must answer each with its 4xx and a
+//! close, never process what was pipelined behind a rejected request, and keep serving everyone
+//! else promptly.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Server, closed_within, get};
+
+fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// Raises this process's open-file limit (servers started after inherit it).
+fn raise_fd_limit(want: u64) {
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max.min(want.max(lim.rlim_cur));
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+#[test]
+fn smuggling_attempts_are_refused_and_nothing_behind_them_runs() {
+    let server = Server::start(&[]);
+    let post = |extra: &str, body: &str| format!("POST /echo HTTP/1.1\r\nHost: t\r\n{extra}\r\n{body}");
+    let table: Vec<(String, u16)> = vec![
+        // Content-Length and Transfer-Encoding together (CL.TE / TE.CL).
+        (post("Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"), 400),
+        (post("Transfer-Encoding: chunked\r\nContent-Length: 4\r\n", "0\r\n\r\n"), 400),
+        // Repeated or differing Content-Length, and its grammar.
+        (post("Content-Length: 4\r\nContent-Length: 5\r\n", "abcd"), 400),
+        (post("Content-Length: 4, 4\r\n", "abcd"), 400),
+        (post("Content-Length: +4\r\n", "abcd"), 400),
+        (post("Content-Length: 0x10\r\n", "abcd"), 400),
+        (post("Content-Length: 4 4\r\n", "abcd"), 400),
+        (post("Content-Length: 99999999999999999999999\r\n", ""), 400),
+        (post("Content-Length: \r\n", ""), 400),
+        // Transfer-Encoding lists and look-alikes.
+        // Not ending in chunked: the length cannot be known (RFC 9112 §6.3): 400.
+        (post("Transfer-Encoding: chunked, identity\r\n", "0\r\n\r\n"), 400),
+        (post("Transfer-Encoding: xchunked\r\n", "0\r\n\r\n"), 400),
+        (post("Transfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n", "0\r\n\r\n"), 400),
+        // Ending in chunked after a coding we do not implement: 501.
+        (post("Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n"), 501),
+        (post("Transfer-Encoding : chunked\r\n", "0\r\n\r\n"), 400),
+        ("POST /echo HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), 400),
+        // Chunk sizes: empty, prefixed, too long, negative.
+        (post("Transfer-Encoding: chunked\r\n", "\r\nabc\r\n0\r\n\r\n"), 400),
+        (post("Transfer-Encoding: chunked\r\n", "0x3\r\nabc\r\n0\r\n\r\n"), 400),
+        (post("Transfer-Encoding: chunked\r\n", "+3\r\nabc\r\n0\r\n\r\n"), 400),
+        (post("Transfer-Encoding: chunked\r\n", "-3\r\nabc\r\n0\r\n\r\n"), 400),
+        (post("Transfer-Encoding: chunked\r\n", "00000000000000003\r\nabc\r\n0\r\n\r\n"), 413),
+        // Chunk extensions and trailers with bare CR/LF, or too long.
+        (post("Transfer-Encoding: chunked\r\n", "3;a=\rb\r\nabc\r\n0\r\n\r\n"), 400),
+        (post("Transfer-Encoding: chunked\r\n", "3\nabc\r\n0\r\n\r\n"), 400),
+        (post("Transfer-Encoding: chunked\r\n", &format!("3;{}\r\nabc\r\n0\r\n\r\n", "e".repeat(5000))), 400),
+        (post("Transfer-Encoding: chunked\r\n", "3\r\nabc\r\n0\r\nX: a\rb\r\n\r\n"), 400),
+        (post("Transfer-Encoding: chunked\r\n", "3\r\nabcXX0\r\n\r\n"), 400),
+        // Header syntax: bare LF or CR, obs-fold, space before the colon, NUL and DEL in values.
+        ("GET / HTTP/1.1\r\nHost: t\nX: 1\r\n\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: t\rX: 1\r\n\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: t\r\nX: 1\r\n  2\r\n\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: t\r\nX : 1\r\n\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: t\r\nX: a\0b\r\n\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: t\r\nX: a\x7fb\r\n\r\n".into(), 400),
+        // Host: missing, repeated, or contradicting an absolute-form target's.
+        ("GET / HTTP/1.1\r\n\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into(), 400),
+        // Over-long method, target, version.
+        (format!("{} / HTTP/1.1\r\nHost: t\r\n\r\n", "G".repeat(9000)), 400),
+        (format!("{} / HTTP/1.1\r\nHost: t\r\n\r\n", "G".repeat(40)), 400),
+        (format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000)), 414),
+        (format!("GET / HTTP/1.{}\r\nHost: t\r\n\r\n", "1".repeat(100)), 400),
+    ];
+    let mut wrong = Vec::new();
+    for (raw, status) in &table {
+        let mut s = server.connect();
+        let mut bytes = raw.clone().into_bytes();
+        bytes.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n");
+        let _ = s.write_all(&bytes);
+        let text = String::from_utf8_lossy(&read_all(&mut s)).into_owned();
+        let first = text.lines().next().unwrap_or("");
+        let shown = &raw[..raw.len().min(90)];
+        if !first.starts_with(&format!("HTTP/1.1 {status} ")) {
+            wrong.push(format!("{shown:?}: want {status}, got {first:?}"));
+            continue;
+        }
+        assert!(text.contains("Connection: close\r\n"), "{shown:?}: {text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{shown:?}: answered twice: {text}");
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Nothing pipelined behind a rejected request reached the app.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!server.stdout_text().contains("/smuggled"), "a smuggled request ran");
+    assert_eq!(get(&server, "/").text(), "Hello, World!");
+}
+
+#[test]
+fn slowloris_does_not_delay_others_and_is_cut_off_by_the_head_timeout() {
+    raise_fd_limit(4096);
+    let server = Server::start(&[]);
+    let started = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..1000).filter_map(|_| TcpStream::connect(server.addr).ok()).collect();
+    assert!(slow.len() >= 990, "only {} connections", slow.len());
+    for s in &mut slow {
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHo");
+    }
+    // A fresh client is served promptly while the 1,000 dribble.
+    let mut worst = Duration::ZERO;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        assert_eq!(get(&server, "/").text(), "Hello, World!");
+        worst = worst.max(t0.elapsed());
+        for s in &mut slow {
+            let _ = s.write_all(b"s");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(worst < Duration::from_millis(500), "a fresh request took {worst:?}");
+    // Each dribbler is closed by the 2 s head timeout.
+    let mut open = 0;
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let left = Duration::from_secs(4).saturating_sub(started.elapsed());
+        if !closed_within(s, left.max(Duration::from_millis(50))) {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 0, "{open} slowloris connections outlived the head timeout");
+    assert_eq!(get(&server, "/").text(), "Hello, World!");
+}
+
+#[test]
+fn slow_readers_and_uploaders_hold_no_worker() {
+    let server = Server::start(&["--workers", "1"]);
+    // A 40 MB response nobody reads.
+    let mut reader = server.connect();
+    reader.write_all(b"GET /big?n=40000000 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut head = [0u8; 64];
+    let _ = reader.read(&mut head);
+    // An upload trickling in.
+    let mut uploader = server.connect();
+    uploader.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nabc").unwrap();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        assert_eq!(get(&server, "/").text(), "Hello, World!");
+        assert!(t0.elapsed() < Duration::from_millis(500), "the only worker is held: {:?}", t0.elapsed());
+        uploader.write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_connection_limit_makes_new_connections_wait_and_keeps_old_ones_working() {
+    let server = Server::start(&["--max-connections", "20", "--io-threads", "1"]);
+    let mut held: Vec<TcpStream> = (0..20).map(|_| server.connect()).collect();
+    // Make sure the server has accepted them all: each answers one request.
+    for s in &mut held {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut buf = [0u8; 256];
+        assert!(s.read(&mut buf).unwrap() > 0);
+    }
+    // The 21st waits in the backlog.
+    let mut waiting = server.connect();
+    waiting.set_read_timeout(Some(Duration::from_millis(600))).unwrap();
+    waiting.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = [0u8; 256];
+    assert!(waiting.read(&mut buf).is_err(), "served beyond the limit");
+    // Existing connections keep working.
+    held[0].write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert!(held[0].read(&mut buf).unwrap() > 0);
+    // One closes: the waiting one is served.
+    drop(held.pop());
+    waiting.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let text = String::from_utf8_lossy(&read_all(&mut waiting)).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(server.stderr_text().contains("--max-connections"), "the limit is logged");
+}
