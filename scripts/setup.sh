@@ -33,4 +33,8 @@ if ! .venv/bin/python -c "import pytest, flask, django, requests" 2>/dev/null \
     .venv/bin/pip install -q -r tests/e2e/requirements.txt
     cp tests/e2e/requirements.txt .venv/.requirements
 fi
+# The fuzzer driver for scripts/fuzz.sh (the smoke run in the test command).
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install --quiet --locked cargo-fuzz --version 0.13.2
+fi
 echo "setup: ok (python: $PYTHON, venv: .venv)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests on both io drivers, the
-# instruction-count regression check, and the end-to-end pytest suite (Flask, Django, a validated
-# plain app) on both drivers.
+# instruction-count regression check, the end-to-end pytest suite (Flask, Django, a validated
+# plain app) on both drivers, a short run of every fuzz target, and the pip wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +18,8 @@ cargo build --release --bin wsgo --example instr_count
 .venv/bin/python scripts/perf_check.py
 echo "== end-to-end (both drivers)"
 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest -q tests/e2e
+echo "== fuzz smoke (10 s per target) and the corpus replay"
+scripts/fuzz.sh 10
+cargo test --test fuzz_corpus
 echo "== the pip-installable wheel"
 scripts/wheel_check.sh
