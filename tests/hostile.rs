@@ -185,3 +185,27 @@ fn a_connection_limit_makes_new_connections_wait_and_keeps_old_ones_working() {
     assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
     assert!(server.stderr_text().contains("--max-connections"), "the limit is logged");
 }
+
+#[test]
+fn broken_apps_get_their_status_and_the_process_keeps_serving() {
+    let server = Server::start(&["--request-timeout", "2"]);
+    // Not iterable, start_response twice: 500 before the first byte.
+    for path in ["/not-iterable", "/start-twice"] {
+        let r = get(&server, path);
+        assert_eq!(r.status, 500, "{path}: {}", r.text());
+    }
+    // A generator that spins after its first chunk: interrupted at the timeout, the response
+    // aborted (no terminating chunk), the worker back.
+    let t0 = Instant::now();
+    let r = get(&server, "/spin-gen");
+    assert_eq!(r.status, 200);
+    assert!(!r.complete && r.text() == "started;", "{:?}", r.text());
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    // A huge header set (5,000 headers, ~550 KB) is sent whole.
+    let r = get(&server, "/huge-headers");
+    assert_eq!((r.status, r.headers.len() > 5000), (200, true));
+    assert_eq!(r.text(), "many headers");
+    let err = server.stderr_text();
+    assert!(err.contains("Traceback") && err.contains("RequestTimeoutException"), "{err}");
+    assert_eq!(get(&server, "/").text(), "Hello, World!");
+}

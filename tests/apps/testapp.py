@@ -44,6 +44,24 @@ def application(environ, start_response):
     path = environ["PATH_INFO"]
     q = qs(environ)
 
+    if path == "/not-iterable":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return 42
+    if path == "/start-twice":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        start_response("500 Oops", [("Content-Type", "text/plain")])
+        return [b"unreachable"]
+    if path == "/spin-gen":
+        def gen():
+            yield b"started;"
+            while True:
+                pass
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return gen()
+    if path == "/huge-headers":
+        n = int(q.get("n", "5000"))
+        start_response("200 OK", [("X-H-%d" % i, "v" * 100) for i in range(n)])
+        return [b"many headers"]
     if path == "/calls":
         return respond(start_response, str(CALLS[0]).encode())
     if path == "/close-count":
