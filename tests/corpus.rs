@@ -155,6 +155,25 @@ fn valid_requests_parse_the_same_whole_and_split() {
     }
 }
 
+/// The property, exhaustively for one and two cuts: every valid request parses the same split at
+/// any single point, and at any pair of points (pairs sampled on a grid for the longer cases).
+#[test]
+fn valid_requests_parse_the_same_split_at_any_points() {
+    for case in load("valid") {
+        let whole = parse_in_pieces(&case.raw, &[]);
+        let n = case.raw.len();
+        for a in 1..n {
+            assert_eq!(parse_in_pieces(&case.raw, &[a]), whole, "{} cut at {a}", case.name);
+        }
+        let step = (n / 40).max(1);
+        for a in (1..n).step_by(step) {
+            for b in (a + 1..n).step_by(step) {
+                assert_eq!(parse_in_pieces(&case.raw, &[a, b]), whole, "{} cut at {a},{b}", case.name);
+            }
+        }
+    }
+}
+
 #[test]
 fn invalid_requests_fail_the_same_whole_and_split() {
     let mut rng = Rng(0xbad);
