@@ -172,7 +172,11 @@ impl Conn {
                     let end = start + len;
                     while offset < end {
                         let n = (end - offset).min(READ_CHUNK as u64) as usize;
-                        let Ok(data) = read_chunk(file.file.clone(), offset, n).await else {
+                        let read = match &file.file {
+                            Some(f) => read_chunk(f.clone(), offset, n).await,
+                            None => Err(std::io::Error::other("no open file")),
+                        };
+                        let Ok(data) = read else {
                             // The file changed under us: the response cannot be completed.
                             eprintln!("wsgo: a file being sent could not be read; closing the connection");
                             return Outcome::close(p.status, offset - start);

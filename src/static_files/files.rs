@@ -62,7 +62,9 @@ impl Roots {
 /// A regular file found under a root.
 #[derive(Debug)]
 pub struct StaticFile {
-    pub file: Arc<File>,
+    /// The open file, kept only when its contents are not: a file kept in memory holds no
+    /// descriptor.
+    pub file: Option<Arc<File>>,
     pub size: u64,
     /// Modification time, whole seconds since the epoch.
     pub mtime: u64,
@@ -168,7 +170,7 @@ fn describe(file: File, meta: &std::fs::Metadata, previous: Option<Ident>, keep:
     let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
     let etag = format!("\"{:x}-{:x}\"", mtime, size).into_bytes();
     Opened::Found(StaticFile {
-        file: Arc::new(file),
+        file: if body.is_some() { None } else { Some(Arc::new(file)) },
         size,
         mtime,
         etag,
