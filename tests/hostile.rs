@@ -209,3 +209,70 @@ fn broken_apps_get_their_status_and_the_process_keeps_serving() {
     assert!(err.contains("Traceback") && err.contains("RequestTimeoutException"), "{err}");
     assert_eq!(get(&server, "/").text(), "Hello, World!");
 }
+
+#[test]
+fn at_the_descriptor_limit_accept_backs_off_and_existing_connections_keep_working() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let stderr = std::env::temp_dir().join(format!("wsgo-fdlimit-{}.err", std::process::id()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsgo"));
+    cmd.args(["--module", "testapp", "--http-socket", "127.0.0.1:0", "--workers", "2", "--process", "1"])
+        .current_dir(common::apps_dir())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 96, rlim_max: 96 };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr: std::net::SocketAddr = loop {
+        let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+        if let Some(a) =
+            text.lines().find_map(|l| l.split(" on http://").nth(1)).and_then(|r| r.split(' ').next())
+        {
+            break a.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no start: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut first = TcpStream::connect(addr).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 512];
+    first.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert!(first.read(&mut buf).unwrap() > 0);
+    // Far more connections than descriptors left.
+    let flood: Vec<TcpStream> = (0..150).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // The connection we had still works.
+    first.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let n = first.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 "));
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(err.contains("accept failed"), "the limit is logged: {err}");
+    // Once the flood is gone, new clients are served again.
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = TcpStream::connect(addr).ok().and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").ok()?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).ok()?;
+            Some(out.starts_with(b"HTTP/1.1 200 "))
+        });
+        if ok == Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not serving after the flood");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill(2) on the pid of our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&stderr);
+}

@@ -128,6 +128,8 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         watcher.log.flush();
     });
 
+    let mut accept_failures = 0u64;
+    let mut last_accept_log: Option<Instant> = None;
     loop {
         if shared.draining.load(SeqCst) {
             break;
@@ -152,8 +154,12 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
                     break;
                 }
                 // Out of file descriptors or memory: back off instead of spinning; the
-                // connections we have keep being served.
-                eprintln!("wsgo: accept failed: {e}");
+                // connections we have keep being served. Logged at most every 5 s.
+                accept_failures += 1;
+                if last_accept_log.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(5)) {
+                    eprintln!("wsgo: accept failed ({accept_failures} times): {e}; retrying every 50 ms");
+                    last_accept_log = Some(Instant::now());
+                }
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
