@@ -80,3 +80,13 @@ def start_server(request, driver_env, module, **kw):
     server = WsgoServer(module, env=driver_env, **kw)
     request.addfinalizer(server.stop)
     return server
+
+
+def wait_for(predicate, timeout=15, what="condition"):
+    """Polls `predicate` until it holds, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import WsgoServer, start_server
+from conftest import WsgoServer, start_server, wait_for
 
 
 def pids_of(server, n=200):
@@ -25,13 +25,6 @@ def children(pid):
         return {int(p) for p in f.read().split()}
 
 
-def wait_for(predicate, timeout=15, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Load:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import WsgoServer, start_server
+from conftest import WsgoServer, start_server, wait_for
 
 
 def timed_get(url, **kw):
@@ -22,13 +22,6 @@ def timed_get(url, **kw):
     return r, time.monotonic() - t0
 
 
-def wait_for(predicate, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
