@@ -72,6 +72,7 @@ pub fn print_stats(shared: &Shared, pool: &Pool) {
     line(format!("Blocked requests: {}", get(&STATS.blocked_requests)));
     line(format!("Blocked clients now: {}", shared.blocks.len()));
     line(format!("Parked requests: {}", shared.parking.len()));
+    line(format!("Background jobs: {}", crate::cron::cron().len()));
     line(format!("Open connections: {}", shared.open.load(SeqCst)));
     let (hits, misses) = (get(&STATS.cache_hits), get(&STATS.cache_misses));
     let rate = if hits + misses > 0 { 100.0 * hits as f64 / (hits + misses) as f64 } else { 0.0 };

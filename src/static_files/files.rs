@@ -313,11 +313,6 @@ impl FileCache {
             slots.insert(Box::from(rel), Slot { found, checked }).map_or(0, |old| kept_len(&old.found));
         self.kept.set((self.kept.get() + added).saturating_sub(removed));
     }
-
-    /// Bytes of file contents kept on this core.
-    pub fn kept_bytes(&self) -> usize {
-        self.kept.get()
-    }
 }
 
 fn kept_len(found: &Option<Found>) -> usize {
