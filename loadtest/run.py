@@ -200,6 +200,11 @@ def lua_script(tmp, method, body, expected_len, headers):
     if body:
         body_lua = f'wrk.body = string.rep("p", {len(body)})\nwrk.headers["Content-Type"] = "application/octet-stream"\n'
     check = f"#body ~= {expected_len}" if expected_len else "#body < 10"
+    if any(h.lower().replace(" ", "") == "connection:close" for h in headers):
+        # RFC 9112 §9.6: the server must close after answering `Connection: close` and should say
+        # so. wrk reuses a connection unless the response says `close`, so a server that ignores
+        # the request (uWSGI's --http11-socket does) would be measured on keep-alive: not counted.
+        check += ' or not (headers["Connection"] or headers["connection"] or ""):lower():find("close")'
     path.write_text(f"""
 wrk.method = "{method}"
 {body_lua}{hdrs}

@@ -30,6 +30,8 @@ pub struct Config {
     pub cache_size: u64,
     /// Most open connections per process.
     pub max_connections: usize,
+    /// Listeners hand over a connection once its first bytes arrived (TCP_DEFER_ACCEPT).
+    pub defer_accept: bool,
     /// Server processes the supervisor runs.
     pub processes: usize,
     /// This process's number (1..=processes); 0: this is the supervisor.

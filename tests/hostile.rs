@@ -245,8 +245,15 @@ fn at_the_descriptor_limit_accept_backs_off_and_existing_connections_keep_workin
     let mut buf = [0u8; 512];
     first.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert!(first.read(&mut buf).unwrap() > 0);
-    // Far more connections than descriptors left.
-    let flood: Vec<TcpStream> = (0..150).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+    // Far more connections than descriptors left, each with the start of a request (a silent
+    // one would stay with the kernel: connections are handed over with their first bytes).
+    let flood: Vec<TcpStream> = (0..150)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(addr).ok()?;
+            s.write_all(b"GET / HTTP/1.1\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(500));
     // The connection we had still works.
     first.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Conn, Outcome, WRITE_TIMEOUT};
+use super::{COPY_BELOW, Conn, Outcome, WRITE_TIMEOUT};
 use crate::cache::key::{cookie_names, key, selection};
 use crate::cache::policy::{MAX_BODY, storable};
 use crate::cache::{Entry, Store};
@@ -14,9 +14,6 @@ use crate::http::RequestHead;
 use crate::http::body::BodyState;
 use crate::http::response::{Framing, HeadParts, ResponseHead, encode_parts, push_u64};
 use crate::stats::STATS;
-
-/// Bodies up to this size are copied behind the head and sent in one write.
-const COALESCE: usize = 64 * 1024;
 
 /// A GET whose response may be stored: its key and head (for the `Vary` selections).
 pub(super) struct Candidate {
@@ -84,16 +81,13 @@ impl Conn {
         encode_parts(&mut self.out, &parts, entry.has_date, framing, keep, head.minor);
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let sent = if framing.has_body() { len as u64 } else { 0 };
-        let written = if !framing.has_body() || len <= COALESCE {
+        let written = if !framing.has_body() || len < COPY_BELOW {
             if framing.has_body() {
                 self.out.extend_from_slice(&entry.body);
             }
             self.flush_out(deadline).await
         } else {
-            match self.flush_out(deadline).await {
-                Ok(()) => self.write_bytes(entry.body.clone(), deadline).await,
-                Err(e) => Err(e),
-            }
+            self.write_parts(entry.body.clone(), b"", deadline).await
         };
         match written {
             Ok(()) => Outcome { status: entry.status, bytes: sent, keep_alive: keep },

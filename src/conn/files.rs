@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Instant;
 
-use super::{Conn, Outcome, WRITE_TIMEOUT};
+use super::{COPY_BELOW, Conn, Outcome, WRITE_TIMEOUT};
 use crate::http::RequestHead;
 use crate::http::body::BodyState;
 use crate::http::date::now_secs;
@@ -16,9 +16,6 @@ use crate::static_files::mime::content_type;
 use crate::static_files::negotiate::accepts_gzip;
 use crate::static_files::reply::{Ask, Chosen, Plan, plan};
 use crate::static_files::resolve::{has_encoded_separator, relative};
-
-/// Bodies up to this size are copied behind the head and sent in one write.
-const COALESCE: u64 = 64 * 1024;
 
 impl Conn {
     /// Serves a GET or HEAD from a mapped folder when a file is there; `None`: go on to the cache
@@ -152,22 +149,17 @@ impl Conn {
             (false, _) => {}
             (true, None) => self.out.extend_from_slice(p.note),
             (true, Some((start, len))) => match &file.body {
-                Some(body) if len <= COALESCE => {
+                Some(body) if len < COPY_BELOW as u64 => {
                     self.out.extend_from_slice(&body[start as usize..(start + len) as usize]);
                 }
                 Some(body) => {
-                    if self.flush_out(deadline).await.is_err() {
-                        return fail(p.status);
-                    }
                     let part = body.slice(start as usize..(start + len) as usize);
-                    if self.write_bytes(part, deadline).await.is_err() {
+                    if self.write_parts(part, b"", deadline).await.is_err() {
                         return fail(p.status);
                     }
                 }
                 None => {
-                    if self.flush_out(deadline).await.is_err() {
-                        return fail(p.status);
-                    }
+                    // The head goes out with the first piece.
                     let mut offset = start;
                     let end = start + len;
                     while offset < end {
@@ -181,7 +173,7 @@ impl Conn {
                             eprintln!("wsgo: a file being sent could not be read; closing the connection");
                             return Outcome::close(p.status, offset - start);
                         };
-                        if self.write_bytes(data, deadline).await.is_err() {
+                        if self.write_parts(data, b"", deadline).await.is_err() {
                             return Outcome::close(p.status, offset - start);
                         }
                         offset += n as u64;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::client::client_ip;
@@ -50,6 +50,12 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const PREBUFFER: usize = 1 << 20;
 /// Read size.
 const READ_CHUNK: usize = 16 * 1024;
+/// Most the read buffer grows by at once while a body is pre-read.
+const PREBUFFER_STEP: usize = 256 * 1024;
+/// Bodies below this size are copied behind the head and sent with it; larger ones are written
+/// from where they lie (a shared Python object, a cached entry, a file's memory) with a vectored
+/// write, see [`Conn::write_parts`].
+const COPY_BELOW: usize = crate::wsgi::shared::SHARE_FROM;
 
 /// What one core thread's connections share.
 pub struct CoreCtx {
@@ -64,6 +70,8 @@ pub struct CoreCtx {
     pub mailbox: Arc<crate::pool::mailbox::Mailbox>,
     /// What this core knows of the `--static-map` folders (`None` without mappings).
     pub files: Option<crate::static_files::FileCache>,
+    /// The listener's address: every connection's local address unless it is a wildcard.
+    pub listen_addr: SocketAddr,
 }
 
 /// What the access log needs of a request after its head has moved into a job.
@@ -92,13 +100,13 @@ impl Outcome {
 
 /// Serves one accepted connection until it closes.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<CoreCtx>) {
-    let local = stream.local_addr().unwrap_or(peer);
+    let listen = core.listen_addr;
     let key = core.watch.register(stream.as_raw_fd());
     let mut conn = Conn {
         stream,
         key,
         peer: SocketAddr::new(canonical(peer.ip()), peer.port()),
-        local: SocketAddr::new(canonical(local.ip()), local.port()),
+        local: SocketAddr::new(canonical(listen.ip()), listen.port()),
         buf: BytesMut::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(1024),
         core,
@@ -112,6 +120,7 @@ struct Conn {
     /// This connection's entry in the core's [`Watch`].
     key: usize,
     peer: SocketAddr,
+    /// The listener's address until [`Conn::local_for`] needs the exact one.
     local: SocketAddr,
     buf: BytesMut,
     out: Vec<u8>,
@@ -122,6 +131,63 @@ struct Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.core.watch.remove(self.key);
+    }
+}
+
+/// The pieces of one vectored write: the pending head bytes, a body and a short tail.
+struct Parts {
+    /// What is left to write; rebuilt by [`Parts::advance`].
+    iov: Vec<libc::iovec>,
+    out: Vec<u8>,
+    body: Bytes,
+    tail: &'static [u8],
+    written: usize,
+}
+
+impl Parts {
+    fn new(out: Vec<u8>, body: Bytes, tail: &'static [u8]) -> Parts {
+        let mut p = Parts { iov: Vec::with_capacity(3), out, body, tail, written: 0 };
+        p.aim();
+        p
+    }
+
+    fn is_done(&self) -> bool {
+        self.written == self.out.len() + self.body.len() + self.tail.len()
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.written += n;
+        self.aim();
+    }
+
+    /// Points the iovecs at the bytes not yet written.
+    fn aim(&mut self) {
+        let Parts { iov, out, body, tail, written } = self;
+        iov.clear();
+        let mut skip = *written;
+        for part in [&out[..], &body[..], tail] {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            let rest = &part[skip..];
+            skip = 0;
+            iov.push(libc::iovec { iov_base: rest.as_ptr() as *mut libc::c_void, iov_len: rest.len() });
+        }
+    }
+}
+
+// SAFETY: the iovecs live in a heap vector and point into `out`'s heap buffer, `body`'s shared
+// buffer and a static tail. None of these moves or changes while the value exists, wherever the
+// value itself is moved (into the driver's operation and back), and `aim` keeps them within the
+// three buffers.
+unsafe impl monoio::buf::IoVecBuf for Parts {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iov.len()
     }
 }
 
@@ -203,6 +269,19 @@ impl Conn {
         res
     }
 
+    /// The local address the app sees. Its port is the listener's; its IP address is shown only
+    /// when the request names no Host, so a wildcard listener's connection asks the kernel for
+    /// it (getsockname) only then.
+    fn local_for(&mut self, head: &RequestHead) -> SocketAddr {
+        if self.local.ip().is_unspecified()
+            && head.host.is_none()
+            && let Ok(a) = self.stream.local_addr()
+        {
+            self.local = SocketAddr::new(canonical(a.ip()), a.port());
+        }
+        self.local
+    }
+
     /// Writes `self.out` in full and clears it.
     async fn flush_out(&mut self, deadline: Instant) -> io::Result<()> {
         let out = std::mem::take(&mut self.out);
@@ -217,9 +296,29 @@ impl Conn {
         res.map(drop)
     }
 
-    async fn write_bytes(&mut self, data: Bytes, deadline: Instant) -> io::Result<()> {
+    /// Writes `self.out`, then `body`, then `tail` (a chunk's CRLF) with one writev per attempt:
+    /// a large body goes out from where it lies (a shared Python object, a cached entry) instead
+    /// of being copied behind the head. Clears `self.out`.
+    async fn write_parts(&mut self, body: Bytes, tail: &'static [u8], deadline: Instant) -> io::Result<()> {
         self.core.watch.set_deadline(self.key, Some(deadline));
-        self.stream.write_all(data).await.0.map(drop)
+        let mut parts = Parts::new(std::mem::take(&mut self.out), body, tail);
+        let result = loop {
+            if parts.is_done() {
+                break Ok(());
+            }
+            let (res, back) = self.stream.writev(parts).await;
+            parts = back;
+            match res {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => parts.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let mut out = parts.out;
+        out.clear();
+        self.out = out;
+        result
     }
 
     /// Answers a malformed request and logs it; the connection is closed after.
@@ -365,6 +464,22 @@ impl Conn {
         limit: usize,
         deadline: Instant,
     ) -> Result<Bytes, Option<HttpError>> {
+        // A body of known length that fits is read whole into the read buffer first, so it is
+        // taken out as one piece (no joining copy, and reads as large as the body). The buffer
+        // grows as the bytes arrive, not by what a client merely declares.
+        if let Some(left) = state.remaining().filter(|&n| n > 0 && n <= limit as u64) {
+            let want = left as usize;
+            while self.buf.len() < want {
+                let short = want - self.buf.len();
+                if self.buf.capacity() - self.buf.len() < short {
+                    self.buf.reserve(short.clamp(READ_CHUNK, PREBUFFER_STEP));
+                }
+                match self.read_more(Some(deadline)).await {
+                    Ok(n) if n > 0 => {}
+                    _ => return Err(None),
+                }
+            }
+        }
         let mut first: Option<Bytes> = None;
         let mut joined: Option<BytesMut> = None;
         let mut total = 0;

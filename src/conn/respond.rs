@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::cached::{Candidate, Tee};
 use super::parked::Unparked;
-use super::{BODY_TIMEOUT, Conn, Outcome, PREBUFFER, WRITE_TIMEOUT};
+use super::{BODY_TIMEOUT, COPY_BELOW, Conn, Outcome, PREBUFFER, WRITE_TIMEOUT};
 use crate::client::forwarded_https;
 use crate::http::RequestHead;
 use crate::http::body::BodyState;
@@ -17,9 +17,6 @@ use crate::http::response::{Framing, ResponseHead, encode_head, encode_simple, p
 use crate::pool::Job;
 use crate::pool::exchange::{BodyPiece, Exchange, ToConn};
 use crate::pool::priority::{ClientKey, Traits, is_public, is_robot};
-
-/// Bodies up to this size are copied behind the head and sent in one write.
-const COALESCE: usize = 64 * 1024;
 
 /// What the connection knows of the request while its head is with the worker.
 struct Req {
@@ -90,12 +87,13 @@ impl Conn {
         } else {
             Traits { client: None, robot: false, query }
         };
+        let local = self.local_for(&head);
         let job = Job {
             head,
             body: prefix,
             body_complete: body.is_done(),
             peer: self.peer,
-            local: self.local,
+            local,
             https,
             exchange: exchange.clone(),
             queued_at: Instant::now(),
@@ -286,22 +284,13 @@ impl Conn {
         if chunked {
             push_chunk_size(&mut self.out, data.len());
         }
-        if data.len() <= COALESCE {
+        let tail: &'static [u8] = if chunked { b"\r\n" } else { b"" };
+        if data.len() < COPY_BELOW {
             self.out.extend_from_slice(&data);
-            if chunked {
-                self.out.extend_from_slice(b"\r\n");
-            }
+            self.out.extend_from_slice(tail);
             return self.flush_out(deadline).await;
         }
-        if !self.out.is_empty() {
-            self.flush_out(deadline).await?;
-        }
-        self.write_bytes(data, deadline).await?;
-        if chunked {
-            self.out.extend_from_slice(b"\r\n");
-            self.flush_out(deadline).await?;
-        }
-        Ok(())
+        self.write_parts(data, tail, deadline).await
     }
 
     async fn send_full(
@@ -330,14 +319,11 @@ impl Conn {
         let sent = if framing.has_body() { data.len() as u64 } else { 0 };
         let result = if !framing.has_body() || data.is_empty() {
             self.flush_out(deadline).await
-        } else if data.len() <= COALESCE {
+        } else if data.len() < COPY_BELOW {
             self.out.extend_from_slice(&data);
             self.flush_out(deadline).await
         } else {
-            match self.flush_out(deadline).await {
-                Ok(()) => self.write_bytes(data, deadline).await,
-                Err(e) => Err(e),
-            }
+            self.write_parts(data, b"", deadline).await
         };
         match result {
             Ok(()) => Outcome { status: rh.status, bytes: sent, keep_alive: keep },

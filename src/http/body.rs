@@ -37,6 +37,15 @@ impl BodyState {
         matches!(self, BodyState::Done)
     }
 
+    /// The body bytes still to come when the length is known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self {
+            BodyState::Done => Some(0),
+            BodyState::Length(n) => Some(*n),
+            BodyState::Chunked(_) => None,
+        }
+    }
+
     /// Takes up to `max` body bytes from the front of `buf`.
     pub fn take(&mut self, buf: &mut BytesMut, max: usize) -> Result<Step, HttpError> {
         match self {

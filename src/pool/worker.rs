@@ -57,6 +57,8 @@ pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>, slot: Arc<Slot>) {
                 after_interrupted(py, &slot);
             }
             sched.done(&traits);
+            // Response bodies shared with the core threads come back here to be released.
+            crate::wsgi::shared::release_dropped(py);
             step_back = sched.should_yield();
         }
     });

@@ -25,6 +25,9 @@ use crate::pool::Pool;
 use crate::pool::mailbox::Mailbox;
 use crate::static_files::FileCache;
 
+/// At shutdown, how long the listener is still polled for connections that were under way.
+const LINGER: Duration = Duration::from_millis(200);
+
 /// Whether MONOIO_FORCE_LEGACY_DRIVER asks for epoll.
 fn force_legacy() -> bool {
     std::env::var("MONOIO_FORCE_LEGACY_DRIVER")
@@ -78,6 +81,14 @@ pub(super) fn run(
 
 async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: Arc<CoreSignal>) {
     let listen_fd = listener.as_raw_fd();
+    let listen_addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("wsgo: cannot read the listener's address: {e}");
+            shared.listening.fetch_sub(1, SeqCst);
+            return;
+        }
+    };
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -93,6 +104,7 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         open: Cell::new(0),
         files: (!shared.roots.0.is_empty()).then(|| FileCache::new(shared.roots.clone())),
         mailbox: Arc::new(Mailbox::new()),
+        listen_addr,
     });
 
     let drainer = core.clone();
@@ -172,31 +184,36 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
     {
         eprintln!("wsgo: cannot stop new connections before draining: {e}");
     }
+    // New connection attempts are dropped by now (the socket filter drops SYNs), but connections
+    // under way still arrive: a handshake in flight, or a deferred connection whose request comes
+    // after its handshake. Keep taking them for LINGER, and while this core still serves others.
+    let stopped = Instant::now();
     let mut drained = 0;
-    while let Some((stream, peer)) = accept_now(listen_fd) {
-        match TcpStream::from_std(stream) {
-            Ok(s) => {
-                start_conn(&core, s, peer);
-                drained += 1;
+    loop {
+        while let Some((stream, peer)) = accept_now(listen_fd) {
+            match TcpStream::from_std(stream) {
+                Ok(s) => {
+                    start_conn(&core, s, peer);
+                    drained += 1;
+                }
+                Err(e) => eprintln!("wsgo: cannot register a queued connection: {e}"),
             }
-            Err(e) => eprintln!("wsgo: cannot register a queued connection: {e}"),
         }
+        if core.open.get() == 0 && stopped.elapsed() >= LINGER {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(10)).await;
     }
     if drained > 0 {
-        eprintln!("wsgo: serving {drained} connections that were queued at shutdown");
+        eprintln!("wsgo: served {drained} connections that were under way at shutdown");
     }
     drop(listener);
     shared.listening.fetch_sub(1, SeqCst);
-    // Keep driving the connections that are still open until the process exits.
-    while core.open.get() > 0 {
-        monoio::time::sleep(Duration::from_millis(10)).await;
-    }
     core.log.flush();
 }
 
 /// Starts serving an accepted connection.
 fn start_conn(core: &Rc<CoreCtx>, stream: TcpStream, peer: std::net::SocketAddr) {
-    let _ = stream.set_nodelay(true);
     core.shared.open.fetch_add(1, SeqCst);
     core.open.set(core.open.get() + 1);
     let c = core.clone();

@@ -2,13 +2,13 @@
 //! `close()` (DESIGN decisions 1, 2 and 5).
 
 use bytes::{Bytes, BytesMut};
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::{ffi, intern};
 
 use super::environ::{self, RequestInfo};
 use super::input::WsgiInput;
+use super::shared::{body_bytes, item_bytes};
 use super::start_response::StartResponse;
 use crate::http::response::ResponseHead;
 use crate::pool::Job;
@@ -23,9 +23,50 @@ pub struct App {
 /// The response body as collected before anything was sent.
 enum Collected {
     /// Nothing sent yet; this is the whole body so far.
-    Buffered(BytesMut),
+    Buffered(Bytes),
     /// Head (and maybe chunks) already sent.
     Streaming,
+}
+
+/// A body collected from the items of the response: a lone item (the usual case) is kept as
+/// [`body_bytes`] gives it, shared without a copy when large; more items are joined.
+#[derive(Default)]
+struct Gather {
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+}
+
+impl Gather {
+    fn push(&mut self, item: &Bound<'_, PyAny>) -> PyResult<()> {
+        match (&self.first, &mut self.joined) {
+            (None, _) => self.first = Some(body_bytes(item)?),
+            (Some(first), None) => {
+                let more = as_bytes(item)?;
+                let mut j = BytesMut::with_capacity(first.len() + more.len());
+                j.extend_from_slice(first);
+                j.extend_from_slice(more);
+                self.joined = Some(j);
+            }
+            (Some(_), Some(j)) => j.extend_from_slice(as_bytes(item)?),
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        match (&self.first, &self.joined) {
+            (_, Some(j)) => j.len(),
+            (Some(f), None) => f.len(),
+            (None, None) => 0,
+        }
+    }
+
+    fn take(&mut self) -> Bytes {
+        match (self.first.take(), self.joined.take()) {
+            (_, Some(j)) => j.freeze(),
+            (Some(f), None) => f,
+            (None, None) => Bytes::new(),
+        }
+    }
 }
 
 /// A short server-generated response for failures before the first byte.
@@ -106,7 +147,7 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
             Some(rh) if diverted(&rh) => {
                 exchange.send(divert(rh, head, replay, body_complete, &exchange, traits))
             }
-            Some(rh) => exchange.send(ToConn::Full(rh, body.freeze())),
+            Some(rh) => exchange.send(ToConn::Full(rh, body)),
             None => fail(
                 py,
                 &exchange,
@@ -159,13 +200,7 @@ fn close(py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 fn as_bytes<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
-    match item.cast::<PyBytes>() {
-        Ok(b) => Ok(b.as_bytes()),
-        Err(_) => Err(PyTypeError::new_err(format!(
-            "the response iterable must yield bytes, not {}",
-            item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
-        ))),
-    }
+    item_bytes(item).map(|b| b.as_bytes())
 }
 
 /// Whether iterating cannot block: the iterator walks a list or tuple already in memory, so the
@@ -191,16 +226,16 @@ fn consume(
     may_park: bool,
 ) -> PyResult<Collected> {
     let collected = |items: &mut dyn Iterator<Item = PyResult<Bound<'_, PyAny>>>| -> PyResult<Collected> {
-        let mut body = BytesMut::new();
+        let mut body = Gather::default();
         for item in items {
-            body.extend_from_slice(as_bytes(&item?)?);
+            body.push(&item?)?;
         }
         if sr.borrow().sent {
             // write() was used: the rest follows as chunks.
-            sr.borrow_mut().stream(py, body.freeze())?;
+            sr.borrow_mut().stream(py, body.take())?;
             return Ok(Collected::Streaming);
         }
-        Ok(Collected::Buffered(body))
+        Ok(Collected::Buffered(body.take()))
     };
     if let Ok(list) = result.cast_exact::<PyList>() {
         return collected(&mut list.iter().map(Ok));
@@ -209,40 +244,40 @@ fn consume(
     if in_memory(iter.as_any()) {
         return collected(&mut iter.into_iter());
     }
-    let mut pending: Option<BytesMut> = if sr.borrow().sent { None } else { Some(BytesMut::new()) };
+    let mut pending: Option<Gather> = if sr.borrow().sent { None } else { Some(Gather::default()) };
     for item in iter {
         let item = item?;
-        let data = as_bytes(&item)?;
-        if data.is_empty() {
+        let len = as_bytes(&item)?.len();
+        if len == 0 {
             continue;
         }
         let mut this = sr.borrow_mut();
         if this.head.as_ref().is_some_and(|h| h.sendfile.is_some() || (may_park && h.park.is_some())) {
             // start_response was called from the generator with X-Sendfile or X-WSGo-Park: the
             // body is unused.
-            return Ok(Collected::Buffered(BytesMut::new()));
+            return Ok(Collected::Buffered(Bytes::new()));
         }
         if let Some(buf) = pending.as_mut() {
             let declared = this.head.as_ref().and_then(|h| h.content_length);
-            if declared == Some((buf.len() + data.len()) as u64) {
+            if declared == Some((buf.len() + len) as u64) {
                 // The declared body is complete: send it whole, then let the iterator finish.
-                buf.extend_from_slice(data);
+                buf.push(&item)?;
                 continue;
             }
-            if !buf.is_empty() {
+            if buf.len() > 0 {
                 // Already complete per Content-Length, yet more came: send what was declared,
                 // the connection side cuts off anything past it.
-                let whole = std::mem::take(buf).freeze();
+                let whole = buf.take();
                 this.stream(py, whole)?;
             }
             pending = None;
         }
-        if !this.stream(py, Bytes::copy_from_slice(data))? {
+        if !this.stream(py, body_bytes(&item)?)? {
             return Ok(Collected::Streaming);
         }
     }
     Ok(match pending {
-        Some(buf) => Collected::Buffered(buf),
+        Some(mut buf) => Collected::Buffered(buf.take()),
         None => Collected::Streaming,
     })
 }

@@ -96,6 +96,13 @@ pub fn start_interpreter() -> Result<(), String> {
     setup.map_err(|e| format!("could not set up the interpreter: {e}"))
 }
 
+/// Starts the interpreter once for the unit tests that need one.
+#[cfg(test)]
+pub fn init_for_tests() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| start_interpreter().expect("the interpreter starts"));
+}
+
 fn widen(s: &str) -> Vec<libc::wchar_t> {
     s.chars().map(|c| c as libc::wchar_t).chain(std::iter::once(0)).collect()
 }

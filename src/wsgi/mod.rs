@@ -7,6 +7,7 @@ pub mod headers;
 pub mod input;
 pub mod interp;
 pub mod module;
+pub mod shared;
 pub mod start_response;
 pub mod timeout;
 

@@ -126,7 +126,7 @@ impl StartResponse {
         let bytes = data.cast::<PyBytes>().map_err(|_| {
             PyTypeError::new_err(format!("write() argument must be bytes, not {}", type_name(data)))
         })?;
-        if !self.stream(py, Bytes::copy_from_slice(bytes.as_bytes()))? {
+        if !self.stream(py, super::shared::share(bytes))? {
             return Err(PyOSError::new_err("client disconnected"));
         }
         Ok(())

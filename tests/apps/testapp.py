@@ -160,6 +160,22 @@ def application(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"written;")
         return [b"returned"]
+    if path == "/pieces":
+        # Pieces of distinct bytes ("A" * n0, "B" * n1, ...), returned as `how` says.
+        sizes = [int(n) for n in q.get("sizes", "5000").split(",")]
+        pieces = [bytes([65 + i % 26]) * n for i, n in enumerate(sizes)]
+        how = q.get("how", "gen")
+        headers = [("Content-Type", "application/octet-stream")]
+        if how == "gen-cl":
+            headers.append(("Content-Length", str(sum(sizes))))
+        write = start_response("200 OK", headers)
+        if how == "list":
+            return pieces
+        if how == "write":
+            for piece in pieces[:-1]:
+                write(piece)
+            return pieces[-1:]
+        return (piece for piece in pieces)
     if path == "/big":
         n = int(q.get("n", "100000"))
         return respond(start_response, b"x" * n)
