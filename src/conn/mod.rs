@@ -72,6 +72,24 @@ pub struct CoreCtx {
     pub files: Option<crate::static_files::FileCache>,
     /// The listener's address: every connection's local address unless it is a wildcard.
     pub listen_addr: SocketAddr,
+    /// The last time read on this core (see [`CoreCtx::recent`]).
+    pub clock: Cell<Instant>,
+}
+
+impl CoreCtx {
+    /// Reads the clock, and remembers the reading for [`CoreCtx::recent`].
+    pub fn now(&self) -> Instant {
+        let now = Instant::now();
+        self.clock.set(now);
+        now
+    }
+
+    /// The last reading on this core: at most one sweep (100 ms) old, as the sweeper reads the
+    /// clock too. Good enough for deadlines of seconds, which the sweeper enforces at that
+    /// granularity anyway; saves a clock read (~30 ns here) for each of them.
+    pub fn recent(&self) -> Instant {
+        self.clock.get()
+    }
 }
 
 /// What the access log needs of a request after its head has moved into a job.
@@ -101,6 +119,7 @@ impl Outcome {
 /// Serves one accepted connection until it closes.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<CoreCtx>) {
     let listen = core.listen_addr;
+    let accepted = core.recent();
     let key = core.watch.register(stream.as_raw_fd());
     let mut conn = Conn {
         stream,
@@ -110,7 +129,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<CoreCtx>) {
         buf: BytesMut::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(1024),
         core,
-        accepted: Instant::now(),
+        accepted,
     };
     conn.run().await;
 }
@@ -225,7 +244,7 @@ impl Conn {
     /// Reads until a complete head is buffered. `Ok(None)`: the client closed between requests.
     async fn read_head(&mut self, first: bool) -> Result<Option<(RequestHead, usize)>, HeadError> {
         let mut deadline = if first || !self.buf.is_empty() {
-            Some(if first { self.accepted } else { Instant::now() } + HEAD_TIMEOUT)
+            Some(if first { self.accepted } else { self.core.recent() } + HEAD_TIMEOUT)
         } else {
             None
         };
@@ -242,13 +261,14 @@ impl Conn {
                 return Ok(None);
             }
             self.core.watch.set_idle(self.key, idle);
-            let read = self.read_more(Some(deadline.unwrap_or_else(|| Instant::now() + IDLE_TIMEOUT))).await;
+            let read =
+                self.read_more(Some(deadline.unwrap_or_else(|| self.core.recent() + IDLE_TIMEOUT))).await;
             self.core.watch.set_idle(self.key, false);
             match read {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
                 Ok(0) | Err(_) => return Err(HeadError::Gone),
                 Ok(_) => {
-                    deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+                    deadline.get_or_insert_with(|| self.core.recent() + HEAD_TIMEOUT);
                 }
             }
         }
@@ -352,7 +372,7 @@ impl Conn {
 
     /// Answers one request; returns whether the connection stays open.
     async fn handle(&mut self, head: RequestHead) -> bool {
-        let started = Instant::now();
+        let started = self.core.now();
         let forwarded =
             head.fields.iter().filter(|f| head.bytes(f.name).eq_ignore_ascii_case(b"x-forwarded-for"));
         let client = client_ip(
@@ -388,7 +408,7 @@ impl Conn {
                 Some(outcome) => outcome,
                 None => match self.try_cache(&head).await {
                     Ok(outcome) => outcome,
-                    Err(candidate) => self.wsgi(head, candidate, client).await,
+                    Err(candidate) => self.wsgi(head, candidate, client, started).await,
                 },
             },
             #[cfg(feature = "rust-hello")]
@@ -432,7 +452,7 @@ impl Conn {
             && !self.core.shared.draining.load(SeqCst);
         encode_simple(&mut self.out, status, lines, body, head.is_head(), keep, head.minor);
         let sent = if head.is_head() { 0 } else { body.len() as u64 };
-        match self.flush_out(Instant::now() + WRITE_TIMEOUT).await {
+        match self.flush_out(self.core.recent() + WRITE_TIMEOUT).await {
             Ok(()) => Outcome { status, bytes: sent, keep_alive: keep },
             Err(_) => Outcome::close(status, 0),
         }

@@ -49,6 +49,7 @@ impl Conn {
         head: RequestHead,
         mut candidate: Option<Candidate>,
         client: std::net::IpAddr,
+        started: Instant,
     ) -> Outcome {
         let req = Req {
             is_head: head.is_head(),
@@ -57,7 +58,7 @@ impl Conn {
             expect_continue: head.expect_continue,
             client,
         };
-        let body_deadline = Instant::now() + BODY_TIMEOUT;
+        let body_deadline = started + BODY_TIMEOUT;
         let mut body = BodyState::new(head.body);
         let mut continued = false;
         let mut prefix = Bytes::new();
@@ -88,6 +89,8 @@ impl Conn {
             Traits { client: None, robot: false, query }
         };
         let local = self.local_for(&head);
+        // Queue time counts from now: after the body was read, if there was one to read.
+        let queued_at = if prefix.is_empty() { started } else { self.core.now() };
         let job = Job {
             head,
             body: prefix,
@@ -96,7 +99,7 @@ impl Conn {
             local,
             https,
             exchange: exchange.clone(),
-            queued_at: Instant::now(),
+            queued_at,
             traits,
             park_arg: None,
         };
@@ -108,7 +111,7 @@ impl Conn {
                 let keep = req.keep_alive && body.discard_buffered(&mut self.buf);
                 let msg = b"Service Unavailable: too many requests queued\n";
                 encode_simple(&mut self.out, 503, b"Retry-After: 1\r\n", msg, req.is_head, keep, req.minor);
-                let ok = self.flush_out(Instant::now() + WRITE_TIMEOUT).await.is_ok();
+                let ok = self.flush_out(self.core.recent() + WRITE_TIMEOUT).await.is_ok();
                 return Outcome { status: 503, bytes: msg.len() as u64, keep_alive: keep && ok };
             }
             let carried = self
@@ -154,7 +157,7 @@ impl Conn {
         body_deadline: Instant,
         candidate: Option<&Candidate>,
     ) -> Carried {
-        let write_deadline = Instant::now() + WRITE_TIMEOUT;
+        let write_deadline = self.core.recent() + WRITE_TIMEOUT;
         let mut stream: Option<Stream> = None;
         let mut tee: Option<Tee> = None;
         loop {

@@ -18,6 +18,9 @@ use std::time::Instant;
 
 /// At or below this score a request waits until nothing else runs.
 pub const LOW: i64 = -7000;
+/// The highest score there is: a request without a query string from a client with nothing
+/// running and no recent requests. A queued request with it is picked before anything behind it.
+pub const TOP: i64 = 1000;
 /// Clients whose recent counts are remembered (the least recently seen are forgotten beyond).
 pub const HISTORY_CAPACITY: usize = 16384;
 
@@ -89,7 +92,7 @@ impl Traits {
 /// The score of a request whose client has `running` requests running and a decayed recent
 /// count of `recent`.
 pub fn priority(t: &Traits, running: u32, recent: f64) -> i64 {
-    let mut p = 1000;
+    let mut p = TOP;
     if t.client.is_some() {
         if t.robot {
             p -= 8000;
@@ -183,6 +186,17 @@ mod tests {
         ];
         for (traits, running, recent, want) in table {
             assert_eq!(priority(traits, *running, *recent), *want, "{traits:?} {running} {recent}");
+        }
+        // Nothing scores above TOP (the scheduler picks a TOP job at the front without looking
+        // further).
+        for client in [None, public] {
+            for (robot, query) in [(false, false), (false, true), (true, false), (true, true)] {
+                for running in 0..3 {
+                    for recent in [0.0, 0.001, 2.0] {
+                        assert!(priority(&t(client, robot, query), running, recent) <= TOP);
+                    }
+                }
+            }
         }
     }
 

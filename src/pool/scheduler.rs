@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 
 use super::Job;
-use super::priority::{History, LOW, Traits, priority};
+use super::priority::{History, LOW, TOP, Traits, priority};
 
 /// The queue holds as many jobs as it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,17 +189,14 @@ impl Scheduler {
             p.jobs.push_back(job);
         }
         if let Some(t) = self.request_timeout {
-            let before = p.jobs.len();
-            let mut i = 0;
-            while i < p.jobs.len() {
-                if now.saturating_duration_since(p.jobs[i].queued_at) > t {
-                    crate::stats::bump(&crate::stats::STATS.queue_timeouts);
-                    refused.extend(p.jobs.remove(i));
-                } else {
-                    i += 1;
-                }
+            // Jobs are pending in the order they were queued, so the expired ones are at the
+            // front (the cores' pushes interleave by microseconds at most; such a job is caught
+            // at the next look): no scan of the whole queue at every pick.
+            while p.jobs.front().is_some_and(|j| now.saturating_duration_since(j.queued_at) > t) {
+                crate::stats::bump(&crate::stats::STATS.queue_timeouts);
+                refused.extend(p.jobs.pop_front());
+                self.queued.fetch_sub(1, SeqCst);
             }
-            self.queued.fetch_sub(before - p.jobs.len(), SeqCst);
         }
         while p.jobs.len() > self.limit {
             let worst = p
@@ -234,18 +231,17 @@ impl Scheduler {
         let now = Instant::now();
         let mut p = lock(&self.pending);
         self.intake(&mut p, now, refused);
-        let (best, score) = match p.jobs.len() {
-            0 => return None,
-            // One job and a local client: nothing to rank.
-            1 if p.jobs[0].traits.client.is_none() => (0, priority(&p.jobs[0].traits, 0, 0.0)),
-            _ => {
-                let history = &p.history;
-                p.jobs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, j)| (i, Self::score(history, &j.traits, now)))
-                    .max_by_key(|&(i, score)| (score, std::cmp::Reverse(i)))?
-            }
+        let front = Self::score(&p.history, &p.jobs.front()?.traits, now);
+        let (best, score) = if front == TOP {
+            // Nothing can beat it, and it is the oldest: the usual case costs no scan.
+            (0, front)
+        } else {
+            let history = &p.history;
+            p.jobs
+                .iter()
+                .enumerate()
+                .map(|(i, j)| (i, Self::score(history, &j.traits, now)))
+                .max_by_key(|&(i, score)| (score, std::cmp::Reverse(i)))?
         };
         if score <= LOW && self.running.load(SeqCst) > 0 {
             self.deferred.store(true, SeqCst);

@@ -105,6 +105,7 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         files: (!shared.roots.0.is_empty()).then(|| FileCache::new(shared.roots.clone())),
         mailbox: Arc::new(Mailbox::new()),
         listen_addr,
+        clock: Cell::new(Instant::now()),
     });
 
     let drainer = core.clone();
@@ -116,7 +117,7 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         let mut last_flush = Instant::now();
         loop {
             monoio::time::sleep(SWEEP_EVERY).await;
-            let now = Instant::now();
+            let now = keeper.now();
             keeper.watch.sweep(now);
             keeper.shared.blocks.sweep(now);
             if now.duration_since(last_flush) >= FLUSH_EVERY {
