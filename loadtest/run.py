@@ -265,8 +265,15 @@ def measure(server, scenario, layout, args, webroot, libdir):
                 bad = int(re.search(r"BAD (\d+)", out).group(1))
                 sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
                 errors = bad + (sum(map(int, sock.groups())) if sock else 0)
+                rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+                avg_ms = parse_latency(re.search(r"Latency\s+(\S+)", out).group(1))
                 runs.append({
-                    "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+                    "rps": rps,
+                    # Little's law: connections with a request in flight on average. Below the
+                    # connections opened, the server leaves some waiting unanswered (uWSGI's
+                    # threads each keep one keep-alive connection): its latency figures then
+                    # describe only the connections it serves.
+                    "served_conns": rps * avg_ms / 1000 if avg_ms is not None else None,
                     "p50_ms": parse_latency(re.search(r"50%\s+(\S+)", out).group(1)),
                     "p99_ms": parse_latency(re.search(r"99%\s+(\S+)", out).group(1)),
                     "errors": errors,
@@ -289,7 +296,7 @@ def measure(server, scenario, layout, args, webroot, libdir):
         values = [r[key] for r in runs if r[key] is not None]
         return statistics.median(values) if values else None
 
-    med = {k: median(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+    med = {k: median(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "served_conns")}
     return {"server": server, "scenario": scenario, "layout": layout, **med,
             "errors": sum(r["errors"] for r in runs), "peak_rss_mb": rss, "runs": runs}
 
@@ -300,7 +307,10 @@ def table(results, layout):
     servers = [s for s in SUPPORTS if any(r["server"] == s for r in rows)]
     out = [f"### {layout}", "",
            "Each cell: requests/s · server CPU µs per request · p99 ms · peak RSS MB (errors if any). "
-           "Ratio: ours vs the best peer in requests per server CPU-second.", "",
+           "Ratio: ours vs the best peer in requests per server CPU-second. \"Answers ~N of C "
+           "connections\": by Little's law (requests/s × mean latency) only N connections had a "
+           "request in flight; the others waited unanswered, so the latency figures leave them out.",
+           "",
            "| scenario | " + " | ".join(servers) + " | ours / best peer |", "|---" * (len(servers) + 2) + "|"]
     for sc in scenarios:
         cells, best_peer, ours = [], None, None
@@ -313,6 +323,9 @@ def table(results, layout):
                 cells.append(f"failed: {r['failed'][:30]}")
                 continue
             err = f" ({r['errors']} errors)" if r["errors"] else ""
+            conns = SCENARIOS[sc][4]
+            if r.get("served_conns") is not None and r["served_conns"] < 0.9 * conns:
+                err += f" (answers ~{r['served_conns']:.0f} of {conns} connections)"
             fmt = lambda v, spec: "?" if v is None else format(v, spec)  # noqa: E731
             cells.append(f"{fmt(r['rps'], ',.0f')} · {fmt(r['cpu_us_per_req'], '.1f')} · {fmt(r['p99_ms'], '.2f')} · "
                          f"{r['peak_rss_mb']:.0f}{err}")
