@@ -106,11 +106,8 @@ const MALLOC_MMAP_THRESHOLD: i32 = 1 << 20;
 /// none with these).
 fn tune_malloc() {
     let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-    let set_by_user = tunables.contains("trim_threshold")
-        || tunables.contains("mmap_threshold")
-        || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some()
-        || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some();
-    if set_by_user {
+    let var = |name| std::env::var_os(name).is_some();
+    if malloc_set_by_user(&tunables, var("MALLOC_TRIM_THRESHOLD_"), var("MALLOC_MMAP_THRESHOLD_")) {
         return;
     }
     // SAFETY: mallopt only adjusts allocator parameters; called before any other thread starts.
@@ -118,6 +115,15 @@ fn tune_malloc() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
     }
+}
+
+/// Whether the user chose glibc's trim or mapping threshold (`GLIBC_TUNABLES`, or the older
+/// `MALLOC_TRIM_THRESHOLD_`/`MALLOC_MMAP_THRESHOLD_` variables): then [`tune_malloc`] leaves both.
+fn malloc_set_by_user(tunables: &str, trim_var: bool, mmap_var: bool) -> bool {
+    let named = |t: &str| {
+        tunables.split(':').any(|kv| kv.split('=').next().is_some_and(|k| k == format!("glibc.malloc.{t}")))
+    };
+    named("trim_threshold") || named("mmap_threshold") || trim_var || mmap_var
 }
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts), so that the main
@@ -378,4 +384,26 @@ pub fn run(config: Config) -> ExitCode {
         eprintln!("wsgo: shutdown timed out, exiting.");
     }
     if failed.load(SeqCst) { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::malloc_set_by_user;
+
+    #[test]
+    fn the_users_malloc_thresholds_are_left_alone() {
+        let table: &[(&str, bool, bool, bool)] = &[
+            ("", false, false, false),
+            // What the supervisor sets for its processes is ours, not the user's.
+            ("glibc.malloc.arena_max=2", false, false, false),
+            ("glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=0", false, false, true),
+            ("glibc.malloc.mmap_threshold=65536", false, false, true),
+            ("glibc.pthread.rseq=0", false, false, false),
+            ("", true, false, true),
+            ("", false, true, true),
+        ];
+        for &(tunables, trim, mmap, want) in table {
+            assert_eq!(malloc_set_by_user(tunables, trim, mmap), want, "{tunables:?} {trim} {mmap}");
+        }
+    }
 }
