@@ -136,3 +136,136 @@ pub fn cron(data: &[u8]) {
     let next = next_run(&s, now, secs);
     assert!(next.minutes() * 60 > now.minutes() * 60 + secs, "{s:?} {now:?} -> {next:?}");
 }
+
+/// Header names of a complete response head, lower-cased, in order; panics unless httparse
+/// parses it and every value is free of control bytes (HTAB aside).
+fn head_names(out: &[u8]) -> Vec<Vec<u8>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(out) {
+        Ok(httparse::Status::Complete(_)) => {}
+        other => panic!("the head does not parse ({other:?}): {:?}", String::from_utf8_lossy(out)),
+    }
+    let reason = resp.reason.unwrap_or("");
+    assert!(reason.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80), "{reason:?}");
+    resp.headers
+        .iter()
+        .map(|h| {
+            assert!(
+                h.value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)),
+                "control byte in {}: {:?}",
+                h.name,
+                String::from_utf8_lossy(h.value)
+            );
+            h.name.to_ascii_lowercase().into_bytes()
+        })
+        .collect()
+}
+
+/// The whole request -> response-head path for what the server answers by itself, for any
+/// request bytes: the error answer of a malformed request, the server's own answers (`OPTIONS
+/// *`, `CONNECT`, the canonical-path 301), the static-file head planned from the request's
+/// conditional and range fields, and the access-log line. Each head parses with httparse, has
+/// exactly the header names the server means to send, and no control bytes in its values; the
+/// log line is one line of visible text.
+pub fn response_head(data: &[u8]) {
+    use crate::http::response::{Framing, ResponseHead, encode_head, encode_simple};
+    use crate::router::{Route, error_answer, route};
+    use crate::static_files::reply::{Ask, Chosen, plan};
+
+    let simple =
+        |status: u16, lines: &[u8], body: &[u8], is_head: bool, keep: bool, minor: u8, extra: &[&[u8]]| {
+            let mut out = Vec::new();
+            encode_simple(&mut out, status, lines, body, is_head, keep, minor);
+            let mut meant: Vec<&[u8]> = Vec::new();
+            if !body.is_empty() {
+                meant.push(b"content-type");
+            }
+            meant.extend_from_slice(extra);
+            if status >= 200 && status != 204 {
+                meant.push(b"content-length");
+            }
+            meant.push(b"date");
+            if !keep || minor == 0 {
+                meant.push(b"connection");
+            }
+            assert_eq!(head_names(&out), meant, "{:?}", String::from_utf8_lossy(&out));
+        };
+    let head = match parse_head(data) {
+        Err(e) => {
+            let a = error_answer(e);
+            return simple(a.status, &a.lines, &a.body, false, false, 1, &[]);
+        }
+        Ok(None) => return,
+        Ok(Some((head, len))) => head.attach(bytes::Bytes::copy_from_slice(&data[..len])),
+    };
+    if let Some(h) = head.host {
+        assert!(crate::http::request::valid_authority(head.bytes(h)));
+    }
+    match route(&head) {
+        Route::Answer(a) => {
+            let extra: &[&[u8]] = if a.status == 301 { &[b"location"] } else { &[] };
+            simple(a.status, &a.lines, &a.body, head.is_head(), head.keep_alive, head.minor, extra);
+        }
+        Route::Stages => {
+            let ask = Ask {
+                if_none_match: head.field(b"if-none-match"),
+                if_modified_since: head.field(b"if-modified-since"),
+                range: head.field(b"range"),
+                if_range: head.field(b"if-range"),
+            };
+            let size = u64::from(data.len() as u32) * 977;
+            let file = Chosen {
+                size,
+                mtime: 784_111_777,
+                etag: b"\"2ebc6aa1-a\"",
+                last_modified: b"Sun, 06 Nov 1994 08:49:37 GMT",
+                content_type: crate::static_files::mime::content_type(head.path().unwrap_or(b"")),
+                gzip: data.len().is_multiple_of(2),
+                vary: data.len().is_multiple_of(3),
+            };
+            let p = plan(&ask, &file, Some(86_400), 1_700_000_000);
+            let rh = ResponseHead { status: p.status, lines: p.lines, ..ResponseHead::default() };
+            let len = p.part.map_or(p.note.len() as u64, |(_, n)| n);
+            let framing = Framing::choose(p.status, head.is_head(), head.minor, Some(len));
+            let mut out = Vec::new();
+            encode_head(&mut out, &rh, framing, head.keep_alive, head.minor);
+            let names = head_names(&out);
+            const FILE_FIELDS: &[&[u8]] = &[
+                b"last-modified",
+                b"etag",
+                b"cache-control",
+                b"expires",
+                b"vary",
+                b"accept-ranges",
+                b"content-type",
+                b"content-encoding",
+                b"content-range",
+                b"content-length",
+                b"date",
+                b"connection",
+            ];
+            for (i, n) in names.iter().enumerate() {
+                assert!(FILE_FIELDS.contains(&n.as_slice()), "{n:?}");
+                assert!(!names[..i].contains(n), "{n:?} twice");
+            }
+        }
+    }
+    // The access-log line: the request's method, target, Referer and User-Agent are escaped.
+    let log = crate::log::AccessLog::new();
+    let span = |s: crate::http::request::Span| head.bytes(s);
+    log.write(&crate::log::Entry {
+        client: std::net::Ipv4Addr::LOCALHOST.into(),
+        method: span(head.method),
+        target: span(head.raw_target),
+        minor: head.minor,
+        status: 200,
+        bytes: 0,
+        referer: head.field(b"referer"),
+        user_agent: head.field(b"user-agent"),
+        duration: std::time::Duration::ZERO,
+    });
+    let line = log.take();
+    assert!(line.ends_with(b"\n") && line.iter().filter(|&&b| b == b'\n').count() == 1);
+    assert!(line[..line.len() - 1].iter().all(|&b| (0x20..0x7f).contains(&b)), "{line:?}");
+}

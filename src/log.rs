@@ -70,6 +70,12 @@ impl AccessLog {
         }
     }
 
+    /// Takes the lines not yet written (for checks of the format).
+    #[doc(hidden)]
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut self.buf.borrow_mut())
+    }
+
     pub fn flush(&self) {
         flush_to_stdout(&mut self.buf.borrow_mut());
     }

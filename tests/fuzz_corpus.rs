@@ -8,6 +8,7 @@ type Check = fn(&[u8]);
 
 const TARGETS: &[(&str, Check)] = &[
     ("request_head", wsgo::fuzzing::request_head),
+    ("response_head", wsgo::fuzzing::response_head),
     ("chunked", wsgo::fuzzing::chunked),
     ("static_path", wsgo::fuzzing::static_path),
     ("cache_rules", wsgo::fuzzing::cache_rules),

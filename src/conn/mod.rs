@@ -29,11 +29,11 @@ use crate::client::client_ip;
 use crate::config::canonical;
 use crate::http::body::{BodyState, Step};
 use crate::http::request::Span;
-use crate::http::response::{encode_simple, reason_phrase};
+use crate::http::response::encode_simple;
 use crate::http::{HttpError, RequestHead, parse_head};
 use crate::log::{AccessLog, Entry};
 use crate::pool::Pool;
-use crate::router::{Route, route};
+use crate::router::{Route, error_answer, route};
 use crate::server::Shared;
 use watch::Watch;
 
@@ -361,12 +361,11 @@ impl Conn {
     /// Writes the response to a protocol error (the connection is closed after it). Returns the
     /// status and the body bytes sent.
     async fn send_error(&mut self, e: HttpError) -> (u16, u64) {
-        let status = e.status();
-        let body = format!("{status} {}: {}\n", reason_phrase(status), e.detail());
-        encode_simple(&mut self.out, status, b"", body.as_bytes(), false, false, 1);
+        let a = error_answer(e);
+        encode_simple(&mut self.out, a.status, &a.lines, &a.body, false, false, 1);
         match self.flush_out(Instant::now() + HEAD_TIMEOUT).await {
-            Ok(()) => (status, body.len() as u64),
-            Err(_) => (status, 0),
+            Ok(()) => (a.status, a.body.len() as u64),
+            Err(_) => (a.status, 0),
         }
     }
 
@@ -396,23 +395,14 @@ impl Conn {
             return self.blocked(&head, remaining).await;
         }
         let outcome = match route(&head) {
-            Route::ServerOptions => self.simple(&head, 200, b"", b"").await,
-            Route::NotFound => self.simple(&head, 404, b"", b"404 page not found\n").await,
-            Route::Redirect(location) => {
-                let mut lines = b"Location: ".to_vec();
-                lines.extend_from_slice(location);
-                lines.extend_from_slice(b"\r\n");
-                self.simple(&head, 301, &lines, b"").await
-            }
-            Route::Wsgi => match self.try_static(&head).await {
+            Route::Answer(a) => self.simple(&head, a.status, &a.lines, &a.body).await,
+            Route::Stages => match self.try_static(&head).await {
                 Some(outcome) => outcome,
                 None => match self.try_cache(&head).await {
                     Ok(outcome) => outcome,
                     Err(candidate) => self.wsgi(head, candidate, client, started).await,
                 },
             },
-            #[cfg(feature = "rust-hello")]
-            Route::RustHello => self.simple(&head, 200, b"", b"Hello, World!").await,
         };
         let span = |s: Span| &info.buf[s.start as usize..s.end as usize];
         self.core.log.write(&Entry {

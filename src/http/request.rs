@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::error::HttpError;
-use super::path::{clean_path, percent_decode};
+use super::path::{clean_path, encode_location, percent_decode};
 
 /// Largest header block we accept (request line, fields and the empty line).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -237,8 +237,13 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HttpError>
 
     let body = body_kind(buf, minor, content_length, &te)?;
     let target = parse_target(buf, method, raw_target, &mut host)?;
-    if minor == 1 && host.is_none() {
-        return Err(HttpError::BadRequest("missing required Host header"));
+    match host {
+        None if minor == 1 => return Err(HttpError::BadRequest("missing required Host header")),
+        // It becomes SERVER_NAME and part of the cache key: RFC 3986 syntax only.
+        Some(h) if !valid_authority(&buf[h.start as usize..h.end as usize]) => {
+            return Err(HttpError::BadRequest("invalid Host"));
+        }
+        _ => {}
     }
     let keep_alive = if minor == 1 { !conn_close } else { conn_keep_alive && !conn_close };
     Ok(Some((
@@ -440,18 +445,90 @@ fn parse_target(buf: &[u8], method: Span, raw: Span, host: &mut Option<Span>) ->
     let decoded = percent_decode(raw_path).ok_or(HttpError::BadRequest("invalid URL escape"))?;
     let decoded_bytes: &[u8] = decoded.as_deref().unwrap_or(raw_path);
     if let Some(clean) = clean_path(decoded_bytes) {
-        let mut location = clean;
-        if let Some(q) = query {
-            location.push(b'?');
-            location.extend_from_slice(&buf[q.start as usize..q.end as usize]);
-        }
-        return Ok(Target::Redirect(location));
+        // The decoded path may hold any byte (`%0d%0a`, `%5c`): encoded before it reaches the head.
+        let query = query.map(|q| &buf[q.start as usize..q.end as usize]);
+        return Ok(Target::Redirect(encode_location(&clean, query)));
     }
     let path = match decoded {
         None => DecodedPath::Raw(path_span),
         Some(v) => DecodedPath::Decoded(v),
     };
     Ok(Target::Path { path, query })
+}
+
+/// RFC 3986 §3.2.2 `reg-name` characters: unreserved, sub-delims and `%` (checked for its two
+/// hex digits separately). An IPv4 address is a reg-name too.
+const REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            );
+        i += 1;
+    }
+    t
+};
+
+/// Whether a Host value (or an absolute-form authority) is `host [ ":" port ]` (RFC 9110 §7.2,
+/// RFC 3986 §3.2.2-3): a reg-name or IPv4 address, or an IP literal in brackets, then at most
+/// five port digits. No user info, no spaces or controls, no `/`. An empty value is allowed
+/// (RFC 9112 §3.2: a target without authority).
+pub fn valid_authority(v: &[u8]) -> bool {
+    let (host, port) = if v.first() == Some(&b'[') {
+        let Some(close) = v.iter().position(|&b| b == b']') else { return false };
+        if !valid_ip_literal(&v[1..close]) {
+            return false;
+        }
+        match &v[close + 1..] {
+            [] => (&v[..0], None),
+            [b':', port @ ..] => (&v[..0], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(c) => (&v[..c], Some(&v[c + 1..])),
+            None => (v, None),
+        }
+    };
+    let host_ok = host.iter().enumerate().all(|(i, &b)| {
+        REG_NAME[b as usize]
+            && (b != b'%'
+                || (host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit)))
+    });
+    host_ok && port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+}
+
+/// `IPv6address / IPvFuture` inside the brackets of an IP literal (RFC 3986 §3.2.2).
+fn valid_ip_literal(inner: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = inner {
+        // IPvFuture: "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else { return false };
+        let (ver, tail) = (&rest[..dot], &rest[dot + 1..]);
+        return !ver.is_empty()
+            && ver.iter().all(u8::is_ascii_hexdigit)
+            && !tail.is_empty()
+            && tail.iter().all(|&b| b == b':' || (b != b'%' && REG_NAME[b as usize]));
+    }
+    std::str::from_utf8(inner).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 fn split_query(span: Span, bytes: &[u8]) -> (Span, Option<Span>) {
@@ -599,6 +676,71 @@ mod tests {
         // HTTP/1.0 needs no Host.
         let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!(h.host, None);
+    }
+
+    #[test]
+    fn hosts_follow_rfc_3986() {
+        let good = [
+            "example.com",
+            "example.com:8000",
+            "EXAMPLE.com",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8000",
+            "[2001:db8::7]:1",
+            "[v1.fe80::a+en1]",
+            "a-b_c~d.e",
+            "xn--caf-dma.example",
+            "a%20b",
+            "!$&'()*+,;=",
+            "h:",
+            "",
+        ];
+        let bad = [
+            "a b",
+            "a/b",
+            "a@b",
+            "user:pw@host",
+            "a\x7fb",
+            "a\tb",
+            "a\\b",
+            "[::1",
+            "::1]",
+            "[::1]x",
+            "[::1]:8000:1",
+            "[zz]",
+            "[]",
+            "[::1%25eth0]",
+            "a:b",
+            "a:123456",
+            "a:1:2",
+            "a%2",
+            "a%zz",
+            "a\"b",
+            "a<b>",
+            "a?b",
+            "a#b",
+            "caf\u{e9}",
+            "[v1.]",
+            "[v.x]",
+        ];
+        for h in good {
+            assert!(valid_authority(h.as_bytes()), "{h:?} refused");
+            let raw = format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n");
+            assert!(parse_head(raw.as_bytes()).is_ok(), "{h:?}");
+        }
+        for h in bad {
+            assert!(!valid_authority(h.as_bytes()), "{h:?} accepted");
+            let raw = format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n");
+            if let Ok(r) = parse_head(raw.as_bytes()) {
+                panic!("{h:?}: {:?}", r.map(|x| x.0));
+            }
+            let absolute = format!("GET http://{h}/x HTTP/1.1\r\nHost: a\r\n\r\n");
+            if !h.contains('/') && !h.contains('?') && !h.contains('#') && !h.is_empty() {
+                assert!(parse_head(absolute.as_bytes()).is_err(), "absolute-form {h:?}");
+            }
+        }
     }
 
     #[test]

@@ -30,11 +30,17 @@ pub struct Server {
     pub stderr: PathBuf,
 }
 
+/// The binary under test: this build's, or `WSGO_TEST_BIN` (to show that a test fails against
+/// an older build).
+pub fn binary() -> PathBuf {
+    std::env::var_os("WSGO_TEST_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_wsgo")), PathBuf::from)
+}
+
 /// Starts `wsgo` in `tests/apps` with `args`; does not wait for readiness.
 pub fn spawn(args: &[&str]) -> (Child, PathBuf, PathBuf) {
     let stdout = log_path("out");
     let stderr = log_path("err");
-    let child = Command::new(env!("CARGO_BIN_EXE_wsgo"))
+    let child = Command::new(binary())
         .args(args)
         .current_dir(apps_dir())
         .stdin(Stdio::null())
