@@ -15,6 +15,8 @@ pub struct Stats {
     pub drops: AtomicU64,
     /// Running requests interrupted by the timeout.
     pub interrupted: AtomicU64,
+    /// Queued requests dropped because their client left.
+    pub abandoned: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub blocks_established: AtomicU64,
@@ -28,6 +30,7 @@ pub static STATS: Stats = Stats {
     queue_timeouts: AtomicU64::new(0),
     drops: AtomicU64::new(0),
     interrupted: AtomicU64::new(0),
+    abandoned: AtomicU64::new(0),
     cache_hits: AtomicU64::new(0),
     cache_misses: AtomicU64::new(0),
     blocks_established: AtomicU64::new(0),

@@ -8,10 +8,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 
-use common::{Server, get, roundtrip};
+use common::{Server, closed_within, get, read_response, roundtrip};
+use std::time::{Duration, Instant};
 
 fn read_all(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -87,4 +88,251 @@ fn hosts_outside_rfc_3986_are_refused() {
     let r = roundtrip(&server, b"GET http://a@b/env HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_eq!(r.status, 400, "user info in an absolute-form target");
     assert_eq!(get(&server, "/").status, 200);
+}
+
+// ---------- 3. slow clients never pin workers ----------
+
+/// Asserts the server (still the process `pid`) answers a fresh client within a second.
+fn answers_promptly(server: &Server, pid: u32) {
+    let t0 = Instant::now();
+    let r = get(server, "/");
+    assert_eq!(r.status, 200);
+    assert!(t0.elapsed() < Duration::from_secs(1), "answered after {:?}", t0.elapsed());
+    assert_eq!(server.pid(), pid);
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the process is gone");
+    let err = server.stderr_text();
+    assert!(!err.contains("stuck"), "{err}");
+}
+
+#[test]
+fn slow_readers_of_a_large_stream_do_not_pin_workers() {
+    let server = Server::start(&["--workers", "2", "--request-timeout", "3"]);
+    let pid = server.pid();
+    // Two clients ask for 50 MB each and read nothing.
+    let readers: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = server.connect();
+            s.write_all(b"GET /generate?n=50000000 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(14));
+    answers_promptly(&server, pid);
+    // Their connections were closed at the deadline, their generators closed.
+    for mut s in readers {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let got = read_all(&mut s).len();
+        assert!(got < 50_000_000, "{got} bytes: the response cannot have been completed");
+    }
+    let r = get(&server, "/close-count");
+    assert_eq!(r.text(), "2", "each generator was closed");
+    let err = server.stderr_text();
+    assert!(err.contains("did not read or send in time"), "{err}");
+}
+
+#[test]
+fn slow_uploaders_do_not_pin_workers() {
+    let server = Server::start(&["--workers", "2", "--request-timeout", "3"]);
+    let pid = server.pid();
+    // Two clients send 1.5 of 4 MB, past the pre-buffer, to a view that reads it all, then stall.
+    let uploaders: Vec<TcpStream> = (0..2)
+        .map(|i| {
+            let mut s = server.connect();
+            let head =
+                format!("POST /read-record?id=up{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 4000000\r\n\r\n");
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&vec![b'u'; 1_500_000]).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(14));
+    answers_promptly(&server, pid);
+    let recorded = get(&server, "/recorded").text();
+    for i in 0..2 {
+        assert!(recorded.contains(&format!("up{i} OSError after")), "{recorded}");
+    }
+    for mut s in uploaders {
+        assert!(closed_within(&mut s, Duration::from_secs(2)), "the uploader's connection is closed");
+    }
+}
+
+// ---------- 4. request bodies ----------
+
+#[test]
+fn a_large_body_is_read_whole_in_one_call() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let n = 64 << 20;
+    let head = format!("POST /md5 HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || s.write_all(&body))
+    };
+    let r = read_response(&mut BufReader::new(s), false).expect("a response");
+    writer.join().unwrap().unwrap();
+    let want: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    let digest = md5_hex(&want);
+    assert_eq!(r.text(), format!("{n} {digest}"));
+
+    // One 32 MiB line read with readline(): its pieces are scanned once, not again at each refill.
+    let n = 32 << 20;
+    let mut s = server.connect();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head =
+        format!("POST /lines?n=2 HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut line = vec![b'l'; n];
+    line[n - 1] = b'\n';
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || s.write_all(&line))
+    };
+    let r = read_response(&mut BufReader::new(s), false).expect("a response within the minute");
+    writer.join().unwrap().unwrap();
+    let text = r.text();
+    assert_eq!(text.bytes().filter(|&b| b == b'l').count(), n - 1);
+    assert!(text.ends_with(r#"\n", ""]"#), "the line and an empty one: ...{}", &text[text.len() - 20..]);
+}
+
+/// MD5 through the test app's interpreter-free twin: Python's hashlib in a child process.
+fn md5_hex(data: &[u8]) -> String {
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", "import hashlib,sys; print(hashlib.md5(sys.stdin.buffer.read()).hexdigest())"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn the_body_can_be_read_after_the_response_started() {
+    let server = Server::start(&[]);
+    // A GET's body is not pre-read, a POST's past 1 MiB is not: both are read after write().
+    let mut s = server.connect();
+    s.write_all(b"GET /write-then-read HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let resp = read_response(&mut r, false).expect("a response");
+    assert_eq!(resp.text(), format!("started;5 {}", md5_hex(b"hello")));
+    let big = vec![b'b'; 3_000_000];
+    let head = format!("POST /write-then-read HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", big.len());
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&big).unwrap();
+    let resp = read_response(&mut r, false).expect("a response on the same connection");
+    assert_eq!(resp.text(), format!("started;3000000 {}", md5_hex(&big)));
+    // When the head went out the rest of the body was still on its way: the connection could
+    // not be promised for another request, and is closed after this one.
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(closed_within(&mut r, Duration::from_secs(2)));
+}
+
+/// Closes `s` with a reset (SO_LINGER 0) instead of a FIN.
+fn reset(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt on an open socket we own, with a valid linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(s);
+}
+
+#[test]
+fn a_request_whose_client_left_while_queued_is_not_run() {
+    let server = Server::start(&["--workers", "1"]);
+    let busy = {
+        let addr = server.addr;
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /sleep?t=1.5 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+            read_all(&mut s)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut closed = server.connect();
+    closed.write_all(b"GET /record?id=closed HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    closed.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(closed);
+    let mut was_reset = server.connect();
+    was_reset.write_all(b"GET /record?id=reset HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    reset(was_reset);
+    let mut stays = server.connect();
+    stays.write_all(b"GET /record?id=stays HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    assert!(String::from_utf8_lossy(&busy.join().unwrap()).contains("slept"));
+    assert!(String::from_utf8_lossy(&read_all(&mut stays)).ends_with("recorded"));
+    assert_eq!(get(&server, "/recorded").text(), r#"["stays"]"#);
+}
+
+#[test]
+fn a_running_request_fails_fast_when_its_client_leaves() {
+    let server = Server::start(&["--request-timeout", "30"]);
+    let mut s = server.connect();
+    s.write_all(b"POST /read-record?id=gone HTTP/1.1\r\nHost: t\r\nContent-Length: 4000000\r\n\r\n").unwrap();
+    s.write_all(&vec![b'x'; 1_500_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    reset(s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let recorded = get(&server, "/recorded").text();
+        if recorded.contains("gone OSError after") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the read did not fail: {recorded}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A client that closes while the app computes: the app's next write fails, rather than
+    // going into a buffer nobody reads.
+    let mut s = server.connect();
+    s.write_all(b"GET /sleep-then-write?t=1.5&id=late HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let recorded = get(&server, "/recorded").text();
+        if recorded.contains("late write") {
+            assert!(recorded.contains("late write failed"), "{recorded}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{recorded}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_flood_of_vanishing_clients_does_not_fill_the_queue() {
+    let server = Server::start(&["--workers", "1", "--request-timeout", "60"]);
+    let busy = {
+        let addr = server.addr;
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /sleep?t=4 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+            read_all(&mut s)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // 3,000 clients connect, send a request and reset: more than the queue holds.
+    for _ in 0..3000 {
+        let Ok(mut s) = TcpStream::connect(server.addr) else { continue };
+        let _ = s.write_all(b"GET /record?id=flood HTTP/1.1\r\nHost: t\r\n\r\n");
+        reset(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let r = get(&server, "/record?id=after");
+    assert_eq!(r.status, 200, "a living client is served after the flood: {}", r.text());
+    assert!(String::from_utf8_lossy(&busy.join().unwrap()).contains("slept"));
+    let recorded = get(&server, "/recorded").text();
+    let flood_runs = recorded.matches("flood").count();
+    assert!(flood_runs < 30, "{flood_runs} requests of vanished clients ran: {recorded}");
 }

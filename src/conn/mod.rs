@@ -467,21 +467,30 @@ impl Conn {
         }
     }
 
-    /// Reads up to `limit` body bytes into one buffer.
-    async fn prebuffer(
+    /// Reads body bytes into one piece: at least `min` of them (fewer only at the end of the
+    /// body), at most `max`. `reserve_all`: room for the whole piece is made at once (the app
+    /// asked for it); otherwise the buffer grows as bytes arrive, not by what a client merely
+    /// declares (the pre-buffer, read before any worker is involved).
+    async fn body_fill(
         &mut self,
         state: &mut BodyState,
-        limit: usize,
+        min: usize,
+        max: usize,
+        reserve_all: bool,
         deadline: Instant,
     ) -> Result<Bytes, Option<HttpError>> {
-        // A body of known length that fits is read whole into the read buffer first, so it is
-        // taken out as one piece (no joining copy, and reads as large as the body). The buffer
-        // grows as the bytes arrive, not by what a client merely declares.
-        if let Some(left) = state.remaining().filter(|&n| n > 0 && n <= limit as u64) {
-            let want = left as usize;
+        // A body of known length is read straight into the read buffer until the piece is
+        // there, so it is taken out as one slice (no joining copy, and reads as large as the
+        // piece).
+        if let Some(left) = state.remaining().filter(|&n| n > 0) {
+            let want = (min as u64).min(left) as usize;
+            let cap = (max as u64).min(left) as usize;
+            if reserve_all && self.buf.capacity() - self.buf.len() < cap.saturating_sub(self.buf.len()) {
+                self.buf.reserve(cap.saturating_sub(self.buf.len()).max(READ_CHUNK));
+            }
             while self.buf.len() < want {
-                let short = want - self.buf.len();
-                if self.buf.capacity() - self.buf.len() < short {
+                let short = cap - self.buf.len().min(cap);
+                if self.buf.capacity() - self.buf.len() < short.min(READ_CHUNK) {
                     self.buf.reserve(short.clamp(READ_CHUNK, PREBUFFER_STEP));
                 }
                 match self.read_more(Some(deadline)).await {
@@ -493,13 +502,13 @@ impl Conn {
         let mut first: Option<Bytes> = None;
         let mut joined: Option<BytesMut> = None;
         let mut total = 0;
-        while total < limit {
-            let Some(piece) = self.body_piece(state, limit - total, deadline).await? else { break };
+        while total < min {
+            let Some(piece) = self.body_piece(state, max - total, deadline).await? else { break };
             total += piece.len();
             match (&mut first, &mut joined) {
                 (None, _) => first = Some(piece),
                 (Some(f), None) => {
-                    let mut j = BytesMut::with_capacity(limit.min(f.len() + piece.len() + READ_CHUNK));
+                    let mut j = BytesMut::with_capacity(max.min(f.len() + piece.len() + READ_CHUNK));
                     j.extend_from_slice(f);
                     j.extend_from_slice(&piece);
                     joined = Some(j);

@@ -33,6 +33,21 @@ enum Carried {
     Parked(Box<crate::pool::exchange::ParkRequest>),
 }
 
+/// Marks the exchange gone when the connection leaves it without a complete response (an
+/// error, an early return, a panic): the worker stops at its next step instead of waiting.
+struct LeaveGuard {
+    exchange: Arc<Exchange>,
+    completed: bool,
+}
+
+impl Drop for LeaveGuard {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.exchange.set_gone();
+        }
+    }
+}
+
 /// A response being streamed.
 struct Stream {
     framing: Framing,
@@ -69,7 +84,7 @@ impl Conn {
                 }
                 continued = true;
             }
-            match self.prebuffer(&mut body, PREBUFFER, body_deadline).await {
+            match self.body_fill(&mut body, PREBUFFER, PREBUFFER, false, body_deadline).await {
                 Ok(p) => prefix = p,
                 Err(Some(e)) => {
                     let (status, bytes) = self.send_error(e).await;
@@ -91,7 +106,7 @@ impl Conn {
         let local = self.local_for(&head);
         // Queue time counts from now: after the body was read, if there was one to read.
         let queued_at = if prefix.is_empty() { started } else { self.core.now() };
-        let job = Job {
+        let mut job = Job {
             head,
             body: prefix,
             body_complete: body.is_done(),
@@ -103,20 +118,24 @@ impl Conn {
             traits,
             park_arg: None,
         };
-        let mut job = job;
-        let mut exchange = exchange;
+        let mut guard = LeaveGuard { exchange, completed: false };
         loop {
             crate::stats::bump(&crate::stats::STATS.requests);
-            if self.core.pool.submit(job).is_err() {
+            let exchange = guard.exchange.clone();
+            if let Err(refused) = self.submit(job) {
+                drop(refused);
                 let keep = req.keep_alive && body.discard_buffered(&mut self.buf);
                 let msg = b"Service Unavailable: too many requests queued\n";
                 encode_simple(&mut self.out, 503, b"Retry-After: 1\r\n", msg, req.is_head, keep, req.minor);
                 let ok = self.flush_out(self.core.recent() + WRITE_TIMEOUT).await.is_ok();
                 return Outcome { status: 503, bytes: msg.len() as u64, keep_alive: keep && ok };
             }
+            // While the request waits and runs, the sweeper looks whether the client leaves.
+            self.core.watch.set_waiting(self.key, Some(exchange.clone()));
             let carried = self
                 .carry_out(&req, &exchange, &mut body, &mut continued, body_deadline, candidate.as_ref())
                 .await;
+            self.core.watch.set_waiting(self.key, None);
             let outcome = match carried {
                 Carried::Done(outcome) => outcome,
                 Carried::Parked(p) => {
@@ -126,18 +145,31 @@ impl Conn {
                         Unparked::Retry(next) => {
                             // A retry's response is never stored.
                             candidate = None;
-                            exchange = next.exchange.clone();
+                            guard.exchange = next.exchange.clone();
                             job = *next;
                             continue;
                         }
                     }
                 }
             };
-            if !outcome.keep_alive {
-                exchange.set_gone();
-            }
+            guard.completed = outcome.keep_alive;
             return outcome;
         }
+    }
+
+    /// Queues a job. When the queue is full, the requests of clients that already left are
+    /// taken out first (a flood of connect-send-reset clients must not crowd out the living):
+    /// this core's waiting connections are looked at now rather than at the next sweep.
+    fn submit(&self, job: Job) -> Result<(), Box<Job>> {
+        let job = match self.core.pool.submit(job) {
+            Ok(()) => return Ok(()),
+            Err(job) => job,
+        };
+        self.core.watch.check_waiting();
+        if self.core.pool.purge_gone() {
+            return self.core.pool.submit(*job);
+        }
+        Err(job)
     }
 
     /// Blocks the client when the app said so (`X-WSGo-Block`).
@@ -158,6 +190,9 @@ impl Conn {
         candidate: Option<&Candidate>,
     ) -> Carried {
         let write_deadline = self.core.recent() + WRITE_TIMEOUT;
+        // While a worker waits on this client (to take a chunk, to receive body), the wait ends
+        // at the request's deadline (DESIGN decision 16): the socket is shut down then.
+        let bounded = |d: Instant| exchange.deadline().map_or(d, |r| r.min(d));
         let mut stream: Option<Stream> = None;
         let mut tee: Option<Tee> = None;
         loop {
@@ -181,7 +216,7 @@ impl Conn {
                     tee = self.start_tee(candidate, &rh);
                     let s = self.start_stream(req, &rh, body);
                     encode_head(&mut self.out, &rh, s.framing, s.keep_alive, req.minor);
-                    if self.flush_out(write_deadline).await.is_err() {
+                    if self.flush_out(bounded(write_deadline)).await.is_err() {
                         return Carried::Done(Outcome::close(rh.status, 0));
                     }
                     stream = Some(s);
@@ -192,7 +227,7 @@ impl Conn {
                     if tee.as_mut().is_some_and(|t| !t.push(&data)) {
                         tee = None;
                     }
-                    if self.send_chunk(s, data, write_deadline).await.is_err() {
+                    if self.send_chunk(s, data, bounded(write_deadline)).await.is_err() {
                         return Carried::Done(Outcome::close(s.status, s.sent));
                     }
                     exchange.wrote(len);
@@ -210,6 +245,10 @@ impl Conn {
                         Framing::UntilClose => s.keep_alive = false,
                         _ => {}
                     }
+                    // PEP 3333 lets the app read its body after the head went out: what is
+                    // left of it is dropped only now (the head promised keep-alive only if
+                    // the rest was already buffered, see `start_stream`).
+                    s.keep_alive = s.keep_alive && body.discard_buffered(&mut self.buf);
                     let ok = self.flush_out(write_deadline).await.is_ok();
                     let whole = !matches!(s.framing, Framing::Length(_)) || s.left == Some(0);
                     if let (Some(t), Some(c), true) = (tee.take(), candidate, whole) {
@@ -226,17 +265,18 @@ impl Conn {
                     let (status, sent) = stream.as_ref().map_or((0, 0), |s| (s.status, s.sent));
                     return Carried::Done(Outcome::close(status, sent));
                 }
-                ToConn::ReadBody(max) => {
+                ToConn::ReadBody { min, max } => {
+                    let deadline = bounded(body_deadline);
                     if req.expect_continue && !*continued && !body.is_done() {
                         *continued = true;
-                        if self.send_continue(body_deadline).await.is_err() {
+                        if self.send_continue(deadline).await.is_err() {
                             exchange.deliver_body(BodyPiece::Failed);
                             continue;
                         }
                     }
-                    let piece = match self.body_piece(body, max, body_deadline).await {
-                        Ok(Some(d)) => BodyPiece::Data(d),
-                        Ok(None) => BodyPiece::End,
+                    let piece = match self.body_fill(body, min, max, true, deadline).await {
+                        Ok(d) if !d.is_empty() => BodyPiece::Data(d),
+                        Ok(_) => BodyPiece::End,
                         Err(_) => BodyPiece::Failed,
                     };
                     exchange.deliver_body(piece);
@@ -246,7 +286,8 @@ impl Conn {
     }
 
     /// Whether the connection may be reused once this response is out: the request allows it,
-    /// the app did not ask to close, and the request body is fully consumed.
+    /// the app did not ask to close, and the request body is fully consumed (what is buffered
+    /// of it is dropped). For a response the app has finished.
     fn may_keep(&mut self, req: &Req, rh: &ResponseHead, body: &mut BodyState) -> bool {
         req.keep_alive
             && !rh.close
@@ -254,9 +295,15 @@ impl Conn {
             && body.discard_buffered(&mut self.buf)
     }
 
-    fn start_stream(&mut self, req: &Req, rh: &ResponseHead, body: &mut BodyState) -> Stream {
+    fn start_stream(&mut self, req: &Req, rh: &ResponseHead, body: &BodyState) -> Stream {
         let framing = Framing::choose(rh.status, req.is_head, req.minor, rh.content_length);
-        let keep_alive = self.may_keep(req, rh, body) && framing != Framing::UntilClose;
+        // The app may still read its body: nothing is consumed here. Keep-alive is promised
+        // only if the rest of the body is already buffered, so it can be dropped at the end.
+        let keep_alive = req.keep_alive
+            && !rh.close
+            && !self.core.shared.draining.load(SeqCst)
+            && body.ends_within(&self.buf)
+            && framing != Framing::UntilClose;
         let left = match framing {
             Framing::Length(n) => Some(n),
             _ => None,

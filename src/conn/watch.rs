@@ -5,12 +5,21 @@
 //! sweep every [`SWEEP_EVERY`] shuts down the sockets whose deadline has passed, which ends their
 //! pending read or write. Registering a timer for every read and write cost more than the rest of
 //! the connection's user-space work; this costs a `Cell` store.
+//!
+//! The sweep also looks whether the clients of requests that wait for or run in a worker are
+//! still there: one `poll(2)` over those sockets (no read is pending on them). A client that
+//! closed or reset its connection has its exchange told so: a queued request is never run, a
+//! running one fails its next body read or write (SPEC §4.3). Requests answered within one sweep
+//! (nearly all) cost nothing here.
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
+
+use crate::pool::exchange::Exchange;
 
 /// How often deadlines are checked: a timeout fires up to this late.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -20,6 +29,8 @@ struct Entry {
     deadline: Cell<Option<Instant>>,
     /// Waiting for the next request: closed at once on shutdown.
     idle: Cell<bool>,
+    /// The exchange of a request queued or running in a worker.
+    waiting: RefCell<Option<Arc<Exchange>>>,
 }
 
 /// The connections of one core thread.
@@ -42,7 +53,12 @@ impl Watch {
     }
 
     pub fn register(&self, fd: RawFd) -> usize {
-        self.conns.borrow_mut().insert(Entry { fd, deadline: Cell::new(None), idle: Cell::new(false) })
+        self.conns.borrow_mut().insert(Entry {
+            fd,
+            deadline: Cell::new(None),
+            idle: Cell::new(false),
+            waiting: RefCell::new(None),
+        })
     }
 
     pub fn remove(&self, key: usize) {
@@ -59,6 +75,46 @@ impl Watch {
         if let Some(e) = self.conns.borrow().get(key) {
             e.idle.set(idle);
         }
+    }
+
+    /// The connection's request is with a worker (`Some`) or no longer (`None`).
+    pub fn set_waiting(&self, key: usize, exchange: Option<Arc<Exchange>>) {
+        if let Some(e) = self.conns.borrow().get(key) {
+            *e.waiting.borrow_mut() = exchange;
+        }
+    }
+
+    /// Tells the exchanges of connections whose clients have closed or reset (`POLLRDHUP`,
+    /// `POLLHUP`, `POLLERR`); returns how many.
+    pub fn check_waiting(&self) -> usize {
+        let conns = self.conns.borrow();
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut keys = Vec::new();
+        for (key, e) in conns.iter() {
+            if e.waiting.borrow().as_ref().is_some_and(|x| !x.is_gone()) {
+                fds.push(libc::pollfd { fd: e.fd, events: libc::POLLRDHUP, revents: 0 });
+                keys.push(key);
+            }
+        }
+        if fds.is_empty() {
+            return 0;
+        }
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for sockets registered on
+        // this thread; a zero timeout makes poll(2) only report, never wait.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+        if n <= 0 {
+            return 0;
+        }
+        let mut gone = 0;
+        for (p, key) in fds.iter().zip(keys) {
+            if p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+                && let Some(x) = conns.get(key).and_then(|e| e.waiting.borrow_mut().take())
+            {
+                x.client_gone();
+                gone += 1;
+            }
+        }
+        gone
     }
 
     /// Shuts down every connection whose deadline has passed; returns how many.
@@ -95,6 +151,33 @@ mod tests {
     fn closed(s: &mut UnixStream) -> bool {
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         matches!(s.read(&mut [0u8; 8]), Ok(0))
+    }
+
+    #[test]
+    fn clients_that_leave_are_told_to_their_exchanges() {
+        use std::io::Write;
+        let watch = Watch::new();
+        let (a, a_peer) = UnixStream::pair().unwrap();
+        let (b, mut b_peer) = UnixStream::pair().unwrap();
+        let (c, c_peer) = UnixStream::pair().unwrap();
+        let (ka, kb, kc) =
+            (watch.register(a.as_raw_fd()), watch.register(b.as_raw_fd()), watch.register(c.as_raw_fd()));
+        let ex: Vec<Arc<Exchange>> = (0..3).map(|_| Arc::new(Exchange::new())).collect();
+        for (k, x) in [ka, kb, kc].into_iter().zip(&ex) {
+            watch.set_waiting(k, Some(x.clone()));
+        }
+        assert_eq!(watch.check_waiting(), 0, "all there");
+        // A pipelined request is no departure; a close is, and so is a close not waited on.
+        b_peer.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        drop(a_peer);
+        watch.set_waiting(kc, None);
+        drop(c_peer);
+        assert_eq!(watch.check_waiting(), 1);
+        assert!(ex[0].is_gone() && !ex[1].is_gone() && !ex[2].is_gone());
+        assert_eq!(watch.check_waiting(), 0, "told once");
+        drop(b_peer);
+        assert_eq!(watch.check_waiting(), 1);
+        assert!(ex[1].is_gone());
     }
 
     #[test]

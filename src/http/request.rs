@@ -227,7 +227,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HttpError>
             }
         } else if name.eq_ignore_ascii_case(b"expect") {
             if trim(value).eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = true;
+                // RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored (it would not
+                // understand a 1xx).
+                expect_continue = minor == 1;
             } else {
                 return Err(HttpError::ExpectationFailed);
             }
@@ -647,6 +649,13 @@ mod tests {
                 BodyKind::Length(1),
                 true,
                 true,
+            ),
+            // RFC 9110 §10.1.1: ignored from HTTP/1.0.
+            (
+                "PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+                BodyKind::Length(1),
+                false,
+                false,
             ),
         ];
         for (raw, body, keep_alive, expect) in table {

@@ -7,8 +7,10 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -18,6 +20,11 @@ use crate::http::response::ResponseHead;
 /// Bytes a worker may have handed over but not yet seen written before it waits: bounds the
 /// memory a fast generator and a slow client can pin.
 pub const MAX_UNSENT: usize = 1 << 20;
+/// What each queued body message counts for beyond its bytes, so that a generator of tiny (or
+/// one-byte) items is held back too: at most `MAX_UNSENT / MESSAGE_COST` messages wait.
+pub const MESSAGE_COST: usize = 256;
+/// Largest body piece a worker asks the connection for at once.
+pub const MAX_BODY_PIECE: usize = 1 << 20;
 
 /// What the worker tells the connection.
 #[derive(Debug)]
@@ -30,10 +37,12 @@ pub enum ToConn {
     Chunk(Bytes),
     /// The streamed body is complete.
     End,
-    /// The application failed after the head was sent: close without completing the body.
+    /// The response cannot be completed (the application failed after the head was sent, or
+    /// the client did not keep up before the request's deadline): close without completing it.
     Abort,
-    /// The application wants up to this many more bytes of the request body.
-    ReadBody(usize),
+    /// The application wants more of the request body: at least `min` bytes (fewer only at its
+    /// end), at most `max`.
+    ReadBody { min: usize, max: usize },
     /// Serve the file the head's `X-Sendfile` names; the request head comes back for its
     /// conditional and range fields.
     Sendfile(ResponseHead, Box<crate::http::RequestHead>),
@@ -77,12 +86,15 @@ struct ConnSide {
 #[derive(Default)]
 struct WorkerSide {
     body: Option<BodyPiece>,
-    /// The connection is gone: stop producing, nothing more will be read or written.
-    gone: bool,
-    /// Bytes handed over and not yet written.
+    /// Bytes (and [`MESSAGE_COST`] per message) handed over and not yet written.
     unsent: usize,
     /// The worker asked for body beyond what came with the job.
     streamed: bool,
+    /// The request's deadline: a wait for the client ends there.
+    deadline: Option<Instant>,
+    /// The worker waits on the condition variable (a notification is a system call: skipped
+    /// when nobody waits).
+    waiting: bool,
 }
 
 /// One request's exchange.
@@ -91,6 +103,9 @@ pub struct Exchange {
     conn: Mutex<ConnSide>,
     worker: Mutex<WorkerSide>,
     worker_cv: Condvar,
+    /// The connection is gone (closed, reset, timed out, or given up on): the worker stops at
+    /// its next step, nothing more is read or written. Set under the worker lock, read without.
+    gone: AtomicBool,
     /// The connection's core thread's mailbox; without one, the task is woken directly.
     mailbox: Option<Arc<Mailbox>>,
 }
@@ -113,6 +128,13 @@ impl Exchange {
 
     // ----- worker side -----
 
+    /// The worker starts the request: its waits for the client end at `deadline` (the request
+    /// timeout), so that a client that does not read or send never holds the worker longer
+    /// than the request may run (DESIGN decision 16).
+    pub fn start(&self, deadline: Option<Instant>) {
+        lock(&self.worker).deadline = deadline;
+    }
+
     /// Hands a message to the connection and wakes its task.
     pub fn send(&self, msg: ToConn) {
         let waker = {
@@ -127,54 +149,94 @@ impl Exchange {
         }
     }
 
-    /// Sends a body chunk; blocks while too much is unsent. Returns false when the client is gone.
-    /// Call with the GIL released.
+    /// Waits (with the worker lock) until `done` holds, the connection is gone, or the
+    /// deadline passes; at the deadline the connection is given up on. Returns the guard and
+    /// whether `done` holds.
+    fn wait<'a>(
+        &'a self,
+        mut w: MutexGuard<'a, WorkerSide>,
+        done: impl Fn(&WorkerSide) -> bool,
+    ) -> (MutexGuard<'a, WorkerSide>, bool) {
+        loop {
+            if done(&w) {
+                return (w, true);
+            }
+            if self.gone.load(SeqCst) {
+                return (w, false);
+            }
+            w.waiting = true;
+            match w.deadline {
+                None => w = self.worker_cv.wait(w).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        w.waiting = false;
+                        drop(w);
+                        self.give_up();
+                        return (lock(&self.worker), false);
+                    }
+                    w = self.worker_cv.wait_timeout(w, d - now).unwrap_or_else(|e| e.into_inner()).0;
+                }
+            }
+            w.waiting = false;
+        }
+    }
+
+    /// The client did not keep up before the request's deadline: the connection is closed
+    /// without completing the response, and the worker is free.
+    fn give_up(&self) {
+        if !self.gone.swap(true, SeqCst) {
+            eprintln!(
+                "wsgo: the client did not read or send in time (--request-timeout); closing its connection"
+            );
+            self.send(ToConn::Abort);
+        }
+        self.worker_cv.notify_all();
+    }
+
+    /// Sends a body chunk; blocks while too much is unsent. Returns false when the client is
+    /// gone, or did not keep up before the deadline. Call with the GIL released.
     pub fn send_chunk(&self, data: Bytes) -> bool {
         {
             let mut w = lock(&self.worker);
-            if w.gone {
+            if self.gone.load(SeqCst) {
                 return false;
             }
-            w.unsent += data.len();
+            w.unsent += data.len() + MESSAGE_COST;
         }
         self.send(ToConn::Chunk(data));
-        let mut w = lock(&self.worker);
-        while w.unsent > MAX_UNSENT && !w.gone {
-            w = self.worker_cv.wait(w).unwrap_or_else(|e| e.into_inner());
-        }
-        !w.gone
+        let w = lock(&self.worker);
+        self.wait(w, |w| w.unsent <= MAX_UNSENT).1
     }
 
     /// Whether the chunk about to be sent would have to wait for the client.
     pub fn would_block(&self, len: usize) -> bool {
-        lock(&self.worker).unsent + len > MAX_UNSENT
+        lock(&self.worker).unsent + len + MESSAGE_COST > MAX_UNSENT
     }
 
-    /// Asks for up to `max` more body bytes and waits for them. Call with the GIL released.
-    pub fn read_body(&self, max: usize) -> BodyPiece {
+    /// Asks for at least `min` (fewer only at the end of the body) and at most `max` more body
+    /// bytes, and waits for them. Call with the GIL released.
+    pub fn read_body(&self, min: usize, max: usize) -> BodyPiece {
         {
             let mut w = lock(&self.worker);
-            if w.gone {
+            if self.gone.load(SeqCst) {
                 return BodyPiece::Failed;
             }
             w.body = None;
             w.streamed = true;
         }
-        self.send(ToConn::ReadBody(max));
-        let mut w = lock(&self.worker);
-        loop {
-            if let Some(piece) = w.body.take() {
-                return piece;
-            }
-            if w.gone {
-                return BodyPiece::Failed;
-            }
-            w = self.worker_cv.wait(w).unwrap_or_else(|e| e.into_inner());
+        let max = max.clamp(1, MAX_BODY_PIECE);
+        self.send(ToConn::ReadBody { min: min.clamp(1, max), max });
+        let w = lock(&self.worker);
+        let (mut w, answered) = self.wait(w, |w| w.body.is_some());
+        match w.body.take() {
+            Some(piece) if answered => piece,
+            _ => BodyPiece::Failed,
         }
     }
 
     pub fn is_gone(&self) -> bool {
-        lock(&self.worker).gone
+        self.gone.load(SeqCst)
     }
 
     /// Whether the worker read body beyond what came with the job.
@@ -201,17 +263,22 @@ impl Exchange {
         .await
     }
 
+    /// The request's deadline, once a worker has started it.
+    pub fn deadline(&self) -> Option<Instant> {
+        lock(&self.worker).deadline
+    }
+
     /// Answers a [`ToConn::ReadBody`].
     pub fn deliver_body(&self, piece: BodyPiece) {
         lock(&self.worker).body = Some(piece);
         self.worker_cv.notify_all();
     }
 
-    /// `n` bytes of the body were written to the client.
+    /// A body chunk of `n` bytes was written to the client.
     pub fn wrote(&self, n: usize) {
         let mut w = lock(&self.worker);
         let was_full = w.unsent > MAX_UNSENT;
-        w.unsent = w.unsent.saturating_sub(n);
+        w.unsent = w.unsent.saturating_sub(n + MESSAGE_COST);
         if was_full && w.unsent <= MAX_UNSENT {
             drop(w);
             self.worker_cv.notify_all();
@@ -220,8 +287,23 @@ impl Exchange {
 
     /// The connection is closed; the worker stops at its next step.
     pub fn set_gone(&self) {
-        lock(&self.worker).gone = true;
-        self.worker_cv.notify_all();
+        let w = lock(&self.worker);
+        self.gone.store(true, SeqCst);
+        let waiting = w.waiting;
+        drop(w);
+        if waiting {
+            self.worker_cv.notify_all();
+        }
+    }
+
+    /// The client closed or reset its connection while the request waited or ran: a queued
+    /// request is never run, a running one fails its next body read or write, and the
+    /// connection task is told to stop (SPEC §4.3).
+    pub fn client_gone(&self) {
+        if !self.gone.load(SeqCst) {
+            self.set_gone();
+            self.send(ToConn::Abort);
+        }
     }
 }
 
@@ -255,13 +337,13 @@ mod tests {
         let ex = Arc::new(Exchange::new());
         let worker = {
             let ex = ex.clone();
-            std::thread::spawn(move || (ex.read_body(10), ex.read_body(10)))
+            std::thread::spawn(move || (ex.read_body(1, 10), ex.read_body(1, 10)))
         };
         for answer in [BodyPiece::Data(Bytes::from_static(b"abc")), BodyPiece::End] {
             loop {
                 let msg = lock(&ex.conn).msgs.pop_front();
                 match msg {
-                    Some(ToConn::ReadBody(10)) => break,
+                    Some(ToConn::ReadBody { min: 1, max: 10 }) => break,
                     Some(other) => panic!("unexpected {other:?}"),
                     None => std::thread::yield_now(),
                 }
@@ -276,23 +358,68 @@ mod tests {
     #[test]
     fn a_slow_client_holds_the_producer_until_written_or_gone() {
         let ex = Arc::new(Exchange::new());
-        assert!(ex.send_chunk(Bytes::from(vec![0; MAX_UNSENT])));
+        assert!(ex.send_chunk(Bytes::from(vec![0; MAX_UNSENT - MESSAGE_COST])));
         let producer = {
             let ex = ex.clone();
             std::thread::spawn(move || ex.send_chunk(Bytes::from_static(b"more")))
         };
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!producer.is_finished(), "must wait while over the limit");
-        ex.wrote(MAX_UNSENT);
+        ex.wrote(MAX_UNSENT - MESSAGE_COST);
         assert!(producer.join().unwrap());
         ex.wrote(4);
-        assert!(ex.send_chunk(Bytes::from(vec![0; MAX_UNSENT])));
+        assert!(ex.send_chunk(Bytes::from(vec![0; MAX_UNSENT - MESSAGE_COST])));
         let producer = {
             let ex = ex.clone();
             std::thread::spawn(move || ex.send_chunk(Bytes::from_static(b"x")))
         };
         ex.set_gone();
         assert!(!producer.join().unwrap(), "gone is reported");
-        assert_eq!(ex.read_body(1), BodyPiece::Failed);
+        assert_eq!(ex.read_body(1, 1), BodyPiece::Failed);
+    }
+
+    #[test]
+    fn tiny_chunks_count_against_the_limit() {
+        let ex = Arc::new(Exchange::new());
+        let producer = {
+            let ex = ex.clone();
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                while sent < 100_000 && ex.send_chunk(Bytes::from_static(b"x")) {
+                    sent += 1;
+                }
+                sent
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let queued = lock(&ex.conn).msgs.len();
+        assert_eq!(queued, MAX_UNSENT / (MESSAGE_COST + 1) + 1, "one-byte items wait too");
+        ex.set_gone();
+        assert_eq!(producer.join().unwrap(), queued - 1);
+    }
+
+    #[test]
+    fn waits_for_the_client_end_at_the_deadline() {
+        use std::time::Duration;
+        let ex = Arc::new(Exchange::new());
+        let flag = Arc::new(Flag(false.into()));
+        lock(&ex.conn).waker = Some(Waker::from(flag.clone()));
+        ex.start(Some(Instant::now() + Duration::from_millis(150)));
+        let t0 = Instant::now();
+        assert!(ex.send_chunk(Bytes::from(vec![0; MAX_UNSENT / 2])));
+        assert!(!ex.send_chunk(Bytes::from(vec![0; MAX_UNSENT])), "given up at the deadline");
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(140) && waited < Duration::from_secs(2), "{waited:?}");
+        assert!(ex.is_gone());
+        let msgs: Vec<ToConn> = lock(&ex.conn).msgs.drain(..).collect();
+        assert!(matches!(msgs.last(), Some(ToConn::Abort)), "the connection is told to close: {msgs:?}");
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        // A body read past the deadline fails at once.
+        assert_eq!(ex.read_body(1, 10), BodyPiece::Failed);
+        let ex = Exchange::new();
+        ex.start(Some(Instant::now() + Duration::from_millis(50)));
+        let t0 = Instant::now();
+        assert_eq!(ex.read_body(1, 10), BodyPiece::Failed, "a client that sends nothing");
+        assert!(t0.elapsed() < Duration::from_secs(2));
     }
 }

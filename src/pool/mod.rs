@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use crate::http::RequestHead;
 use exchange::Exchange;
-pub use scheduler::{QueueFull, Scheduler};
+pub use scheduler::Scheduler;
 
 /// Most requests waiting for a worker; beyond this a request is refused with a 503 at once.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -45,6 +45,17 @@ pub struct Job {
     pub park_arg: Option<Bytes>,
 }
 
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let part = |s| String::from_utf8_lossy(self.head.bytes(s)).into_owned();
+        f.debug_struct("Job")
+            .field("method", &part(self.head.method))
+            .field("target", &part(self.head.raw_target))
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Answers a job that will not run (queue timeout, queue full) with a 504.
 pub fn refuse(job: Job) {
     let (head, body) = crate::wsgi::call::error_head(504);
@@ -63,9 +74,14 @@ impl Pool {
         Pool { sched: Arc::new(Scheduler::new(QUEUE_CAPACITY, request_timeout, cpus)) }
     }
 
-    /// Queues a job; refuses it when the queue is full.
-    pub fn submit(&self, job: Job) -> Result<(), QueueFull> {
+    /// Queues a job; refuses it (gives it back) when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
         self.sched.submit(job)
+    }
+
+    /// Drops the queued jobs of clients that left; returns whether there were any.
+    pub fn purge_gone(&self) -> bool {
+        self.sched.purge_gone()
     }
 
     /// Starts `n` worker threads running `app`. Call from a thread that is not pinned to a core,

@@ -28,10 +28,6 @@ use crossbeam_queue::ArrayQueue;
 use super::Job;
 use super::priority::{History, LOW, TOP, Traits, priority};
 
-/// The queue holds as many jobs as it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueFull;
-
 /// A parked worker.
 pub struct Sleeper {
     thread: Thread,
@@ -132,15 +128,15 @@ impl Scheduler {
     }
 
     /// Called on a core thread: queue the job, wake a worker if none is searching. A full queue
-    /// refuses the job (it is dropped; the caller answers 503).
-    pub fn submit(&self, job: Job) -> Result<(), QueueFull> {
+    /// refuses the job (it comes back; the caller answers 503).
+    pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
         if self.queued.fetch_add(1, SeqCst) >= self.inbox.capacity() {
             self.queued.fetch_sub(1, SeqCst);
-            return Err(QueueFull);
+            return Err(Box::new(job));
         }
-        if self.inbox.push(job).is_err() {
+        if let Err(job) = self.inbox.push(job) {
             self.queued.fetch_sub(1, SeqCst);
-            return Err(QueueFull);
+            return Err(Box::new(job));
         }
         if self.searching.load(SeqCst) == 0 && (self.running.load(SeqCst) == 0 || !self.contended()) {
             self.wake_one();
@@ -187,6 +183,10 @@ impl Scheduler {
     fn intake(&self, p: &mut Pending, now: Instant, refused: &mut Vec<Job>) {
         while let Some(job) = self.inbox.pop() {
             p.jobs.push_back(job);
+        }
+        if p.jobs.len() > self.limit {
+            // Before refusing anyone: the requests of clients that already left go first.
+            self.drop_gone(p);
         }
         if let Some(t) = self.request_timeout {
             // Jobs are pending in the order they were queued, so the expired ones are at the
@@ -263,14 +263,40 @@ impl Scheduler {
         self.pick_scored(&mut Vec::new()).map(|(j, _)| j)
     }
 
-    /// For the monitor: the jobs waiting past the queue timeout or beyond the limit, taken out.
+    /// For the monitor: the jobs waiting past the queue timeout or beyond the limit, taken out;
+    /// the jobs of clients that left are dropped.
     pub fn expired(&self) -> Vec<Job> {
         let mut refused = Vec::new();
         if self.queued.load(SeqCst) > 0 {
             let mut p = lock(&self.pending);
             self.intake(&mut p, Instant::now(), &mut refused);
+            self.drop_gone(&mut p);
         }
         refused
+    }
+
+    /// Drops the queued jobs whose clients have left (their connections are closed already, so
+    /// nobody is answered); returns whether there were any.
+    pub fn purge_gone(&self) -> bool {
+        if self.queued.load(SeqCst) == 0 {
+            return false;
+        }
+        let mut p = lock(&self.pending);
+        while let Some(job) = self.inbox.pop() {
+            p.jobs.push_back(job);
+        }
+        self.drop_gone(&mut p) > 0
+    }
+
+    fn drop_gone(&self, p: &mut Pending) -> usize {
+        let before = p.jobs.len();
+        p.jobs.retain(|j| !j.exchange.is_gone());
+        let dropped = before - p.jobs.len();
+        if dropped > 0 {
+            self.queued.fetch_sub(dropped, SeqCst);
+            crate::stats::STATS.abandoned.fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        dropped
     }
 
     /// Requests running per ranked client (for SIGUSR2).
@@ -384,6 +410,34 @@ mod tests {
     }
 
     #[test]
+    fn jobs_of_clients_that_left_are_dropped_before_anyone_is_refused() {
+        let s = Scheduler::new(2, None, 1);
+        let (a, b, c) = (job("/a"), job("/b"), job("/c"));
+        let gone = [a.exchange.clone(), b.exchange.clone()];
+        for j in [a, b, c] {
+            s.submit(j).unwrap();
+        }
+        assert!(!s.purge_gone(), "nobody left yet");
+        for e in &gone {
+            e.set_gone();
+        }
+        assert!(s.purge_gone());
+        assert_eq!(s.queued(), 1);
+        s.submit(job("/d")).unwrap();
+        let mut refused = Vec::new();
+        let (first, _) = s.pick_scored(&mut refused).unwrap();
+        assert_eq!((path(&first), refused.len()), (b"/c".to_vec(), 0));
+        // Over the limit, the gone ones go before a living one is refused.
+        let e = job("/e");
+        let gone = e.exchange.clone();
+        s.submit(e).unwrap();
+        s.submit(job("/f")).unwrap();
+        gone.set_gone();
+        let (next, _) = s.pick_scored(&mut refused).unwrap();
+        assert_eq!((path(&next), refused.len(), s.queued()), (b"/d".to_vec(), 0, 1));
+    }
+
+    #[test]
     fn a_full_queue_refuses_the_lowest_scored_and_picks_keep_arrival_order() {
         let s = Scheduler::new(3, None, 1);
         for p in ["/a", "/b", "/c"] {
@@ -409,7 +463,7 @@ mod tests {
         for i in 0..6 {
             s.submit(job(&format!("/f{i}"))).unwrap();
         }
-        assert_eq!(s.submit(job("/g")).err(), Some(QueueFull));
+        assert!(s.submit(job("/g")).is_err(), "the job comes back");
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>, slot: Arc<Slot>) {
             }
             seq += 1;
             slot.begin(seq, describe(&job));
+            // Its waits for the client end where the request's time does.
+            job.exchange.start(slot.limit.and_then(|l| Instant::now().checked_add(l)));
             run_job(py, &app, job);
             if slot.end() {
                 after_interrupted(py, &slot);

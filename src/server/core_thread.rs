@@ -119,6 +119,7 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
             monoio::time::sleep(SWEEP_EVERY).await;
             let now = keeper.now();
             keeper.watch.sweep(now);
+            keeper.watch.check_waiting();
             keeper.shared.blocks.sweep(now);
             if now.duration_since(last_flush) >= FLUSH_EVERY {
                 keeper.log.flush();

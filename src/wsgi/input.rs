@@ -3,54 +3,66 @@
 //! The first MiB of a POST/PUT/PATCH body arrives with the job; the rest is asked of the
 //! connection while the app reads, with the GIL released during the wait.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::pool::exchange::{BodyPiece, Exchange};
+use crate::pool::exchange::{BodyPiece, Exchange, MAX_BODY_PIECE};
 
-/// How much to ask the connection for at a time when the caller wants "everything".
-const READ_STEP: usize = 256 * 1024;
-/// Refill size for `readline`.
-const LINE_STEP: usize = 8192;
+/// Refill size for `readline`: what is there, up to this much.
+const LINE_STEP: usize = 64 * 1024;
 
 /// The request body as a Python file-like object.
+///
+/// Received pieces are kept as they arrive and copied once, into the `bytes` object a call
+/// returns: reading a body of any size in one call, or in many, is linear in its length (joining
+/// each new piece to everything read so far made a 64 MiB `read()` take minutes).
 #[pyclass(module = "wsgo", name = "WsgiInput")]
 pub struct WsgiInput {
-    /// Bytes received and not yet returned.
-    buf: Bytes,
+    /// Pieces received and not yet returned, in order; none is empty.
+    pieces: VecDeque<Bytes>,
+    /// Their total length.
+    len: usize,
+    /// How many bytes from the front are known to hold no `\n` (readline resumes there).
+    scanned: usize,
     /// Where more comes from; `None` once the body is complete.
     source: Option<Arc<Exchange>>,
     failed: bool,
 }
 
+fn body_error() -> PyErr {
+    PyOSError::new_err("request body could not be read (client disconnected or timed out)")
+}
+
 impl WsgiInput {
     /// `prefix` is the body received so far; `source` is `None` when it is the whole body.
     pub fn new(prefix: Bytes, source: Option<Arc<Exchange>>) -> WsgiInput {
-        WsgiInput { buf: prefix, source, failed: false }
+        let mut input = WsgiInput { pieces: VecDeque::new(), len: 0, scanned: 0, source, failed: false };
+        input.push(prefix);
+        input
     }
 
-    /// Asks the connection for more; returns false at the end of the body.
-    fn fill(&mut self, py: Python<'_>, want: usize) -> PyResult<bool> {
+    fn push(&mut self, data: Bytes) {
+        if !data.is_empty() {
+            self.len += data.len();
+            self.pieces.push_back(data);
+        }
+    }
+
+    /// Asks the connection for at least `min` and at most `max` more bytes (fewer only at the
+    /// end of the body); returns false at the end of the body.
+    fn fill(&mut self, py: Python<'_>, min: usize, max: usize) -> PyResult<bool> {
         if self.failed {
-            return Err(PyOSError::new_err(
-                "request body could not be read (client disconnected or timed out)",
-            ));
+            return Err(body_error());
         }
         let Some(source) = self.source.clone() else { return Ok(false) };
-        match py.detach(move || source.read_body(want)) {
+        match py.detach(move || source.read_body(min, max)) {
             BodyPiece::Data(data) => {
-                if self.buf.is_empty() {
-                    self.buf = data;
-                } else {
-                    let mut joined = BytesMut::with_capacity(self.buf.len() + data.len());
-                    joined.extend_from_slice(&self.buf);
-                    joined.extend_from_slice(&data);
-                    self.buf = joined.freeze();
-                }
+                self.push(data);
                 Ok(true)
             }
             BodyPiece::End => {
@@ -60,19 +72,77 @@ impl WsgiInput {
             BodyPiece::Failed => {
                 self.failed = true;
                 self.source = None;
-                Err(PyOSError::new_err("request body could not be read (client disconnected or timed out)"))
+                Err(body_error())
             }
         }
     }
 
-    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
-        let part = self.buf.split_to(n.min(self.buf.len()));
-        PyBytes::new(py, &part)
+    /// Reads until at least `n` bytes are held or the body ends.
+    fn fill_to(&mut self, py: Python<'_>, n: usize) -> PyResult<()> {
+        while self.len < n {
+            let short = (n - self.len).min(MAX_BODY_PIECE);
+            if !self.fill(py, short, short)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
-    fn line_end(&self, limit: usize) -> Option<usize> {
-        let scan = &self.buf[..self.buf.len().min(limit)];
-        scan.iter().position(|&b| b == b'\n').map(|p| p + 1)
+    /// The first `n` held bytes (all, if fewer), as one `bytes` object: each byte copied once.
+    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let n = n.min(self.len);
+        let out = match self.pieces.front_mut() {
+            Some(first) if first.len() >= n => {
+                let out = PyBytes::new(py, &first[..n]);
+                if first.len() == n {
+                    self.pieces.pop_front();
+                } else {
+                    let _ = first.split_to(n);
+                }
+                out
+            }
+            _ => {
+                let pieces = &mut self.pieces;
+                PyBytes::new_with(py, n, |dst| {
+                    let mut at = 0;
+                    while at < n {
+                        let Some(front) = pieces.front_mut() else { break };
+                        let k = front.len().min(n - at);
+                        dst[at..at + k].copy_from_slice(&front[..k]);
+                        at += k;
+                        if k == front.len() {
+                            pieces.pop_front();
+                        } else {
+                            let _ = front.split_to(k);
+                        }
+                    }
+                    Ok(())
+                })?
+            }
+        };
+        self.len -= n;
+        self.scanned = self.scanned.saturating_sub(n);
+        Ok(out)
+    }
+
+    /// The length through the first `\n` within the first `limit` held bytes, if there is one.
+    /// Bytes scanned before are not scanned again.
+    fn line_end(&mut self, limit: usize) -> Option<usize> {
+        let limit = limit.min(self.len);
+        let mut offset = 0;
+        for piece in &self.pieces {
+            if offset >= limit {
+                break;
+            }
+            let end = piece.len().min(limit - offset);
+            let from = self.scanned.saturating_sub(offset).min(end);
+            if let Some(p) = piece[from..end].iter().position(|&b| b == b'\n') {
+                return Some(offset + from + p + 1);
+            }
+            offset += piece.len();
+        }
+        self.scanned = self.scanned.max(limit);
+        None
     }
 
     fn read_line<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
@@ -82,10 +152,11 @@ impl WsgiInput {
         };
         loop {
             if let Some(end) = self.line_end(limit) {
-                return Ok(self.take(py, end));
+                return self.take(py, end);
             }
-            if self.buf.len() >= limit || !self.fill(py, LINE_STEP)? {
-                return Ok(self.take(py, limit));
+            let room = limit - self.len.min(limit);
+            if room == 0 || !self.fill(py, 1, room.min(LINE_STEP))? {
+                return self.take(py, limit);
             }
         }
     }
@@ -99,12 +170,12 @@ impl WsgiInput {
         match size {
             Some(n) if n >= 0 => {
                 let n = n as usize;
-                while self.buf.len() < n && self.fill(py, (n - self.buf.len()).min(READ_STEP * 4))? {}
-                Ok(self.take(py, n))
+                self.fill_to(py, n)?;
+                self.take(py, n)
             }
             _ => {
-                while self.fill(py, READ_STEP)? {}
-                Ok(self.take(py, usize::MAX))
+                while self.fill(py, MAX_BODY_PIECE, MAX_BODY_PIECE)? {}
+                self.take(py, usize::MAX)
             }
         }
     }

@@ -15,6 +15,8 @@ from urllib.parse import parse_qs
 CLOSE_COUNT = [0]
 CALLS = [0]
 LOCAL = threading.local()
+# What /record and /read-record saw, for tests that look whether a request ran and how it ended.
+RECORDED = []
 
 
 def qs(environ):
@@ -62,6 +64,55 @@ def application(environ, start_response):
         n = int(q.get("n", "5000"))
         start_response("200 OK", [("X-H-%d" % i, "v" * 100) for i in range(n)])
         return [b"many headers"]
+    if path == "/record":
+        RECORDED.append(q.get("id", ""))
+        return respond(start_response, b"recorded")
+    if path == "/recorded":
+        return respond(start_response, json.dumps(RECORDED).encode(), ctype="application/json")
+    if path == "/read-record":
+        # Reads the whole body; records how that ended and how long it took.
+        t0 = time.monotonic()
+        try:
+            n = len(environ["wsgi.input"].read())
+            RECORDED.append("%s read %d" % (q.get("id", ""), n))
+        except OSError as e:
+            RECORDED.append("%s OSError after %.1f s: %s" % (q.get("id", ""), time.monotonic() - t0, e))
+            raise
+        return respond(start_response, b"read")
+    if path == "/sleep-then-write":
+        # Sleeps, then writes: records whether the write was refused (the client left meanwhile).
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"started;")
+        time.sleep(float(q.get("t", "1")))
+        try:
+            write(b"late;")
+            RECORDED.append("%s write ok" % q.get("id", ""))
+        except OSError:
+            RECORDED.append("%s write failed" % q.get("id", ""))
+            raise
+        return [b"done"]
+    if path == "/generate":
+        # A large streamed body: n bytes in pieces of `piece`; counts close() calls.
+        n, piece = int(q.get("n", "50000000")), int(q.get("piece", "65536"))
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+        def gen():
+            try:
+                sent = 0
+                block = b"g" * piece
+                while sent < n:
+                    yield block[: n - sent]
+                    sent += piece
+            finally:
+                CLOSE_COUNT[0] += 1
+
+        return gen()
+    if path == "/write-then-read":
+        # PEP 3333: the body may be read after the response has started.
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"started;")
+        body = environ["wsgi.input"].read()
+        return [("%d %s" % (len(body), hashlib.md5(body).hexdigest())).encode()]
     if path == "/calls":
         return respond(start_response, str(CALLS[0]).encode())
     if path == "/close-count":
