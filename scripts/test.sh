@@ -13,6 +13,9 @@ echo "== cargo test (io_uring driver)"
 cargo test
 echo "== integration tests (epoll driver)"
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --test '*'
+echo "== a panic costs one connection (a fault-injection build, both drivers)"
+cargo test --features fault-injection --target-dir target/fault --test panic
+MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --features fault-injection --target-dir target/fault --test panic
 echo "== performance regression check (instructions per request)"
 cargo build --release --bin wsgo --example instr_count
 .venv/bin/python scripts/perf_check.py

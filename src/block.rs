@@ -19,6 +19,9 @@ use crate::pool::priority::{ClientKey, is_public};
 pub const MAX_DELAY: Duration = Duration::from_secs(25);
 /// Most blocked requests held at once.
 pub const MAX_HELD: usize = 100;
+/// Longest block: an `X-WSGo-Block` beyond it blocks for this long (the value is the app's, and
+/// reaches time arithmetic).
+pub const MAX_BLOCK: Duration = Duration::from_secs(30 * 24 * 3600);
 
 struct Block {
     until: Instant,
@@ -62,7 +65,8 @@ impl Blocks {
         let key = ClientKey::of(ip);
         eprintln!("wsgo: - blocking {key} for {secs} seconds");
         crate::stats::bump(&crate::stats::STATS.blocks_established);
-        let until = now + Duration::from_secs(secs.max(0) as u64);
+        let span = Duration::from_secs(secs.clamp(0, MAX_BLOCK.as_secs() as i64) as u64);
+        let until = now.checked_add(span).unwrap_or(now);
         let mut map = lock(&self.map);
         let entry = map.entry(key).or_insert(Block { until, refused: 0 });
         entry.until = entry.until.max(until);
@@ -152,6 +156,13 @@ mod tests {
         assert!(b.is_empty());
         assert!(b.block(ip, -5, t0), "negative: already expired");
         assert!(b.check(ip, t0).is_none());
+        // Any integer the app sends is clamped: no overflow, at most MAX_BLOCK.
+        for secs in [i64::MAX, i64::MIN, 1 << 62] {
+            let b = Blocks::default();
+            assert!(b.block(ip, secs, t0));
+            let left = b.check(ip, t0 + Duration::from_secs(1));
+            assert!(left.is_none_or(|l| l <= MAX_BLOCK), "{secs}: {left:?}");
+        }
     }
 
     #[test]

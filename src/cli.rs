@@ -34,7 +34,7 @@ pub struct Args {
 
     /// Seconds a request may wait for a worker, and the longest wait for in-flight requests at
     /// shutdown. 0 disables the limit.
-    #[arg(long = "request-timeout", default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long = "request-timeout", default_value_t = 60, value_name = "SECONDS", value_parser = seconds())]
     pub request_timeout: u64,
 
     /// Network threads (one runtime each, pinned to a CPU). Default: the CPUs this process may
@@ -55,12 +55,12 @@ pub struct Args {
 
     /// Seconds clients may cache static files (Cache-Control and Expires). 0 sends
     /// `Cache-Control: no-cache`.
-    #[arg(long = "static-max-age", default_value_t = 86400, value_name = "SECONDS")]
+    #[arg(long = "static-max-age", default_value_t = 86400, value_name = "SECONDS", value_parser = seconds())]
     pub static_max_age: u64,
 
     /// Upper bound in seconds on how long a response is kept in the response cache; 0 turns the
     /// cache off. Responses opt in with `Cache-Control: max-age=N`.
-    #[arg(long = "max-age", default_value_t = 0, value_name = "SECONDS")]
+    #[arg(long = "max-age", default_value_t = 0, value_name = "SECONDS", value_parser = seconds())]
     pub max_age: u64,
 
     /// Size limit of the response cache in bytes (each entry counts its body, head and 1000
@@ -192,6 +192,14 @@ impl Args {
             process: self.process as usize,
         })
     }
+}
+
+/// Longest duration a flag may give, in seconds (a year): every duration reaches time arithmetic,
+/// which must not overflow (DESIGN decision 15).
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+fn seconds() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=MAX_SECONDS)
 }
 
 /// Parses a Go-style listen address: `host:port`, `:port`, `[v6]:port`.

@@ -22,4 +22,5 @@ pub mod router;
 pub mod server;
 pub mod static_files;
 pub mod stats;
+pub mod sys;
 pub mod wsgi;

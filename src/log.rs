@@ -103,7 +103,7 @@ fn flush_to_stdout(buf: &mut Vec<u8>) {
 }
 
 /// Quotes, backslashes and non-printable bytes become `\xHH`.
-fn escape(buf: &mut Vec<u8>, field: &[u8]) {
+pub fn escape(buf: &mut Vec<u8>, field: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
     if field.iter().all(|&b| plain(b)) {

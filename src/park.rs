@@ -45,6 +45,10 @@ impl Action {
     }
 }
 
+/// Longest park: a longer `X-WSGo-Park-Timeout` waits this long (the value reaches time
+/// arithmetic).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// The timeout when the app gives none, or an invalid one.
 pub const DEFAULT_TIMEOUT: (Duration, Action) = (Duration::from_secs(7200), Action::Http204);
 
@@ -62,7 +66,9 @@ pub fn timeout(value: Option<&str>) -> (Duration, Action) {
         return DEFAULT_TIMEOUT;
     };
     match (secs.parse::<u64>(), Action::from_name(&action.to_ascii_lowercase())) {
-        (Ok(s), Some(a)) if s > 0 => (Duration::from_secs(s), a),
+        (Ok(s), Some(a)) if s > 0 => (Duration::from_secs(s).min(MAX_TIMEOUT), a),
+        // More digits than a u64 holds: as long as allowed.
+        (Err(e), Some(a)) if *e.kind() == std::num::IntErrorKind::PosOverflow => (MAX_TIMEOUT, a),
         _ => DEFAULT_TIMEOUT,
     }
 }
@@ -210,6 +216,8 @@ mod tests {
             (Some("5"), (7200, Action::Http204)),
             (Some("5 explode"), (7200, Action::Http204)),
             (Some("5 retry extra"), (7200, Action::Http204)),
+            (Some("18446744073709551615 retry"), (MAX_TIMEOUT.as_secs(), Action::Retry)),
+            (Some("99999999999999999999999 http-504"), (MAX_TIMEOUT.as_secs(), Action::Http504)),
         ];
         for (value, (secs, action)) in table {
             assert_eq!(timeout(*value), (Duration::from_secs(*secs), *action), "{value:?}");

@@ -336,3 +336,40 @@ fn a_flood_of_vanishing_clients_does_not_fill_the_queue() {
     let flood_runs = recorded.matches("flood").count();
     assert!(flood_runs < 30, "{flood_runs} requests of vanished clients ran: {recorded}");
 }
+
+// ---------- 6. nothing from the app or a client panics a core thread ----------
+
+#[test]
+fn durations_from_the_app_are_clamped() {
+    // One core thread: a panic there would take every connection and the listener.
+    let server = Server::start(&["--process", "1", "--io-threads", "1", "--request-timeout", "0"]);
+    let mut other = server.connect();
+    other.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut ro = BufReader::new(other.try_clone().unwrap());
+    assert_eq!(read_response(&mut ro, false).expect("a response").status, 200);
+    // A park as long as u64 seconds; it waits, and is woken as any other.
+    let mut parked = server.connect();
+    parked.write_all(b"GET /park-forever?channel=huge HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // A block as long as i64 seconds, from a public client behind the (trusted) loopback proxy.
+    let r = roundtrip(
+        &server,
+        b"GET /block-forever HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 8.8.8.8\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let mut blocked = server.connect();
+    blocked
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 8.8.8.8\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // The core thread is alive: the old connection and new ones are served.
+    other.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut ro, false).expect("the old connection works").status, 200);
+    assert_eq!(get(&server, "/notify?channel=huge&action=2").text(), "1");
+    let r = read_response(&mut BufReader::new(parked), false).expect("the parked request is answered");
+    assert_eq!(r.status, 204);
+    // The blocked client's request is held (its 429 comes after at most 25 s).
+    blocked.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(blocked.read(&mut byte).is_err(), "held, not answered at once");
+    assert!(!server.stderr_text().contains("panicked"), "{}", server.stderr_text());
+}

@@ -130,6 +130,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<CoreCtx>) {
         out: Vec::with_capacity(1024),
         core,
         accepted,
+        current: None,
     };
     conn.run().await;
 }
@@ -145,11 +146,51 @@ struct Conn {
     out: Vec<u8>,
     core: Rc<CoreCtx>,
     accepted: Instant,
+    /// The request being answered (for its access-log line, and for the report of a panic).
+    current: Option<LogInfo>,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         self.core.watch.remove(self.key);
+        if std::thread::panicking() {
+            // A bug: this connection is lost, the core thread and every other connection go on
+            // (the task runs under `CatchUnwind`). Say which request it was, escaped.
+            let mut line = Vec::new();
+            if let Some(info) = &self.current {
+                let span = |s: Span| &info.buf[s.start as usize..s.end as usize];
+                crate::log::escape(&mut line, span(info.method));
+                line.push(b' ');
+                crate::log::escape(&mut line, span(info.target));
+            }
+            eprintln!(
+                "wsgo: a connection from {} failed on \"{}\" (a bug: the panic is above); it is closed, the server goes on",
+                self.peer,
+                String::from_utf8_lossy(&line)
+            );
+        }
+    }
+}
+
+/// Runs a future, turning a panic inside it into `Err` (monoio does not catch panics of its
+/// tasks: one would unwind through the core thread's runtime and take every connection on it).
+/// The future is not polled again after a panic; dropping it drops what it held.
+pub struct CatchUnwind<F>(pub F);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        // SAFETY: structural pinning of the only field: it is never moved out of `self`.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
     }
 }
 
@@ -391,9 +432,16 @@ impl Conn {
             minor: head.minor,
             client,
         };
+        #[cfg(feature = "fault-injection")]
+        if head.path() == Some(b"/__panic") {
+            self.current = Some(info);
+            panic!("fault injection: a panic on a chosen request");
+        }
         if let Some(remaining) = self.core.shared.blocks.check(client, started) {
             return self.blocked(&head, remaining).await;
         }
+        // Kept where a panic can find it (see `Drop for Conn`), until the line is written.
+        self.current = Some(info);
         let outcome = match route(&head) {
             Route::Answer(a) => self.simple(&head, a.status, &a.lines, &a.body).await,
             Route::Stages => match self.try_static(&head).await {
@@ -404,18 +452,20 @@ impl Conn {
                 },
             },
         };
-        let span = |s: Span| &info.buf[s.start as usize..s.end as usize];
-        self.core.log.write(&Entry {
-            client: info.client,
-            method: span(info.method),
-            target: span(info.target),
-            minor: info.minor,
-            status: outcome.status,
-            bytes: outcome.bytes,
-            referer: info.referer.map(span),
-            user_agent: info.user_agent.map(span),
-            duration: started.elapsed(),
-        });
+        if let Some(info) = self.current.take() {
+            let span = |s: Span| &info.buf[s.start as usize..s.end as usize];
+            self.core.log.write(&Entry {
+                client: info.client,
+                method: span(info.method),
+                target: span(info.target),
+                minor: info.minor,
+                status: outcome.status,
+                bytes: outcome.bytes,
+                referer: info.referer.map(span),
+                user_agent: info.user_agent.map(span),
+                duration: started.elapsed(),
+            });
+        }
         if self.core.shared.draining.load(SeqCst) {
             self.core.log.flush();
         }

@@ -25,6 +25,15 @@ const PARKED_READ_LIMIT: usize = 64 * 1024;
 /// How often a parked request looks whether the server is shutting down.
 const DRAIN_CHECK: Duration = Duration::from_millis(250);
 
+/// Takes a parked request off its channels when dropped.
+struct Leave<'a>(&'a crate::park::Parking, u64);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.leave(self.1);
+    }
+}
+
 /// How a parked request ended.
 pub(super) enum Unparked {
     Answered(Outcome),
@@ -51,7 +60,10 @@ impl Conn {
         let parking = self.core.shared.parking.clone();
         let names = p.channels.join(", ");
         let (id, notice) = parking.park(p.channels.clone());
-        let deadline = Instant::now() + p.timeout;
+        // Off the channels however this ends (a panic included): the count stays true.
+        let leave = Leave(&parking, id);
+        let now = Instant::now();
+        let deadline = now.checked_add(p.timeout).unwrap_or(now);
         self.core.watch.set_deadline(self.key, None);
         let (action, arg) = loop {
             if self.core.shared.draining.load(SeqCst) {
@@ -66,7 +78,7 @@ impl Conn {
                 Event::Read(Ok(_)) | Event::Tick => {}
             }
         };
-        parking.leave(id);
+        drop(leave);
         let code = match action {
             Action::Disconnect => 0,
             Action::Retry => 1,

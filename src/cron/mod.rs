@@ -97,7 +97,10 @@ fn now_unix() -> i64 {
 /// When a job is next due, and that time as text for the log.
 fn next_due(when: &When) -> (Instant, String) {
     match when {
-        When::Every(period) => (Instant::now() + *period, format!("in {:.3} s", period.as_secs_f64())),
+        When::Every(period) => {
+            let now = Instant::now();
+            (now.checked_add(*period).unwrap_or(now), format!("in {:.3} s", period.as_secs_f64()))
+        }
         When::Cron(s) => {
             let now = now_unix();
             let (civil, secs) = local(now);
@@ -108,7 +111,8 @@ fn next_due(when: &When) -> (Instant, String) {
                 "at {:04}-{:02}-{:02} {:02}:{:02}:00 (local time)",
                 next.year, next.month, next.day, next.hour, next.minute
             );
-            (Instant::now() + wait, text)
+            let now = Instant::now();
+            (now.checked_add(wait).unwrap_or(now), text)
         }
     }
 }

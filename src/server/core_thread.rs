@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use monoio::io::Canceller;
 use monoio::net::TcpStream;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
@@ -27,6 +26,8 @@ use crate::static_files::FileCache;
 
 /// At shutdown, how long the listener is still polled for connections that were under way.
 const LINGER: Duration = Duration::from_millis(200);
+/// Connections accepted in a row before the accept loop lets the others run.
+const ACCEPT_BURST: usize = 64;
 
 /// Whether MONOIO_FORCE_LEGACY_DRIVER asks for epoll.
 fn force_legacy() -> bool {
@@ -45,7 +46,7 @@ pub(super) fn run(
     if let Some(core) = core {
         core_affinity::set_for_current(core);
     }
-    super::batch_scheduling();
+    crate::sys::batch_scheduling();
     if !force_legacy() {
         let mut ring = io_uring::IoUring::builder();
         ring.setup_coop_taskrun();
@@ -57,7 +58,7 @@ pub(super) fn run(
             .build();
         match uring {
             Ok(mut rt) => {
-                rt.block_on(serve(listener, shared, pool, signal));
+                rt.block_on(serve(listener, shared, pool, signal, false));
                 return;
             }
             Err(e) => {
@@ -71,7 +72,7 @@ pub(super) fn run(
         .enable_timer()
         .attach_thread_pool(Box::new(shared.blocking.clone()));
     match legacy.build() {
-        Ok(mut rt) => rt.block_on(serve(listener, shared, pool, signal)),
+        Ok(mut rt) => rt.block_on(serve(listener, shared, pool, signal, true)),
         Err(e) => {
             eprintln!("wsgo: core thread {index} cannot start a runtime: {e}");
             shared.listening.fetch_sub(1, SeqCst);
@@ -79,7 +80,14 @@ pub(super) fn run(
     }
 }
 
-async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: Arc<CoreSignal>) {
+/// `nonblocking`: the driver wants non-blocking sockets (epoll); io_uring takes blocking ones.
+async fn serve(
+    listener: StdListener,
+    shared: Arc<Shared>,
+    pool: Pool,
+    signal: Arc<CoreSignal>,
+    nonblocking: bool,
+) {
     let listen_fd = listener.as_raw_fd();
     let listen_addr = match listener.local_addr() {
         Ok(a) => a,
@@ -93,6 +101,7 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         Ok(l) => l,
         Err(e) => {
             eprintln!("wsgo: cannot register the listener: {e}");
+            shared.listening.fetch_sub(1, SeqCst);
             return;
         }
     };
@@ -111,7 +120,8 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
     let drainer = core.clone();
     monoio::spawn(async move { drainer.mailbox.drain().await });
 
-    // Housekeeping: connection deadlines every SWEEP_EVERY, the access log every FLUSH_EVERY.
+    // Housekeeping: connection deadlines and departed clients every SWEEP_EVERY, the access log
+    // every FLUSH_EVERY.
     let keeper = core.clone();
     monoio::spawn(async move {
         let mut last_flush = Instant::now();
@@ -128,22 +138,13 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
         }
     });
 
-    // Shutdown: the pending accept is cancelled (not the socket shut down: other processes may
-    // share it), then everything already queued on it is accepted and served.
-    let canceller = Rc::new(std::cell::RefCell::new(Canceller::new()));
-    let watcher = core.clone();
-    let cancel = canceller.clone();
-    monoio::spawn(async move {
-        signal.wait().await;
-        let c = std::mem::replace(&mut *cancel.borrow_mut(), Canceller::new());
-        let _ = c.cancel();
-        // Idle keep-alive connections are closed now; busy ones close after their response.
-        watcher.watch.close_idle();
-        watcher.log.flush();
-    });
-
+    // Connections are taken with accept4(SOCK_CLOEXEC) rather than the runtime's accept (whose
+    // io_uring form leaves them inheritable by the app's child processes); the runtime only
+    // says when the listener is readable. At shutdown the wait is dropped (which cancels it),
+    // not the socket shut down: other processes may share it.
     let mut accept_failures = 0u64;
     let mut last_accept_log: Option<Instant> = None;
+    let mut burst = 0;
     loop {
         if shared.draining.load(SeqCst) {
             break;
@@ -160,13 +161,16 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
             continue;
         }
         shared.at_limit.store(false, SeqCst);
-        let handle = canceller.borrow().handle();
-        match listener.cancelable_accept(handle).await {
-            Ok((stream, peer)) => start_conn(&core, stream, peer),
+        match crate::sys::accept(listen_fd, nonblocking) {
+            // Up to a burst at a time: then the wait below lets the new connections run.
+            Ok(Some((fd, peer))) if burst < ACCEPT_BURST => {
+                burst += 1;
+                start_std(&core, std::net::TcpStream::from(fd), peer);
+                continue;
+            }
+            Ok(Some((fd, peer))) => start_std(&core, std::net::TcpStream::from(fd), peer),
+            Ok(None) => {}
             Err(e) => {
-                if shared.draining.load(SeqCst) {
-                    break;
-                }
                 // Out of file descriptors or memory: back off instead of spinning; the
                 // connections we have keep being served. Logged at most every 5 s.
                 accept_failures += 1;
@@ -175,9 +179,21 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
                     last_accept_log = Some(Instant::now());
                 }
                 monoio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
         }
+        burst = 0;
+        let stop = monoio::select! {
+            _ = listener.readable(false) => false,
+            _ = signal.wait() => true,
+        };
+        if stop {
+            break;
+        }
     }
+    // Idle keep-alive connections are closed now; busy ones close after their response.
+    core.watch.close_idle();
+    core.log.flush();
     // Serve the connections that were already waiting in the kernel's queue; unsupervised, this
     // process is the last holder of its socket, so new attempts are dropped first (the
     // supervisor does that for its sockets when everything stops).
@@ -192,14 +208,9 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
     let stopped = Instant::now();
     let mut drained = 0;
     loop {
-        while let Some((stream, peer)) = accept_now(listen_fd) {
-            match TcpStream::from_std(stream) {
-                Ok(s) => {
-                    start_conn(&core, s, peer);
-                    drained += 1;
-                }
-                Err(e) => eprintln!("wsgo: cannot register a queued connection: {e}"),
-            }
+        while let Ok(Some((fd, peer))) = crate::sys::accept(listen_fd, nonblocking) {
+            start_std(&core, std::net::TcpStream::from(fd), peer);
+            drained += 1;
         }
         if core.open.get() == 0 && stopped.elapsed() >= LINGER {
             break;
@@ -214,38 +225,23 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, pool: Pool, signal: A
     core.log.flush();
 }
 
+/// Registers an accepted connection with the runtime and serves it.
+fn start_std(core: &Rc<CoreCtx>, stream: std::net::TcpStream, peer: std::net::SocketAddr) {
+    match TcpStream::from_std(stream) {
+        Ok(s) => start_conn(core, s, peer),
+        Err(e) => eprintln!("wsgo: cannot register a connection: {e}"),
+    }
+}
+
 /// Starts serving an accepted connection.
 fn start_conn(core: &Rc<CoreCtx>, stream: TcpStream, peer: std::net::SocketAddr) {
     core.shared.open.fetch_add(1, SeqCst);
     core.open.set(core.open.get() + 1);
     let c = core.clone();
     monoio::spawn(async move {
-        conn::serve(stream, peer, c.clone()).await;
+        // A panic costs this connection only (see `CatchUnwind`); the counts stay true.
+        let _ = conn::CatchUnwind(conn::serve(stream, peer, c.clone())).await;
         c.open.set(c.open.get() - 1);
         c.shared.open.fetch_sub(1, SeqCst);
     });
-}
-
-/// Accepts a connection already queued on the (non-blocking) listening socket, if there is one.
-fn accept_now(listen_fd: std::os::fd::RawFd) -> Option<(std::net::TcpStream, std::net::SocketAddr)> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: sockaddr_storage is plain data; accept4 fills at most `len` bytes of it.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: listen_fd is our open listening socket; storage and len are valid for writing.
-    let fd = unsafe {
-        libc::accept4(
-            listen_fd,
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: accept4 returned a new descriptor that nothing else owns.
-    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    let peer = stream.peer_addr().ok()?;
-    Some((stream, peer))
 }

@@ -67,6 +67,7 @@ pub fn print_stats(shared: &Shared, pool: &Pool) {
     line(format!("Request timeouts: {}", get(&STATS.queue_timeouts)));
     line(format!("Requests interrupted: {}", get(&STATS.interrupted)));
     line(format!("Request drops: {}", get(&STATS.drops)));
+    line(format!("Requests abandoned by their clients while queued: {}", get(&STATS.abandoned)));
     line(format!("Static files served: {}", get(&STATS.static_files)));
     line(format!("Blocks established: {}", get(&STATS.blocks_established)));
     line(format!("Blocked requests: {}", get(&STATS.blocked_requests)));

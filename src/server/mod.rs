@@ -80,18 +80,6 @@ impl CoreSignal {
     }
 }
 
-/// Puts the calling thread under SCHED_BATCH: a wake-up no longer preempts the thread running on
-/// that CPU. When a core thread and a Python thread share a CPU, each hand-off would otherwise
-/// switch threads at once (a context switch per request); with it, work queues up while the other
-/// side runs and is taken as a batch.
-pub fn batch_scheduling() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; param is a valid sched_param for SCHED_BATCH.
-    unsafe {
-        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-    }
-}
-
 /// glibc's heap, used by Python for objects above 512 bytes: memory freed at the top of a heap is
 /// kept up to this much instead of being handed back to the kernel at once.
 const MALLOC_TRIM_THRESHOLD: i32 = 8 << 20;
@@ -126,40 +114,15 @@ fn malloc_set_by_user(tunables: &str, trim_var: bool, mmap_var: bool) -> bool {
     named("trim_threshold") || named("mmap_threshold") || trim_var || mmap_var
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts), so that the main
-/// thread receives them through `sigwait`.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is initialised by sigemptyset before use; pthread_sigmask only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGUSR1);
-        libc::sigaddset(&mut set, libc::SIGUSR2);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-fn wait_for_signal(set: &libc::sigset_t) -> libc::c_int {
-    let mut sig: libc::c_int = 0;
-    loop {
-        // SAFETY: set is a valid, initialised signal set; sig is written by sigwait.
-        if unsafe { libc::sigwait(set, &mut sig) } == 0 {
-            return sig;
-        }
-    }
-}
-
 /// The listening sockets, one per core thread: inherited from the supervisor
 /// (`WSGO_LISTEN_FDS`, each core taking a copy of one of them) or bound here. Port 0 is resolved.
 pub(crate) fn bind_listeners(
     config: &Config,
+    inherited: Option<&std::ffi::OsStr>,
 ) -> Result<(Vec<std::net::TcpListener>, std::net::SocketAddr), ExitCode> {
     use std::os::fd::FromRawFd;
     let mut bind = config.bind;
-    if let Some(list) = std::env::var_os(supervisor::LISTEN_FDS) {
+    if let Some(list) = inherited {
         let fds: Vec<i32> = list.to_str().unwrap_or("").split(',').filter_map(|f| f.parse().ok()).collect();
         if fds.is_empty() {
             eprintln!("wsgo: {} names no descriptors", supervisor::LISTEN_FDS);
@@ -213,9 +176,37 @@ pub(crate) fn bind_listeners(
     Ok((listeners, bind))
 }
 
+/// What the supervisor passes to a server process in its environment, taken out of it (the
+/// application and the processes it starts never see these).
+struct FromSupervisor {
+    /// `WSGO_LISTEN_FDS`: the inherited listening sockets.
+    listen_fds: Option<std::ffi::OsString>,
+    /// `WSGO_READY_FD`: where to say "serving".
+    ready_fd: Option<i32>,
+}
+
+impl FromSupervisor {
+    /// Reads and removes the variables. Call before any other thread starts.
+    fn take() -> FromSupervisor {
+        let listen_fds = std::env::var_os(supervisor::LISTEN_FDS);
+        let ready_fd = std::env::var(supervisor::READY_FD).ok().and_then(|f| f.parse::<i32>().ok());
+        // SAFETY: called at the start of the process, before any other thread exists, so
+        // nothing reads the environment concurrently.
+        unsafe {
+            std::env::remove_var(supervisor::LISTEN_FDS);
+            std::env::remove_var(supervisor::READY_FD);
+        }
+        if let Some(fd) = ready_fd {
+            // Held until the app has loaded: not to be inherited by what it starts.
+            let _ = crate::sys::set_cloexec(fd);
+        }
+        FromSupervisor { listen_fds, ready_fd }
+    }
+}
+
 /// Tells the supervisor (if any) that this process serves: one byte on `WSGO_READY_FD`.
-fn notify_ready() {
-    let Some(fd) = std::env::var(supervisor::READY_FD).ok().and_then(|f| f.parse::<i32>().ok()) else {
+fn notify_ready(ready_fd: Option<i32>) {
+    let Some(fd) = ready_fd else {
         return;
     };
     // SAFETY: the descriptor was passed by the supervisor for this one write; closed after.
@@ -240,11 +231,21 @@ fn raise_fd_limit() {
 /// Runs a server process until SIGINT/SIGTERM. Returns the process exit code.
 pub fn run(config: Config) -> ExitCode {
     tune_malloc();
-    let signals = block_signals();
+    let from_supervisor = FromSupervisor::take();
+    // SIGHUP as SIGTERM: a process's own hang-up is a graceful stop (the supervisor, or
+    // systemd, starts the next one), never the instant death of the default action.
+    let caught = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
+    let signals = match crate::sys::Signals::install(&caught) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("wsgo: cannot install the signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     raise_fd_limit();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut config = config;
-    let listeners = match bind_listeners(&config) {
+    let listeners = match bind_listeners(&config, from_supervisor.listen_fds.as_deref()) {
         Ok((l, bound)) => {
             config.bind = bound;
             l
@@ -286,8 +287,7 @@ pub fn run(config: Config) -> ExitCode {
     let quit = move |why: &str| {
         eprintln!("wsgo: {why}");
         quit_flag.store(true, SeqCst);
-        // SAFETY: kill(2) on our own pid; SIGTERM is blocked in every thread and taken by the
-        // main thread's sigwait.
+        // SAFETY: kill(2) on our own pid; SIGTERM is caught and passed to the main thread.
         unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
     };
     if let Err(e) = crate::cron::start(&pool) {
@@ -316,7 +316,7 @@ pub fn run(config: Config) -> ExitCode {
         draining: AtomicBool::new(false),
         open: AtomicUsize::new(0),
         listening: AtomicUsize::new(config_io_threads),
-        supervised: std::env::var_os(supervisor::LISTEN_FDS).is_some(),
+        supervised: from_supervisor.listen_fds.is_some(),
         at_limit: AtomicBool::new(false),
         roots,
         blocks: Default::default(),
@@ -338,7 +338,7 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    notify_ready();
+    notify_ready(from_supervisor.ready_fd);
     eprintln!(
         "wsgo: process {} (pid {}) serving {}:{} on http://{} ({} io threads, {} workers)",
         shared.config.process.max(1),
@@ -351,13 +351,17 @@ pub fn run(config: Config) -> ExitCode {
     );
 
     let sig = loop {
-        match wait_for_signal(&signals) {
+        match signals.wait() {
             libc::SIGUSR1 => diagnostics::dump_stacks(&pool),
             libc::SIGUSR2 => diagnostics::print_stats(&shared, &pool),
             other => break other,
         }
     };
-    let name = if sig == libc::SIGINT { "interrupt" } else { "terminated" };
+    let name = match sig {
+        libc::SIGINT => "interrupt",
+        libc::SIGHUP => "hangup",
+        _ => "terminated",
+    };
     eprintln!("wsgo: got {name} signal, shutting down...");
     shared.draining.store(true, SeqCst);
     for s in &signals_to_cores {

@@ -188,7 +188,7 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
         eprintln!("wsgo: --processes 0: nothing to run");
         return ExitCode::SUCCESS;
     }
-    let listeners = match super::bind_listeners(config) {
+    let listeners = match super::bind_listeners(config, None) {
         Ok((l, _)) => l,
         Err(code) => return code,
     };

@@ -63,6 +63,13 @@ fn period(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(PyValueError::new_err(format!("timer period must be more than 0 seconds, not {secs}")));
     }
+    // At most a year: the period reaches time arithmetic.
+    if secs > crate::cli::MAX_SECONDS as f64 {
+        return Err(PyValueError::new_err(format!(
+            "timer period must be at most {} seconds (a year), not {secs}",
+            crate::cli::MAX_SECONDS
+        )));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
 

@@ -91,6 +91,19 @@ def application(environ, start_response):
             RECORDED.append("%s write failed" % q.get("id", ""))
             raise
         return [b"done"]
+    if path == "/park-forever":
+        # Durations no clock can add: must be clamped, not overflow.
+        start_response("200 OK", [("X-WSGo-Park", q.get("channel", "forever")),
+                                  ("X-WSGo-Park-Timeout", "18446744073709551615 retry")])
+        return [b""]
+    if path == "/block-forever":
+        start_response("200 OK", [("X-WSGo-Block", q.get("secs", "9223372036854775807"))])
+        return [b"blocked"]
+    if path == "/notify":
+        import wsgo
+
+        n = wsgo.notify_parked(q.get("channel", ""), int(q.get("action", "2")), q.get("arg", ""))
+        return respond(start_response, str(n).encode())
     if path == "/generate":
         # A large streamed body: n bytes in pieces of `piece`; counts close() calls.
         n, piece = int(q.get("n", "50000000")), int(q.get("piece", "65536"))
