@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use wsgo::cache::key::{key, selection};
+use wsgo::cache::key::{Selection, key, selection};
 use wsgo::cache::{Entry, Store};
 
 fn filled() -> Arc<Store> {
     let store = Store::new(64 << 20);
     for i in 0..10_000 {
-        let k = key(b"example.com", format!("/page/{i}").as_bytes(), Some(b"a=1"));
+        let k = key(false, b"example.com", format!("/page/{i}").as_bytes(), Some(b"a=1"));
         let e = Entry::new(
             200,
             vec![],
@@ -38,7 +38,7 @@ fn filled() -> Arc<Store> {
         Some(vec![b"sessionid".to_vec()]),
         Duration::from_secs(600),
     );
-    store.insert(key(b"example.com", b"/vary", None), e);
+    store.insert(key(false, b"example.com", b"/vary", None), e);
     Arc::new(store)
 }
 
@@ -53,14 +53,14 @@ fn concurrent(store: &Arc<Store>, threads: usize, iters: u64, same_key: bool) ->
                 let keys: Vec<Vec<u8>> = (0..64)
                     .map(|i| {
                         let page = if same_key { 7 } else { t * 1000 + i };
-                        key(b"example.com", format!("/page/{page}").as_bytes(), Some(b"a=1"))
+                        key(false, b"example.com", format!("/page/{page}").as_bytes(), Some(b"a=1"))
                     })
                     .collect();
                 barrier.wait();
                 let start = Instant::now();
                 for i in 0..iters {
                     let k = &keys[(i % 64) as usize];
-                    black_box(store.lookup(black_box(k), Instant::now(), |_, _| None));
+                    black_box(store.lookup(black_box(k), Instant::now(), |_, _| Selection::Absent));
                 }
                 start.elapsed()
             })
@@ -72,19 +72,21 @@ fn concurrent(store: &Arc<Store>, threads: usize, iters: u64, same_key: bool) ->
 fn lookups(c: &mut Criterion) {
     let store = filled();
     let mut g = c.benchmark_group("cache_lookup");
-    let hit = key(b"example.com", b"/page/42", Some(b"a=1"));
+    let hit = key(false, b"example.com", b"/page/42", Some(b"a=1"));
     g.bench_function("hit_one_thread", |b| {
-        b.iter(|| store.lookup(black_box(&hit), Instant::now(), |_, _| None))
+        b.iter(|| store.lookup(black_box(&hit), Instant::now(), |_, _| Selection::Absent))
     });
-    let miss = key(b"example.com", b"/nothing", None);
-    g.bench_function("miss", |b| b.iter(|| store.lookup(black_box(&miss), Instant::now(), |_, _| None)));
-    let vary = key(b"example.com", b"/vary", None);
+    let miss = key(false, b"example.com", b"/nothing", None);
+    g.bench_function("miss", |b| {
+        b.iter(|| store.lookup(black_box(&miss), Instant::now(), |_, _| Selection::Absent))
+    });
+    let vary = key(false, b"example.com", b"/vary", None);
     let cookies: &[&[u8]] = &[b"csrftoken=abc; sessionid=1; theme=dark"];
     g.bench_function("hit_vary_cookie", |b| {
         b.iter(|| store.lookup(black_box(&vary), Instant::now(), |name, list| selection(name, cookies, list)))
     });
     g.bench_function("key_build", |b| {
-        b.iter(|| key(black_box(b"example.com:8000"), black_box(b"/page/42"), black_box(Some(b"a=1"))))
+        b.iter(|| key(false, black_box(b"example.com:8000"), black_box(b"/page/42"), black_box(Some(b"a=1"))))
     });
     for (name, threads, same) in [
         ("hit_2_threads_same_key", 2, true),

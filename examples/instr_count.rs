@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use wsgo::bench_inputs::{BROWSER, CURL, chunked_body, response_head};
-use wsgo::cache::key::key;
+use wsgo::cache::key::{Selection, key};
 use wsgo::cache::{Entry, Store};
 use wsgo::http::chunked::{ChunkedDecoder, Decoded};
 use wsgo::http::parse_head;
@@ -58,7 +58,7 @@ fn main() {
                 std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
             let store = Store::with_hasher(64 << 20, hasher);
             for i in 0..1000 {
-                let k = key(b"example.com", format!("/page/{i}").as_bytes(), None);
+                let k = key(false, b"example.com", format!("/page/{i}").as_bytes(), None);
                 let e = Entry::new(
                     200,
                     vec![],
@@ -73,8 +73,8 @@ fn main() {
             }
             let now = Instant::now();
             for _ in 0..n {
-                let k = key(black_box(b"example.com"), black_box(b"/page/42"), None);
-                sink += store.lookup(&k, now, |_, _| None).map_or(0, |e| e.body.len());
+                let k = key(false, black_box(b"example.com"), black_box(b"/page/42"), None);
+                sink += store.lookup(&k, now, |_, _| Selection::Absent).map_or(0, |e| e.body.len());
             }
         }
         "static_plan" => {

@@ -90,7 +90,12 @@ pub fn cache_rules(data: &[u8]) {
     let names = crate::cache::key::cookie_names(p[1]);
     let _ = crate::cache::key::selection(b"cookie", &[p[2]], Some(&names));
     let _ = crate::cache::key::selection(p[1], &[p[2], p[0]], None);
-    let _ = crate::cache::key::key(p[0], p[1], Some(p[2]));
+    // Different (path, query) pairs never share a key.
+    let k = crate::cache::key::key(false, p[0], p[1], Some(p[2]));
+    let swapped = crate::cache::key::key(false, p[0], p[2], Some(p[1]));
+    assert!(p[1] == p[2] || k != swapped);
+    assert_ne!(k, crate::cache::key::key(true, p[0], p[1], Some(p[2])));
+    assert_ne!(k, crate::cache::key::key(false, p[0], p[1], None));
     let _ = accepts_gzip(Some(p[0]));
     let _ = crate::http::date::parse_http_date(p[1]);
     let _ = not_modified(Some(p[0]), Some(p[1]), b"\"x\"", 5);

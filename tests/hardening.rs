@@ -373,3 +373,127 @@ fn durations_from_the_app_are_clamped() {
     assert!(blocked.read(&mut byte).is_err(), "held, not answered at once");
     assert!(!server.stderr_text().contains("panicked"), "{}", server.stderr_text());
 }
+
+// ---------- 7. the cache key and cookies ----------
+
+fn fetch(server: &Server, target: &str, extra: &str) -> common::Response {
+    let raw = format!("GET {target} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n");
+    roundtrip(server, raw.as_bytes())
+}
+
+#[test]
+fn the_cache_key_keeps_path_query_and_scheme_apart() {
+    let server = Server::start(&["--max-age", "60"]);
+    let stored = fetch(&server, "/cache?cc=max-age=60", "");
+    assert_eq!(fetch(&server, "/cache?cc=max-age=60", "").text(), stored.text(), "a hit");
+    // The same bytes once decoded, but another request: the app sees PATH_INFO
+    // "/cache?cc=max-age=60" and no query.
+    let other = fetch(&server, "/cache%3Fcc=max-age=60", "");
+    assert!(other.header("age").is_none(), "not served the other's response: {:?}", other.headers);
+    assert_ne!(other.text(), stored.text());
+    // https (from a trusted proxy) is another key.
+    let https = fetch(&server, "/cache?cc=max-age=60", "X-Forwarded-Proto: https\r\n");
+    assert!(https.header("age").is_none());
+    assert_ne!(https.text(), stored.text());
+}
+
+#[test]
+fn cookies_read_differently_by_the_frameworks_bypass_the_cache() {
+    let server = Server::start(&["--max-age", "60"]);
+    let url = "/cache?cc=max-age=60&vary=Cookie&vc=lang";
+    // Ambiguous: not stored...
+    let a = fetch(&server, url, "Cookie: lang=fr; lang=de\r\n");
+    let fr = fetch(&server, url, "Cookie: lang=fr\r\n");
+    assert_ne!(a.text(), fr.text(), "the ambiguous response was stored for lang=fr");
+    assert_eq!(fetch(&server, url, "Cookie: lang=fr\r\n").text(), fr.text(), "lang=fr is cached");
+    // ...and not served from the cache either.
+    for header in ["lang=fr; lang=de", "\u{a0}lang=de", "lang", "x=\"a;lang=fr\""] {
+        let r = roundtrip(
+            &server,
+            format!("GET {url} HTTP/1.1\r\nHost: t\r\nCookie: {header}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(r.header("age").is_none(), "{header:?} was served from the cache");
+    }
+}
+
+// ---------- 8. protocol details ----------
+
+#[test]
+fn not_modified_carries_no_content_length() {
+    let dir = std::env::temp_dir().join(format!("wsgo-hardening-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), "hello\n").unwrap();
+    let server = Server::start(&["--static-map", &format!("/static={}", dir.display())]);
+    let first = fetch(&server, "/static/a.txt", "");
+    let etag = first.header("etag").expect("an ETag").to_string();
+    let r = fetch(&server, "/static/a.txt", &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!(r.status, 304);
+    assert!(r.header("content-length").is_none(), "{:?}", r.headers);
+    let r = fetch(&server, "/status?s=304%20Not%20Modified", "");
+    assert_eq!(r.status, 304);
+    assert!(r.header("content-length").is_none(), "{:?}", r.headers);
+    // The encoded-separator rule looks at the path only: this is the file.
+    let r = fetch(&server, "/static/a.txt?v=a%2Fb", "");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn no_100_continue_to_an_http_1_0_client() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.write_all(b"POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(b"hello").unwrap();
+    let text = String::from_utf8_lossy(&read_all(&mut s)).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+    assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+}
+
+#[test]
+fn x_sendfile_keeps_the_apps_content_encoding() {
+    let server = Server::start(&[]);
+    let r = get(&server, "/sendfile?f=testapp.py&s=200%20OK&ce=gzip");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"), "{:?}", r.headers);
+}
+
+#[test]
+fn an_exception_in_close_after_a_complete_body_keeps_the_response() {
+    let server = Server::start(&[]);
+    let r = get(&server, "/raise-in-close");
+    assert_eq!((r.status, r.text().as_str()), (200, "x"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stderr_text().contains("boom in close") {
+        assert!(Instant::now() < deadline, "the exception goes to stderr");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(&server, "/").status, 200);
+}
+
+#[test]
+fn sighup_drains_an_unsupervised_process() {
+    let server = Server::start(&["--process", "1"]);
+    let slow = {
+        let addr = server.addr;
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /sleep?t=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+            read_all(&mut s)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGHUP);
+    let body = String::from_utf8_lossy(&slow.join().unwrap()).into_owned();
+    assert!(body.starts_with("HTTP/1.1 200") && body.ends_with("slept"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.stderr_text().contains("shut down gracefully") {
+        assert!(Instant::now() < deadline, "{}", server.stderr_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.stderr_text().contains("got hangup signal, shutting down"), "{}", server.stderr_text());
+    let status = server.stop();
+    assert!(status.success(), "exit 0 after the drain: {status:?}");
+}

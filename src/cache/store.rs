@@ -19,6 +19,9 @@ use bytes::Bytes;
 /// What an entry costs beyond its bytes, as the original counted.
 pub const OVERHEAD: usize = 1000;
 const SHARDS: usize = 64;
+/// Most variants (different `Vary` selections) kept under one key: a lookup compares the
+/// request with each, on a core thread. A new one beyond this replaces the oldest.
+pub const MAX_VARIANTS: usize = 16;
 
 /// A stored response.
 #[derive(Debug)]
@@ -144,7 +147,7 @@ impl<S: BuildHasher + Clone> Store<S> {
         &self,
         key: &[u8],
         now: Instant,
-        select: impl Fn(&[u8], Option<&[Vec<u8>]>) -> Option<Vec<u8>>,
+        select: impl Fn(&[u8], Option<&[Vec<u8>]>) -> super::key::Selection,
     ) -> Option<Arc<Entry>> {
         let shard = self.shard_of(key);
         let mut stale = false;
@@ -157,7 +160,7 @@ impl<S: BuildHasher + Clone> Store<S> {
                     stale = true;
                     continue;
                 }
-                if e.vary.iter().all(|(name, want)| select(name, e.cookies.as_deref()) == *want) {
+                if e.vary.iter().all(|(name, want)| select(name, e.cookies.as_deref()).matches(want)) {
                     found = Some(e.clone());
                     break;
                 }
@@ -214,6 +217,11 @@ impl<S: BuildHasher + Clone> Store<S> {
                 }
                 keep
             });
+            while list.len() >= MAX_VARIANTS {
+                let oldest = list.remove(0);
+                freed += oldest.size;
+                removed += 1;
+            }
             list.push(entry.clone());
             self.total.fetch_sub(freed, Relaxed);
             self.entries.fetch_sub(removed, Relaxed);
@@ -287,6 +295,11 @@ impl<S: BuildHasher + Clone> Store<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::key::Selection;
+
+    fn sel(v: Option<&str>) -> Selection {
+        v.map_or(Selection::Absent, |v| Selection::Value(v.as_bytes().to_vec()))
+    }
 
     fn entry(body: &str, vary: &[(&str, Option<&str>)], secs: u64) -> Entry {
         let vary =
@@ -310,14 +323,12 @@ mod tests {
         assert!(store.insert(b"k".to_vec(), entry("none", &[("accept-language", None)], 60)));
         let now = Instant::now();
         let get = |lang: Option<&'static str>| {
-            store
-                .lookup(b"k", now, |_, _| lang.map(|l| l.as_bytes().to_vec()))
-                .map(|e| String::from_utf8(e.body.to_vec()).unwrap())
+            store.lookup(b"k", now, |_, _| sel(lang)).map(|e| String::from_utf8(e.body.to_vec()).unwrap())
         };
         assert_eq!(get(Some("fr")).as_deref(), Some("fr"));
         assert_eq!(get(None).as_deref(), Some("none"));
         assert_eq!(get(Some("de")), None);
-        assert!(store.lookup(b"other", now, |_, _| None).is_none());
+        assert!(store.lookup(b"other", now, |_, _| Selection::Absent).is_none());
         // The same selection replaces.
         assert!(store.insert(b"k".to_vec(), entry("fr2", &[("accept-language", Some("fr"))], 60)));
         assert_eq!(get(Some("fr")).as_deref(), Some("fr2"));
@@ -329,8 +340,10 @@ mod tests {
     fn expired_entries_are_not_served_and_are_freed() {
         let store = Store::new(1 << 20);
         store.insert(b"k".to_vec(), entry("x", &[], 1));
-        assert!(store.lookup(b"k", Instant::now(), |_, _| None).is_some());
-        assert!(store.lookup(b"k", Instant::now() + Duration::from_secs(2), |_, _| None).is_none());
+        assert!(store.lookup(b"k", Instant::now(), |_, _| Selection::Absent).is_some());
+        assert!(
+            store.lookup(b"k", Instant::now() + Duration::from_secs(2), |_, _| Selection::Absent).is_none()
+        );
         assert_eq!((store.size(), store.len()), (0, 0));
         assert_eq!(store.recount(), (0, 0));
     }
@@ -347,9 +360,25 @@ mod tests {
             assert_eq!(store.recount(), (store.size(), store.len()), "after {i}");
         }
         // The newest entry survives; the oldest went first.
-        assert!(store.lookup(b"k15", Instant::now(), |_, _| Some(b"1".to_vec())).is_some());
+        assert!(store.lookup(b"k15", Instant::now(), |_, _| sel(Some("1"))).is_some());
         // An entry bigger than the whole cache is refused.
         assert!(!store.insert(b"big".to_vec(), entry(&"x".repeat(limit), &[], 60)));
         assert_eq!(store.recount(), (store.size(), store.len()));
+    }
+
+    #[test]
+    fn variants_per_key_are_bounded() {
+        let store = Store::new(1 << 30);
+        for i in 0..1000 {
+            let v = i.to_string();
+            assert!(store.insert(b"k".to_vec(), entry(&v, &[("cookie", Some(&v))], 60)));
+        }
+        assert_eq!(store.len(), MAX_VARIANTS);
+        assert_eq!(store.recount(), (store.size(), MAX_VARIANTS));
+        // The newest are kept.
+        let hit = store.lookup(b"k", Instant::now(), |_, _| sel(Some("999")));
+        assert_eq!(hit.map(|e| e.body.clone()), Some(Bytes::from_static(b"999")));
+        assert!(store.lookup(b"k", Instant::now(), |_, _| sel(Some("0"))).is_none());
+        assert!(store.lookup(b"k", Instant::now(), |_, _| Selection::Ambiguous).is_none());
     }
 }

@@ -10,6 +10,7 @@ use super::{COPY_BELOW, Conn, Outcome, WRITE_TIMEOUT};
 use crate::cache::key::{cookie_names, key, selection};
 use crate::cache::policy::{MAX_BODY, storable};
 use crate::cache::{Entry, Store};
+use crate::client::forwarded_https;
 use crate::http::RequestHead;
 use crate::http::body::BodyState;
 use crate::http::response::{Framing, HeadParts, ResponseHead, encode_parts, push_u64};
@@ -49,9 +50,13 @@ impl Conn {
         if !is_get && !head.is_head() {
             return Err(None);
         }
-        let Some(path) = head.path() else { return Err(None) };
+        if head.path().is_none() {
+            return Err(None);
+        }
         let host = head.host.map_or(&b""[..], |h| head.bytes(h));
-        let key = key(host, path, head.query());
+        let proto = head.field(b"x-forwarded-proto");
+        let https = forwarded_https(self.peer.ip(), proto, &self.core.shared.config.trusted_proxies);
+        let key = key(https, host, head.raw_path(), head.query());
         let hit =
             store.lookup(&key, Instant::now(), |name, cookies| selection(name, &values(head, name), cookies));
         crate::stats::bump(if hit.is_some() { &STATS.cache_hits } else { &STATS.cache_misses });
@@ -104,14 +109,14 @@ impl Conn {
         let max_age = self.core.shared.config.cache_max_age;
         let Some(policy) = storable(rh.status, &rh.lines, max_age) else { return };
         let cookies = rh.vary_cookies.as_deref().map(cookie_names);
-        let vary = policy
-            .vary
-            .into_iter()
-            .map(|name| {
-                let sel = selection(&name, &values(&cand.head, &name), cookies.as_deref());
-                (name, sel)
-            })
-            .collect();
+        let mut vary = Vec::with_capacity(policy.vary.len());
+        for name in policy.vary {
+            // The named cookies cannot be read as the app reads them: not stored.
+            let Some(sel) = selection(&name, &values(&cand.head, &name), cookies.as_deref()).stored() else {
+                return;
+            };
+            vary.push((name, sel));
+        }
         let entry = Entry::new(
             rh.status,
             rh.reason.clone(),

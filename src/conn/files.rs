@@ -27,7 +27,8 @@ impl Conn {
             return None;
         }
         let path = head.path()?;
-        if has_encoded_separator(head.bytes(head.raw_target)) {
+        // The path, not the query: `/static/a.js?v=a%2Fb` is a file.
+        if has_encoded_separator(head.raw_path()) {
             return None;
         }
         for (index, root) in files.roots().0.iter().enumerate() {
@@ -189,11 +190,10 @@ impl Conn {
 }
 
 /// Adds the app's header lines to a file response: a field the file response also sets is
-/// taken from the app (its Content-Type, Cache-Control...), except the framing and validator
-/// fields that describe the bytes actually sent.
+/// taken from the app (its Content-Type, Cache-Control, Content-Encoding: the app knows the
+/// file is gzip), except the range and validator fields that describe the bytes actually sent.
 fn merge_app_fields(p: &mut Plan, app_lines: &[u8]) {
-    const OURS: &[&[u8]] =
-        &[b"content-range", b"accept-ranges", b"etag", b"last-modified", b"content-encoding"];
+    const OURS: &[&[u8]] = &[b"content-range", b"accept-ranges", b"etag", b"last-modified"];
     let name_of =
         |l: &[u8]| -> Vec<u8> { l.iter().take_while(|&&b| b != b':').map(u8::to_ascii_lowercase).collect() };
     let app: Vec<&[u8]> = app_lines.split_inclusive(|&b| b == b'\n').collect();
@@ -225,10 +225,13 @@ mod tests {
             part: Some((0, 1)),
             note: b"",
         };
-        merge_app_fields(&mut p, b"content-type: application/pdf\r\nX-Extra: kept\r\nETag: \"app\"\r\n");
+        merge_app_fields(
+            &mut p,
+            b"content-type: application/pdf\r\nX-Extra: kept\r\nETag: \"app\"\r\nContent-Encoding: gzip\r\n",
+        );
         assert_eq!(
             String::from_utf8(p.lines).unwrap(),
-            "ETag: \"a\"\r\nCache-Control: no-cache\r\ncontent-type: application/pdf\r\nX-Extra: kept\r\n"
+            "ETag: \"a\"\r\nCache-Control: no-cache\r\ncontent-type: application/pdf\r\nX-Extra: kept\r\nContent-Encoding: gzip\r\n"
         );
     }
 }

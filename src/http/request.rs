@@ -127,6 +127,19 @@ impl RequestHead {
         }
     }
 
+    /// The path as sent, before percent-decoding: the target up to its query, without the
+    /// scheme and authority of an absolute-form target.
+    pub fn raw_path(&self) -> &[u8] {
+        let t = self.bytes(self.raw_target);
+        let t = if t.first() == Some(&b'/') {
+            t
+        } else {
+            let rest = strip_scheme(t).unwrap_or(t);
+            &rest[rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len())..]
+        };
+        &t[..t.iter().position(|&b| b == b'?').unwrap_or(t.len())]
+    }
+
     pub fn query(&self) -> Option<&[u8]> {
         match &self.target {
             Target::Path { query: Some(q), .. } => Some(self.bytes(*q)),
@@ -680,6 +693,14 @@ mod tests {
         let h = parse("GET /caf%C3%A9/x%2Fy?q=%ZZ HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         assert_eq!(h.path(), Some("/café/x/y".as_bytes()));
         assert_eq!(h.query(), Some(&b"q=%ZZ"[..]));
+        for (raw, want) in [
+            ("GET /p%3Fx=1?y HTTP/1.1\r\nHost: a\r\n\r\n", "/p%3Fx=1"),
+            ("GET /a%2Fb HTTP/1.1\r\nHost: a\r\n\r\n", "/a%2Fb"),
+            ("GET http://h:8/x%20y?q HTTP/1.1\r\nHost: a\r\n\r\n", "/x%20y"),
+            ("GET http://h?q HTTP/1.1\r\nHost: a\r\n\r\n", ""),
+        ] {
+            assert_eq!(parse(raw).unwrap().raw_path(), want.as_bytes(), "{raw:?}");
+        }
         let h = parse("GET /a/../b?q=1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         assert_eq!(h.target, Target::Redirect(b"/b?q=1".to_vec()));
         // HTTP/1.0 needs no Host.

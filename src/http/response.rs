@@ -50,7 +50,12 @@ impl Framing {
         if status < 200 || status == 204 {
             return Framing::NoBody { announce: None };
         }
-        if status == 304 || is_head {
+        // RFC 9110 §8.6: a 304 may only announce the length of the 200 it stands for, which
+        // the server does not know here: it announces none (never the `0` of an empty body).
+        if status == 304 {
+            return Framing::NoBody { announce: None };
+        }
+        if is_head {
             return Framing::NoBody { announce: len };
         }
         match (len, minor) {
@@ -292,7 +297,8 @@ mod tests {
             (200, true, 1, Some(5), Framing::NoBody { announce: Some(5) }),
             (200, true, 1, None, Framing::NoBody { announce: None }),
             (204, false, 1, Some(5), Framing::NoBody { announce: None }),
-            (304, false, 1, Some(5), Framing::NoBody { announce: Some(5) }),
+            (304, false, 1, Some(5), Framing::NoBody { announce: None }),
+            (304, true, 1, Some(0), Framing::NoBody { announce: None }),
             (101, false, 1, None, Framing::NoBody { announce: None }),
             (404, false, 1, Some(0), Framing::Length(0)),
         ];

@@ -137,13 +137,18 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
         return;
     }
     let outcome = consume(py, &sr, &result, may_park);
-    // PEP 3333: close() is called whatever happened, exactly once.
-    let closed = close(py, &result);
+    // PEP 3333: close() is called whatever happened, exactly once. Its exception after a
+    // complete body is the app's cleanup failing, not the response: the client gets what the
+    // app produced (as gunicorn and uWSGI do), the traceback goes to stderr.
+    if let Err(e) = close(py, &result) {
+        eprintln!("wsgo: the response iterable's close() raised:");
+        e.print(py);
+    }
     let sent = sr.borrow().sent;
-    match (outcome, closed) {
-        (Err(e), _) | (Ok(_), Err(e)) => fail(py, &exchange, sent, e),
-        (Ok(Collected::Streaming), Ok(())) => exchange.send(ToConn::End),
-        (Ok(Collected::Buffered(body)), Ok(())) => match sr.borrow_mut().head.take() {
+    match outcome {
+        Err(e) => fail(py, &exchange, sent, e),
+        Ok(Collected::Streaming) => exchange.send(ToConn::End),
+        Ok(Collected::Buffered(body)) => match sr.borrow_mut().head.take() {
             Some(rh) if diverted(&rh) => {
                 exchange.send(divert(rh, head, replay, body_complete, &exchange, traits))
             }

@@ -153,6 +153,8 @@ def application(environ, start_response):
         headers = [(q.get("h", "X-Sendfile"), q.get("f", "")), ("X-Extra", "kept")]
         if "ct" in q:
             headers.append(("Content-Type", q["ct"]))
+        if "ce" in q:
+            headers.append(("Content-Encoding", q["ce"]))
         start_response(q.get("s", "404 Not Found"), headers)
         return Closing([b"ignored body"])
 
