@@ -60,6 +60,13 @@ fn parse_mime_types(text: &str) -> HashMap<String, String> {
         let line = line.split('#').next().unwrap_or("");
         let mut words = line.split_whitespace();
         let Some(ty) = words.next() else { continue };
+        // It goes into a response head: `type/subtype` of token characters only.
+        let token = |t: &str| {
+            !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        if !ty.split_once('/').is_some_and(|(a, b)| token(a) && token(b)) {
+            continue;
+        }
         for ext in words {
             let ty = if ty.starts_with("text/") { format!("{ty}; charset=utf-8") } else { ty.to_string() };
             map.entry(ext.to_ascii_lowercase()).or_insert(ty);
@@ -110,7 +117,9 @@ mod tests {
 
     #[test]
     fn mime_types_file() {
-        let map = parse_mime_types("# comment\ntext/x-foo foo fo\napplication/x-bar bar # trailing\n\n");
+        let map = parse_mime_types(
+            "# comment\ntext/x-foo foo fo\napplication/x-bar bar # trailing\n\nbad\x01/x evil\nnoslash ns\n",
+        );
         assert_eq!(map.get("foo").map(String::as_str), Some("text/x-foo; charset=utf-8"));
         assert_eq!(map.get("fo").map(String::as_str), Some("text/x-foo; charset=utf-8"));
         assert_eq!(map.get("bar").map(String::as_str), Some("application/x-bar"));
