@@ -471,14 +471,15 @@ fn parse_target(buf: &[u8], method: Span, raw: Span, host: &mut Option<Span>) ->
     Ok(Target::Path { path, query })
 }
 
-/// RFC 3986 §3.2.2 `reg-name` characters: unreserved, sub-delims and `%` (checked for its two
-/// hex digits separately). An IPv4 address is a reg-name too.
-const REG_NAME: [bool; 256] = {
-    let mut t = [false; 256];
+/// What each byte may be in a Host value outside brackets (RFC 3986 §3.2.2): 1 a `reg-name`
+/// character (unreserved or sub-delims; an IPv4 address is a reg-name too), 2 `%` (two hex
+/// digits must follow), 3 `:` (the port follows), 0 nothing allowed.
+const HOST_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric()
+        t[i] = if b.is_ascii_alphanumeric()
             || matches!(
                 b,
                 b'-' | b'.'
@@ -495,8 +496,15 @@ const REG_NAME: [bool; 256] = {
                     | b','
                     | b';'
                     | b'='
-                    | b'%'
-            );
+            ) {
+            1
+        } else if b == b'%' {
+            2
+        } else if b == b':' {
+            3
+        } else {
+            0
+        };
         i += 1;
     }
     t
@@ -507,29 +515,34 @@ const REG_NAME: [bool; 256] = {
 /// five port digits. No user info, no spaces or controls, no `/`. An empty value is allowed
 /// (RFC 9112 §3.2: a target without authority).
 pub fn valid_authority(v: &[u8]) -> bool {
-    let (host, port) = if v.first() == Some(&b'[') {
+    let port = if v.first() == Some(&b'[') {
         let Some(close) = v.iter().position(|&b| b == b']') else { return false };
         if !valid_ip_literal(&v[1..close]) {
             return false;
         }
         match &v[close + 1..] {
-            [] => (&v[..0], None),
-            [b':', port @ ..] => (&v[..0], Some(port)),
+            [] => return true,
+            [b':', port @ ..] => port,
             _ => return false,
         }
     } else {
-        match v.iter().position(|&b| b == b':') {
-            Some(c) => (&v[..c], Some(&v[c + 1..])),
-            None => (v, None),
+        // One pass over the host: a table lookup per byte.
+        let mut i = 0;
+        loop {
+            let Some(&b) = v.get(i) else { return true };
+            match HOST_BYTE[b as usize] {
+                1 => i += 1,
+                2 if v.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && v.get(i + 2).is_some_and(u8::is_ascii_hexdigit) =>
+                {
+                    i += 3
+                }
+                3 => break &v[i + 1..],
+                _ => return false,
+            }
         }
     };
-    let host_ok = host.iter().enumerate().all(|(i, &b)| {
-        REG_NAME[b as usize]
-            && (b != b'%'
-                || (host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                    && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit)))
-    });
-    host_ok && port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+    port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
 }
 
 /// `IPv6address / IPvFuture` inside the brackets of an IP literal (RFC 3986 §3.2.2).
@@ -541,7 +554,7 @@ fn valid_ip_literal(inner: &[u8]) -> bool {
         return !ver.is_empty()
             && ver.iter().all(u8::is_ascii_hexdigit)
             && !tail.is_empty()
-            && tail.iter().all(|&b| b == b':' || (b != b'%' && REG_NAME[b as usize]));
+            && tail.iter().all(|&b| HOST_BYTE[b as usize] & 1 == 1);
     }
     std::str::from_utf8(inner).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
 }
