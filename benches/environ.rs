@@ -5,8 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use pyo3::prelude::*;
+use wsgo::handoff::exchange::Exchange;
 use wsgo::http::parse_head;
-use wsgo::pool::exchange::Exchange;
 use wsgo::wsgi::environ::{RequestInfo, base_environ, build};
 use wsgo::wsgi::input::WsgiInput;
 

@@ -4,7 +4,9 @@
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use wsgo::bench_inputs::{BROWSER, CURL, chunked_body, response_head};
+#[path = "inputs.rs"]
+mod inputs;
+use inputs::{BROWSER, CURL, chunked_body, response_head};
 use wsgo::http::chunked::{ChunkedDecoder, Decoded};
 use wsgo::http::parse_head;
 use wsgo::http::response::{Framing, encode_head};

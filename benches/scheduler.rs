@@ -1,4 +1,4 @@
-//! The scheduler's pick with 128 jobs queued: every pick re-scores every queued job (SPEC §13.2),
+//! The scheduler's pick with 128 jobs queued: every pick re-scores every queued job (ARCHITECTURE.md, "Scheduling"),
 //! so this is the cost a worker pays per request when the queue is long. Measured with local
 //! clients only (nothing to rank) and with 32 public clients (counts looked up per job).
 
@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use wsgo::client::ClientKey;
+use wsgo::handoff::exchange::Exchange;
+use wsgo::handoff::scheduler::Scheduler;
+use wsgo::handoff::{Job, Traits};
 use wsgo::http::parse_head;
-use wsgo::pool::exchange::Exchange;
-use wsgo::pool::priority::{ClientKey, Traits};
-use wsgo::pool::{Job, Scheduler};
 
 fn job(i: u32, public: bool) -> Job {
     let raw = format!("GET /item/{i}?page=2 HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -34,7 +35,7 @@ fn job(i: u32, public: bool) -> Job {
 fn picks(c: &mut Criterion) {
     let mut g = c.benchmark_group("scheduler_pick_128_queued");
     for (name, public) in [("local_clients", false), ("32_public_clients", true)] {
-        let s = Scheduler::new(1024, None, 1);
+        let s = Scheduler::new(1024, None, 1, Default::default());
         for i in 0..128 {
             s.submit(job(i, public)).expect("room");
         }

@@ -9,7 +9,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use wsgo::bench_inputs::{BROWSER, CURL, chunked_body, response_head};
+#[path = "../benches/inputs.rs"]
+mod inputs;
+use inputs::{BROWSER, CURL, chunked_body, response_head};
 use wsgo::cache::key::{Selection, key};
 use wsgo::cache::{Entry, Store};
 use wsgo::http::chunked::{ChunkedDecoder, Decoded};

@@ -1,4 +1,4 @@
-//! Blocking clients (`X-WSGo-Block: SECONDS`, SPEC §15).
+//! Blocking clients (`X-WSGo-Block: SECONDS`).
 //!
 //! A response header asks the server to block the client that made the request: its later
 //! requests to this process get an empty 429, each held back for the rest of the block (at most
@@ -9,11 +9,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::pool::priority::{ClientKey, is_public};
+use crate::client::{ClientKey, is_public};
 
 /// Longest a blocked request is held before its 429.
 pub const MAX_DELAY: Duration = Duration::from_secs(25);
@@ -35,6 +35,10 @@ pub struct Blocks {
     /// Entries in `map`: checked without the lock on every request.
     count: AtomicUsize,
     held: AtomicUsize,
+    /// Blocks set (SIGUSR2).
+    established: AtomicU64,
+    /// Requests refused by a block (SIGUSR2).
+    refused: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,8 +67,8 @@ impl Blocks {
             return false;
         }
         let key = ClientKey::of(ip);
-        eprintln!("wsgo: - blocking {key} for {secs} seconds");
-        crate::stats::bump(&crate::stats::STATS.blocks_established);
+        crate::log::info!("- blocking {key} for {secs} seconds");
+        self.established.fetch_add(1, Relaxed);
         let span = Duration::from_secs(secs.clamp(0, MAX_BLOCK.as_secs() as i64) as u64);
         let until = now.checked_add(span).unwrap_or(now);
         let mut map = lock(&self.map);
@@ -85,13 +89,13 @@ impl Blocks {
         let block = map.get_mut(&key)?;
         if block.until > now {
             block.refused += 1;
-            crate::stats::bump(&crate::stats::STATS.blocked_requests);
+            self.refused.fetch_add(1, Relaxed);
             return Some(block.until - now);
         }
         let refused = block.refused;
         map.remove(&key);
         self.count.store(map.len(), SeqCst);
-        eprintln!("wsgo: - unblocked {key} after {refused} blocked requests");
+        crate::log::info!("- unblocked {key} after {refused} blocked requests");
         None
     }
 
@@ -104,7 +108,7 @@ impl Blocks {
         map.retain(|key, b| {
             let keep = b.until > now;
             if !keep {
-                eprintln!("wsgo: - unblocked {key} after {} blocked requests", b.refused);
+                crate::log::info!("- unblocked {key} after {} blocked requests", b.refused);
             }
             keep
         });
@@ -118,6 +122,11 @@ impl Blocks {
             return None;
         }
         Some(Held(self))
+    }
+
+    /// Blocks set, and requests refused by blocks, since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.established.load(Relaxed), self.refused.load(Relaxed))
     }
 
     /// Clients blocked now.

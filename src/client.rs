@@ -1,4 +1,6 @@
-//! Who the client is: the peer, or what a trusted proxy says (DESIGN decision 7).
+//! Who the client is: the peer, or what a trusted proxy says; the key a client is counted and
+//! blocked by (an IPv4 address, or an IPv6 /64); whether it is on the public internet, and
+//! whether it says it is a robot. Pure.
 //!
 //! The original believed the left-most `X-Forwarded-For` entry from any private peer, which lets a
 //! client behind an appending proxy pick its own identity. We walk the list from the right and stop
@@ -7,6 +9,56 @@
 use std::net::IpAddr;
 
 use crate::config::{Cidr, canonical};
+
+/// A client for scheduling and blocking: an IPv4 address, or the /64 of an IPv6 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    V4(u32),
+    V6(u64),
+}
+
+impl ClientKey {
+    pub fn of(ip: IpAddr) -> ClientKey {
+        match canonical(ip) {
+            IpAddr::V4(v4) => ClientKey::V4(u32::from(v4)),
+            IpAddr::V6(v6) => ClientKey::V6((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientKey::V4(a) => write!(f, "{}", std::net::Ipv4Addr::from(*a)),
+            ClientKey::V6(p) => write!(f, "{}/64", std::net::Ipv6Addr::from(u128::from(*p) << 64)),
+        }
+    }
+}
+
+/// Whether an address is on the public internet (not loopback, private, link-local or
+/// unspecified): only those are ranked and blocked.
+pub fn is_public(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified()),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback() || v6.is_unspecified() || first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfe80)
+        }
+    }
+}
+
+/// Whether a User-Agent looks like a robot (as the original: these words, case-insensitive, or
+/// a URL, which crawlers put in their User-Agent).
+pub fn is_robot(user_agent: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[b"facebook", b"bot", b"crawler", b"spider", b"index", b"http:", b"https:"];
+    user_agent.windows(3).enumerate().any(|(i, w)| {
+        WORDS.iter().any(|word| {
+            w.eq_ignore_ascii_case(&word[..3])
+                && user_agent.len() - i >= word.len()
+                && user_agent[i..i + word.len()].eq_ignore_ascii_case(word)
+        })
+    })
+}
 
 fn trusted(ip: IpAddr, proxies: &[Cidr]) -> bool {
     proxies.iter().any(|c| c.contains(ip))
@@ -74,6 +126,44 @@ mod tests {
         for (peer, xff, want) in table {
             let got = client_ip(peer.parse().unwrap(), xff.iter().map(|s| s.as_bytes()), &proxies);
             assert_eq!(got, want.parse::<IpAddr>().unwrap(), "{peer} {xff:?}");
+        }
+    }
+
+    #[test]
+    fn addresses_and_robots() {
+        for (ip, public) in [
+            ("8.8.8.8", true),
+            ("127.0.0.1", false),
+            ("10.1.2.3", false),
+            ("172.16.0.1", false),
+            ("192.168.1.1", false),
+            ("169.254.0.1", false),
+            ("::1", false),
+            ("fd00::1", false),
+            ("fe80::1", false),
+            ("2001:db8::1", true),
+            ("::ffff:8.8.4.4", true),
+            ("::ffff:127.0.0.1", false),
+        ] {
+            assert_eq!(is_public(ip.parse().unwrap()), public, "{ip}");
+        }
+        let a = ClientKey::of("2001:db8:1:2::1".parse().unwrap());
+        assert_eq!(a, ClientKey::of("2001:db8:1:2:ffff::9".parse().unwrap()), "one /64");
+        assert_ne!(a, ClientKey::of("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+        assert_eq!(ClientKey::of("::ffff:1.2.3.4".parse().unwrap()).to_string(), "1.2.3.4");
+        for (ua, robot) in [
+            ("Googlebot/2.1", true),
+            ("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)", true),
+            ("facebookexternalhit/1.1", true),
+            ("Mozilla/5.0 (compatible; http://example.com)", true),
+            ("Some SPIDER", true),
+            ("Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", false),
+            ("curl/7.88.1", false),
+            ("", false),
+            ("bo", false),
+        ] {
+            assert_eq!(is_robot(ua.as_bytes()), robot, "{ua}");
         }
     }
 

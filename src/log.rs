@@ -1,11 +1,107 @@
-//! The access log: one line per request on stdout, buffered per core thread.
+//! What the server says: diagnostics on stderr through one facade with levels, and the access
+//! log on stdout. The only module that writes the process's output streams.
 //!
-//! Lines are collected in a per-core buffer and written when it fills, every 100 ms, and at
-//! shutdown: a `write(2)` per request would cost more than the rest of a small request. Fields
-//! that come from the client are escaped so a request cannot forge log lines.
+//! Diagnostics: `error!` for server faults (a thread that cannot start, a file that cannot be
+//! read), `warning!` for what an operator should look at (a stuck worker, an app answering wrongly),
+//! `info!` for the life of the process (start, signals, shutdown), `debug!` for what clients do
+//! to themselves (a disconnect mid-response, a malformed request): quiet unless `--log-level
+//! debug`. Each line is `wsgo: ` and the message (`wsgo: error: ` / `wsgo: warning: ` for the two
+//! loud levels).
+//!
+//! Access log: lines are collected in a per-core buffer and written when it fills, every 100 ms,
+//! and at shutdown: a `write(2)` per request would cost more than the rest of a small request.
+//! Fields that come from the client are escaped so a request cannot forge log lines.
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// How loud a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// A fault of the server or its host: always shown.
+    Error = 0,
+    /// Something an operator should look at.
+    Warn = 1,
+    /// The life of the process.
+    Info = 2,
+    /// What clients do to themselves.
+    Debug = 3,
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Level, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "error" => Level::Error,
+            "warn" | "warning" => Level::Warn,
+            "info" => Level::Info,
+            "debug" => Level::Debug,
+            _ => return Err(format!("unknown log level {s:?}: expected error, warn, info or debug")),
+        })
+    }
+}
+
+/// The most verbose level shown (a process-wide setting, like any logger's).
+static SHOWN: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// Shows diagnostics up to `level`.
+pub fn set_level(level: Level) {
+    SHOWN.store(level as u8, Relaxed);
+}
+
+/// Whether diagnostics of `level` are shown.
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= SHOWN.load(Relaxed)
+}
+
+/// Writes one diagnostic line (use the macros).
+#[doc(hidden)]
+pub fn emit(level: Level, args: std::fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    let tag = match level {
+        Level::Error => "error: ",
+        Level::Warn => "warning: ",
+        Level::Info => "",
+        Level::Debug => "debug: ",
+    };
+    // One write for the line: lines of several threads do not interleave.
+    let line = format!("wsgo: {tag}{args}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Writes a multi-line report (SIGUSR1) to stderr at once.
+pub fn report_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Writes a multi-line report (SIGUSR2) to stdout at once.
+pub fn report_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// A server fault.
+macro_rules! error {
+    ($($arg:tt)*) => { $crate::log::emit($crate::log::Level::Error, format_args!($($arg)*)) };
+}
+/// Something an operator should look at.
+macro_rules! warning {
+    ($($arg:tt)*) => { $crate::log::emit($crate::log::Level::Warn, format_args!($($arg)*)) };
+}
+/// The life of the process.
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::log::emit($crate::log::Level::Info, format_args!($($arg)*)) };
+}
+/// What clients do to themselves.
+macro_rules! debug {
+    ($($arg:tt)*) => { $crate::log::emit($crate::log::Level::Debug, format_args!($($arg)*)) };
+}
+pub(crate) use {debug, error, info, warning};
 
 use crate::http::response::{push_ip, push_u64};
 use std::net::IpAddr;
@@ -44,38 +140,17 @@ impl AccessLog {
         AccessLog::default()
     }
 
+    /// Adds a line to the buffer (written when it fills, and every 100 ms).
     pub fn write(&self, e: &Entry<'_>) {
         let stamp = self.timestamp();
         let mut buf = self.buf.borrow_mut();
-        push_ip(&mut buf, e.client);
-        buf.extend_from_slice(b" - - [");
-        buf.extend_from_slice(&stamp);
-        buf.extend_from_slice(b"] \"");
-        escape(&mut buf, e.method);
-        buf.push(b' ');
-        escape(&mut buf, e.target);
-        buf.extend_from_slice(if e.minor == 1 { b" HTTP/1.1\" " } else { b" HTTP/1.0\" " });
-        push_u64(&mut buf, u64::from(e.status));
-        buf.push(b' ');
-        push_u64(&mut buf, e.bytes);
-        buf.extend_from_slice(b" \"");
-        escape(&mut buf, e.referer.unwrap_or(b"-"));
-        buf.extend_from_slice(b"\" \"");
-        escape(&mut buf, e.user_agent.unwrap_or(b"-"));
-        buf.extend_from_slice(b"\" ");
-        push_u64(&mut buf, e.duration.as_millis() as u64);
-        buf.extend_from_slice(b"ms\n");
+        format_line(&mut buf, e, &stamp);
         if buf.len() >= FLUSH_AT {
             flush_to_stdout(&mut buf);
         }
     }
 
-    /// Takes the lines not yet written (for checks of the format).
-    #[doc(hidden)]
-    pub fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut self.buf.borrow_mut())
-    }
-
+    /// Writes the buffered lines now.
     pub fn flush(&self) {
         flush_to_stdout(&mut self.buf.borrow_mut());
     }
@@ -102,6 +177,29 @@ fn flush_to_stdout(buf: &mut Vec<u8>) {
     buf.clear();
 }
 
+/// Appends one access-log line: Combined Log Format plus the duration; the client's fields are
+/// escaped.
+pub fn format_line(buf: &mut Vec<u8>, e: &Entry<'_>, stamp: &[u8; 26]) {
+    push_ip(buf, e.client);
+    buf.extend_from_slice(b" - - [");
+    buf.extend_from_slice(stamp);
+    buf.extend_from_slice(b"] \"");
+    escape(buf, e.method);
+    buf.push(b' ');
+    escape(buf, e.target);
+    buf.extend_from_slice(if e.minor == 1 { b" HTTP/1.1\" " } else { b" HTTP/1.0\" " });
+    push_u64(buf, u64::from(e.status));
+    buf.push(b' ');
+    push_u64(buf, e.bytes);
+    buf.extend_from_slice(b" \"");
+    escape(buf, e.referer.unwrap_or(b"-"));
+    buf.extend_from_slice(b"\" \"");
+    escape(buf, e.user_agent.unwrap_or(b"-"));
+    buf.extend_from_slice(b"\" ");
+    push_u64(buf, e.duration.as_millis() as u64);
+    buf.extend_from_slice(b"ms\n");
+}
+
 /// Quotes, backslashes and non-printable bytes become `\xHH`.
 pub fn escape(buf: &mut Vec<u8>, field: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -121,34 +219,31 @@ pub fn escape(buf: &mut Vec<u8>, field: &[u8]) {
 
 /// `dd/Mon/yyyy:HH:MM:SS +zzzz` in the local time zone.
 pub fn format_local(secs: u64) -> [u8; 26] {
-    // SAFETY: localtime_r writes into the zeroed tm we own and reads the time_t we pass.
-    let tm = unsafe {
-        let t = secs as libc::time_t;
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            let days = (secs / 86_400) as i64;
-            let (y, m, d) = crate::http::date::civil_from_days(days);
-            tm.tm_year = (y - 1900) as i32;
-            tm.tm_mon = m as i32 - 1;
-            tm.tm_mday = d as i32;
-            tm.tm_hour = ((secs / 3600) % 24) as i32;
-            tm.tm_min = ((secs / 60) % 60) as i32;
-            tm.tm_sec = (secs % 60) as i32;
+    let t = crate::sys::time::local(secs as i64).unwrap_or_else(|| {
+        let days = (secs / 86_400) as i64;
+        let (year, month, day) = crate::http::date::civil_from_days(days);
+        crate::sys::time::LocalTime {
+            year,
+            month: i64::from(month),
+            day: i64::from(day),
+            hour: ((secs / 3600) % 24) as i64,
+            minute: ((secs / 60) % 60) as i64,
+            second: (secs % 60) as i64,
+            offset: 0,
         }
-        tm
-    };
+    });
     const MONTHS: [&str; 12] =
         ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let off = tm.tm_gmtoff / 60;
+    let off = t.offset / 60;
     let sign = if off < 0 { '-' } else { '+' };
     let text = format!(
         "{:02}/{}/{:04}:{:02}:{:02}:{:02} {}{:02}{:02}",
-        tm.tm_mday,
-        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
-        tm.tm_year + 1900,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
+        t.day,
+        MONTHS[(t.month - 1).clamp(0, 11) as usize],
+        t.year,
+        t.hour,
+        t.minute,
+        t.second,
         sign,
         off.abs() / 60,
         off.abs() % 60

@@ -1,9 +1,11 @@
-//! Process-wide counters for the SIGUSR2 report (SPEC §19). Relaxed atomics: each is bumped where
-//! the event happens and only read for the report.
+//! The counters of the SIGUSR2 report: one value per process, in the process state
+//! (`state::State::stats`) and handed to whoever counts. Relaxed atomics: each is bumped where the
+//! event happens and only read for the report.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-#[derive(Default)]
+/// The process's counters.
+#[derive(Debug, Default)]
 pub struct Stats {
     /// Requests handed to the scheduler (retries included).
     pub requests: AtomicU64,
@@ -17,32 +19,20 @@ pub struct Stats {
     pub interrupted: AtomicU64,
     /// Queued requests dropped because their client left.
     pub abandoned: AtomicU64,
+    /// Requests answered from the response cache.
     pub cache_hits: AtomicU64,
+    /// GET and HEAD requests the cache could not answer.
     pub cache_misses: AtomicU64,
-    pub blocks_established: AtomicU64,
-    pub blocked_requests: AtomicU64,
+    /// Static files served.
     pub static_files: AtomicU64,
 }
-
-pub static STATS: Stats = Stats {
-    requests: AtomicU64::new(0),
-    errors: AtomicU64::new(0),
-    queue_timeouts: AtomicU64::new(0),
-    drops: AtomicU64::new(0),
-    interrupted: AtomicU64::new(0),
-    abandoned: AtomicU64::new(0),
-    cache_hits: AtomicU64::new(0),
-    cache_misses: AtomicU64::new(0),
-    blocks_established: AtomicU64::new(0),
-    blocked_requests: AtomicU64::new(0),
-    static_files: AtomicU64::new(0),
-};
 
 /// Adds one.
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
 }
 
+/// The current value.
 pub fn get(counter: &AtomicU64) -> u64 {
     counter.load(Relaxed)
 }

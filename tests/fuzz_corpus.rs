@@ -4,16 +4,19 @@
 
 use std::path::Path;
 
+#[path = "../fuzz/checks.rs"]
+mod checks;
+
 type Check = fn(&[u8]);
 
 const TARGETS: &[(&str, Check)] = &[
-    ("request_head", wsgo::fuzzing::request_head),
-    ("response_head", wsgo::fuzzing::response_head),
-    ("chunked", wsgo::fuzzing::chunked),
-    ("static_path", wsgo::fuzzing::static_path),
-    ("cache_rules", wsgo::fuzzing::cache_rules),
-    ("wsgo_headers", wsgo::fuzzing::wsgo_headers),
-    ("cron", wsgo::fuzzing::cron),
+    ("request_head", checks::request_head),
+    ("response_head", checks::response_head),
+    ("chunked", checks::chunked),
+    ("static_path", checks::static_path),
+    ("cache_rules", checks::cache_rules),
+    ("wsgo_headers", checks::wsgo_headers),
+    ("cron", checks::cron),
 ];
 
 fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {

@@ -1,4 +1,8 @@
-//! Fuzz target: see `wsgo::fuzzing::cache_rules` for what it checks.
+//! Fuzz target: see `cache_rules` in `fuzz/checks.rs` for what it checks.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| wsgo::fuzzing::cache_rules(data));
+#[path = "../checks.rs"]
+#[allow(dead_code)]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::cache_rules(data));

@@ -1,4 +1,8 @@
-//! Fuzz target: see `wsgo::fuzzing::request_head` for what it checks.
+//! Fuzz target: see `request_head` in `fuzz/checks.rs` for what it checks.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| wsgo::fuzzing::request_head(data));
+#[path = "../checks.rs"]
+#[allow(dead_code)]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::request_head(data));

@@ -1,4 +1,8 @@
-//! Fuzz target: see `wsgo::fuzzing::static_path` for what it checks.
+//! Fuzz target: see `static_path` in `fuzz/checks.rs` for what it checks.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| wsgo::fuzzing::static_path(data));
+#[path = "../checks.rs"]
+#[allow(dead_code)]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::static_path(data));

@@ -1,4 +1,8 @@
-//! Fuzz target: see `wsgo::fuzzing::wsgo_headers` for what it checks.
+//! Fuzz target: see `wsgo_headers` in `fuzz/checks.rs` for what it checks.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| wsgo::fuzzing::wsgo_headers(data));
+#[path = "../checks.rs"]
+#[allow(dead_code)]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::wsgo_headers(data));

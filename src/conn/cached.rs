@@ -1,20 +1,20 @@
 //! The cache leg of a connection: answer GET and HEAD from the shared store when a fresh entry
 //! matches, and offer the app's responses to GETs to the store.
 
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::{COPY_BELOW, Conn, Outcome, WRITE_TIMEOUT};
+use super::send::Response;
+use super::transport::Transport;
+use super::{Conn, Outcome, Req};
 use crate::cache::key::{cookie_names, key, selection};
 use crate::cache::policy::{MAX_BODY, storable};
 use crate::cache::{Entry, Store};
 use crate::client::forwarded_https;
 use crate::http::RequestHead;
-use crate::http::body::BodyState;
-use crate::http::response::{Framing, HeadParts, ResponseHead, encode_parts, push_u64};
-use crate::stats::STATS;
+use crate::http::response::ResponseHead;
+use crate::stats::bump;
 
 /// A GET whose response may be stored: its key and head (for the `Vary` selections).
 pub(super) struct Candidate {
@@ -37,14 +37,18 @@ fn values<'a>(head: &'a RequestHead, name: &[u8]) -> Vec<&'a [u8]> {
         .collect()
 }
 
-impl Conn {
+impl<T: Transport> Conn<T> {
     fn store(&self) -> Option<&Store> {
-        self.core.shared.cache.as_ref()
+        self.core.state.cache.as_ref()
     }
 
     /// Answers from the cache on a hit. On a miss, returns what is needed to store the app's
     /// response, when it may be stored.
-    pub(super) async fn try_cache(&mut self, head: &RequestHead) -> Result<Outcome, Option<Candidate>> {
+    pub(super) async fn try_cache(
+        &mut self,
+        head: &RequestHead,
+        req: &mut Req,
+    ) -> Result<Outcome, Option<Candidate>> {
         let Some(store) = self.store() else { return Err(None) };
         let is_get = head.method() == b"GET";
         if !is_get && !head.is_head() {
@@ -55,48 +59,19 @@ impl Conn {
         }
         let host = head.host.map_or(&b""[..], |h| head.bytes(h));
         let proto = head.field(b"x-forwarded-proto");
-        let https = forwarded_https(self.peer.ip(), proto, &self.core.shared.config.trusted_proxies);
+        let https = forwarded_https(self.peer.ip(), proto, &self.core.state.config.trusted_proxies);
         let key = key(https, host, head.raw_path(), head.query());
         let hit =
             store.lookup(&key, Instant::now(), |name, cookies| selection(name, &values(head, name), cookies));
-        crate::stats::bump(if hit.is_some() { &STATS.cache_hits } else { &STATS.cache_misses });
+        let stats = &self.core.state.stats;
+        bump(if hit.is_some() { &stats.cache_hits } else { &stats.cache_misses });
         match hit {
-            Some(entry) => Ok(self.send_cached(head, &entry).await),
+            Some(entry) => Ok(self.send(req, Response::Cached { entry: &entry }).await),
             // Responses to requests with credentials are not stored (RFC 9111 §3.5).
             None if is_get && head.field(b"authorization").is_none() => {
                 Err(Some(Candidate { key, head: head.clone() }))
             }
             None => Err(None),
-        }
-    }
-
-    async fn send_cached(&mut self, head: &RequestHead, entry: &Entry) -> Outcome {
-        let mut state = BodyState::new(head.body);
-        let keep = head.keep_alive
-            && state.discard_buffered(&mut self.buf)
-            && !self.core.shared.draining.load(SeqCst);
-        let mut age = Vec::with_capacity(24);
-        age.extend_from_slice(b"Age: ");
-        push_u64(&mut age, entry.age(Instant::now()));
-        age.extend_from_slice(b"\r\n");
-        let parts =
-            HeadParts { status: entry.status, reason: &entry.reason, lines: &entry.lines, extra: &age };
-        let len = entry.body.len();
-        let framing = Framing::choose(entry.status, head.is_head(), head.minor, Some(len as u64));
-        encode_parts(&mut self.out, &parts, entry.has_date, framing, keep, head.minor);
-        let deadline = Instant::now() + WRITE_TIMEOUT;
-        let sent = if framing.has_body() { len as u64 } else { 0 };
-        let written = if !framing.has_body() || len < COPY_BELOW {
-            if framing.has_body() {
-                self.out.extend_from_slice(&entry.body);
-            }
-            self.flush_out(deadline).await
-        } else {
-            self.write_parts(entry.body.clone(), b"", deadline).await
-        };
-        match written {
-            Ok(()) => Outcome { status: entry.status, bytes: sent, keep_alive: keep },
-            Err(_) => Outcome::close(entry.status, 0),
         }
     }
 
@@ -106,7 +81,7 @@ impl Conn {
         if body.len() > MAX_BODY || rh.content_length.is_some_and(|n| n != body.len() as u64) {
             return;
         }
-        let max_age = self.core.shared.config.cache_max_age;
+        let max_age = self.core.state.config.cache_max_age;
         let Some(policy) = storable(rh.status, &rh.lines, max_age) else { return };
         let cookies = rh.vary_cookies.as_deref().map(cookie_names);
         let mut vary = Vec::with_capacity(policy.vary.len());
@@ -133,7 +108,7 @@ impl Conn {
     /// Starts collecting a streamed response for the store, if it may be stored.
     pub(super) fn start_tee(&self, cand: Option<&Candidate>, rh: &ResponseHead) -> Option<Tee> {
         cand?;
-        let max_age = self.core.shared.config.cache_max_age;
+        let max_age = self.core.state.config.cache_max_age;
         storable(rh.status, &rh.lines, max_age)?;
         Some(Tee { head: rh.clone(), chunks: Vec::new(), len: 0 })
     }

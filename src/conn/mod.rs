@@ -1,40 +1,45 @@
-//! One connection's keep-alive loop: read a head, route it, answer it, repeat.
+//! One connection's keep-alive loop: read a head, dispatch it through the stages, answer it,
+//! repeat.
 //!
 //! Runs on a core thread and never blocks it: no Python, no locks held across an await. Requests
 //! are answered strictly in order, so pipelined requests get their responses in order. Timeouts
 //! follow the original: 2 s for a request head, 60 s idle between requests, 600 s for a body,
-//! 3600 s to write a response.
+//! 3600 s to write a response; while a worker waits on the client, its request's deadline.
+//!
+//! The files of this module: `dispatch` (the stages, in order), `send` (the one response
+//! writer), `app` (the WSGI leg), `cached`, `files`, `parked` (the other legs), `watch`
+//! (deadlines and departed clients), `transport` (what the loop reads and writes).
 
+mod app;
 mod cached;
+mod dispatch;
 mod files;
+#[cfg(test)]
+mod memory;
 mod parked;
-mod respond;
+mod send;
+pub mod transport;
 pub mod watch;
 
 use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use bytes::{Bytes, BytesMut};
 
-use crate::client::client_ip;
 use crate::config::canonical;
+use crate::handoff::mailbox::Mailbox;
+use crate::handoff::scheduler::Scheduler;
 use crate::http::body::{BodyState, Step};
 use crate::http::request::Span;
-use crate::http::response::encode_simple;
 use crate::http::{HttpError, RequestHead, parse_head};
-use crate::log::{AccessLog, Entry};
-use crate::pool::Pool;
-use crate::router::{Route, error_answer, route};
-use crate::server::Shared;
+use crate::log::AccessLog;
+use crate::state::State;
+use transport::Transport;
 use watch::Watch;
 
 /// A new connection must deliver a complete head within this (and a keep-alive one, once its
@@ -46,38 +51,59 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(600);
 /// A whole response must be written within this.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// How much of a POST/PUT/PATCH body is read before the request is queued (SPEC §6.2).
+/// How much of a POST/PUT/PATCH body is read before the request is queued.
 pub const PREBUFFER: usize = 1 << 20;
 /// Read size.
 const READ_CHUNK: usize = 16 * 1024;
 /// Most the read buffer grows by at once while a body is pre-read.
 const PREBUFFER_STEP: usize = 256 * 1024;
-/// Bodies below this size are copied behind the head and sent with it; larger ones are written
-/// from where they lie (a shared Python object, a cached entry, a file's memory) with a vectored
-/// write, see [`Conn::write_parts`].
-const COPY_BELOW: usize = crate::wsgi::shared::SHARE_FROM;
+
+/// How long a connection may take for each of its steps (the constants above; tests shorten
+/// them).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// To send a request head.
+    pub head: Duration,
+    /// Between keep-alive requests.
+    pub idle: Duration,
+    /// To send a whole request body.
+    pub body: Duration,
+    /// To take a whole response.
+    pub write: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts { head: HEAD_TIMEOUT, idle: IDLE_TIMEOUT, body: BODY_TIMEOUT, write: WRITE_TIMEOUT }
+    }
+}
 
 /// What one core thread's connections share.
-pub struct CoreCtx {
-    pub pool: Pool,
-    pub shared: Arc<Shared>,
+pub struct Core {
+    /// Where requests for the application are queued.
+    pub queue: Arc<Scheduler>,
+    /// The process's state.
+    pub state: Arc<State>,
+    /// This core's access-log buffer.
     pub log: AccessLog,
-    /// The connections' sockets and deadlines.
+    /// The connections' deadlines, and which of them wait on a worker.
     pub watch: Watch,
     /// Connections open on this core.
     pub open: Cell<usize>,
     /// Where the Python threads leave wake-ups for this core's connection tasks.
-    pub mailbox: Arc<crate::pool::mailbox::Mailbox>,
+    pub mailbox: Arc<Mailbox>,
     /// What this core knows of the `--static-map` folders (`None` without mappings).
     pub files: Option<crate::static_files::FileCache>,
     /// The listener's address: every connection's local address unless it is a wildcard.
     pub listen_addr: SocketAddr,
-    /// The last time read on this core (see [`CoreCtx::recent`]).
+    /// The last time read on this core (see [`Core::recent`]).
     pub clock: Cell<Instant>,
+    /// The connections' timeouts.
+    pub timeouts: Timeouts,
 }
 
-impl CoreCtx {
-    /// Reads the clock, and remembers the reading for [`CoreCtx::recent`].
+impl Core {
+    /// Reads the clock, and remembers the reading for [`Core::recent`].
     pub fn now(&self) -> Instant {
         let now = Instant::now();
         self.clock.set(now);
@@ -90,9 +116,19 @@ impl CoreCtx {
     pub fn recent(&self) -> Instant {
         self.clock.get()
     }
+
+    /// A deadline `span` from now: every deadline of a connection is read this one way.
+    fn deadline(&self, span: Duration) -> Instant {
+        self.recent() + span
+    }
+
+    fn draining(&self) -> bool {
+        self.state.draining.load(SeqCst)
+    }
 }
 
-/// What the access log needs of a request after its head has moved into a job.
+/// What the access log needs of a request after its head has moved into a job, and what a
+/// panic report names.
 struct LogInfo {
     buf: Bytes,
     method: Span,
@@ -104,8 +140,11 @@ struct LogInfo {
 }
 
 /// How a request ended, for the log and the keep-alive decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Outcome {
+    /// The status sent (0 when nothing was).
     status: u16,
+    /// Body bytes sent.
     bytes: u64,
     keep_alive: bool,
 }
@@ -116,11 +155,36 @@ impl Outcome {
     }
 }
 
+/// What the connection knows of the request it is answering, whichever leg answers it.
+struct Req {
+    is_head: bool,
+    minor: u8,
+    /// The request allows the connection to stay open.
+    keep_alive: bool,
+    expect_continue: bool,
+    /// `100 Continue` went out.
+    continued: bool,
+    client: std::net::IpAddr,
+    /// The request body still to come.
+    body: BodyState,
+    /// The whole body must have arrived by then.
+    body_deadline: Instant,
+}
+
+/// Why reading body bytes stopped.
+#[derive(Debug)]
+enum BodyError {
+    /// The client broke the framing (answered with its status, then closed).
+    Framing(HttpError),
+    /// The client closed, reset, or missed the deadline: nothing more can be answered.
+    Gone,
+}
+
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<CoreCtx>) {
+pub async fn serve<T: Transport>(stream: T, peer: SocketAddr, core: Rc<Core>) {
     let listen = core.listen_addr;
     let accepted = core.recent();
-    let key = core.watch.register(stream.as_raw_fd());
+    let key = core.watch.register(stream.kick());
     let mut conn = Conn {
         stream,
         key,
@@ -135,8 +199,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Rc<CoreCtx>) {
     conn.run().await;
 }
 
-struct Conn {
-    stream: TcpStream,
+struct Conn<T: Transport> {
+    stream: T,
     /// This connection's entry in the core's [`Watch`].
     key: usize,
     peer: SocketAddr,
@@ -144,13 +208,13 @@ struct Conn {
     local: SocketAddr,
     buf: BytesMut,
     out: Vec<u8>,
-    core: Rc<CoreCtx>,
+    core: Rc<Core>,
     accepted: Instant,
     /// The request being answered (for its access-log line, and for the report of a panic).
     current: Option<LogInfo>,
 }
 
-impl Drop for Conn {
+impl<T: Transport> Drop for Conn<T> {
     fn drop(&mut self) {
         self.core.watch.remove(self.key);
         if std::thread::panicking() {
@@ -163,8 +227,8 @@ impl Drop for Conn {
                 line.push(b' ');
                 crate::log::escape(&mut line, span(info.target));
             }
-            eprintln!(
-                "wsgo: a connection from {} failed on \"{}\" (a bug: the panic is above); it is closed, the server goes on",
+            crate::log::error!(
+                "a connection from {} failed on \"{}\" (a bug: the panic is above); it is closed, the server goes on",
                 self.peer,
                 String::from_utf8_lossy(&line)
             );
@@ -194,63 +258,6 @@ impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
     }
 }
 
-/// The pieces of one vectored write: the pending head bytes, a body and a short tail.
-struct Parts {
-    /// What is left to write; rebuilt by [`Parts::advance`].
-    iov: Vec<libc::iovec>,
-    out: Vec<u8>,
-    body: Bytes,
-    tail: &'static [u8],
-    written: usize,
-}
-
-impl Parts {
-    fn new(out: Vec<u8>, body: Bytes, tail: &'static [u8]) -> Parts {
-        let mut p = Parts { iov: Vec::with_capacity(3), out, body, tail, written: 0 };
-        p.aim();
-        p
-    }
-
-    fn is_done(&self) -> bool {
-        self.written == self.out.len() + self.body.len() + self.tail.len()
-    }
-
-    fn advance(&mut self, n: usize) {
-        self.written += n;
-        self.aim();
-    }
-
-    /// Points the iovecs at the bytes not yet written.
-    fn aim(&mut self) {
-        let Parts { iov, out, body, tail, written } = self;
-        iov.clear();
-        let mut skip = *written;
-        for part in [&out[..], &body[..], tail] {
-            if skip >= part.len() {
-                skip -= part.len();
-                continue;
-            }
-            let rest = &part[skip..];
-            skip = 0;
-            iov.push(libc::iovec { iov_base: rest.as_ptr() as *mut libc::c_void, iov_len: rest.len() });
-        }
-    }
-}
-
-// SAFETY: the iovecs live in a heap vector and point into `out`'s heap buffer, `body`'s shared
-// buffer and a static tail. None of these moves or changes while the value exists, wherever the
-// value itself is moved (into the driver's operation and back), and `aim` keeps them within the
-// three buffers.
-unsafe impl monoio::buf::IoVecBuf for Parts {
-    fn read_iovec_ptr(&self) -> *const libc::iovec {
-        self.iov.as_ptr()
-    }
-
-    fn read_iovec_len(&self) -> usize {
-        self.iov.len()
-    }
-}
-
 /// Why reading a head stopped without one.
 enum HeadError {
     /// Answer with this status, then close.
@@ -259,7 +266,7 @@ enum HeadError {
     Gone,
 }
 
-impl Conn {
+impl<T: Transport> Conn<T> {
     async fn run(&mut self) {
         let mut first = true;
         loop {
@@ -275,8 +282,8 @@ impl Conn {
             // A copy of the head (a few hundred bytes) keeps the read buffer unshared, so it is
             // reused for the next request instead of a new one being allocated.
             let head = parsed.attach(Bytes::copy_from_slice(&self.buf[..len]));
-            self.buf.advance(len);
-            if !self.handle(head).await || self.core.shared.draining.load(SeqCst) {
+            bytes::Buf::advance(&mut self.buf, len);
+            if !self.handle(head).await || self.core.draining() {
                 return;
             }
         }
@@ -285,7 +292,11 @@ impl Conn {
     /// Reads until a complete head is buffered. `Ok(None)`: the client closed between requests.
     async fn read_head(&mut self, first: bool) -> Result<Option<(RequestHead, usize)>, HeadError> {
         let mut deadline = if first || !self.buf.is_empty() {
-            Some(if first { self.accepted } else { self.core.recent() } + HEAD_TIMEOUT)
+            Some(if first {
+                self.accepted + self.core.timeouts.head
+            } else {
+                self.core.deadline(self.core.timeouts.head)
+            })
         } else {
             None
         };
@@ -298,18 +309,19 @@ impl Conn {
             // Idle: a keep-alive connection between requests. A new connection is not idle: its
             // first request is on its way (and at shutdown it is read and answered).
             let idle = self.buf.is_empty() && !first;
-            if idle && self.core.shared.draining.load(SeqCst) {
+            if idle && self.core.draining() {
                 return Ok(None);
             }
             self.core.watch.set_idle(self.key, idle);
-            let read =
-                self.read_more(Some(deadline.unwrap_or_else(|| self.core.recent() + IDLE_TIMEOUT))).await;
+            let read = self
+                .read_more(Some(deadline.unwrap_or_else(|| self.core.deadline(self.core.timeouts.idle))))
+                .await;
             self.core.watch.set_idle(self.key, false);
             match read {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
                 Ok(0) | Err(_) => return Err(HeadError::Gone),
                 Ok(_) => {
-                    deadline.get_or_insert_with(|| self.core.recent() + HEAD_TIMEOUT);
+                    deadline.get_or_insert_with(|| self.core.deadline(self.core.timeouts.head));
                 }
             }
         }
@@ -322,11 +334,8 @@ impl Conn {
             self.buf.reserve(READ_CHUNK);
         }
         self.core.watch.set_deadline(self.key, deadline);
-        // monoio reads into a buffer from its start: read into the spare capacity past `len`.
-        let len = self.buf.len();
-        let spare = std::mem::take(&mut self.buf).slice_mut(len..);
-        let (res, spare) = self.stream.read(spare).await;
-        self.buf = spare.into_inner();
+        let (res, buf) = self.stream.read(std::mem::take(&mut self.buf)).await;
+        self.buf = buf;
         res
     }
 
@@ -343,50 +352,12 @@ impl Conn {
         self.local
     }
 
-    /// Writes `self.out` in full and clears it.
-    async fn flush_out(&mut self, deadline: Instant) -> io::Result<()> {
-        let out = std::mem::take(&mut self.out);
-        self.write_bytes_vec(out, deadline).await
-    }
-
-    async fn write_bytes_vec(&mut self, out: Vec<u8>, deadline: Instant) -> io::Result<()> {
-        self.core.watch.set_deadline(self.key, Some(deadline));
-        let (res, mut out) = self.stream.write_all(out).await;
-        out.clear();
-        self.out = out;
-        res.map(drop)
-    }
-
-    /// Writes `self.out`, then `body`, then `tail` (a chunk's CRLF) with one writev per attempt:
-    /// a large body goes out from where it lies (a shared Python object, a cached entry) instead
-    /// of being copied behind the head. Clears `self.out`.
-    async fn write_parts(&mut self, body: Bytes, tail: &'static [u8], deadline: Instant) -> io::Result<()> {
-        self.core.watch.set_deadline(self.key, Some(deadline));
-        let mut parts = Parts::new(std::mem::take(&mut self.out), body, tail);
-        let result = loop {
-            if parts.is_done() {
-                break Ok(());
-            }
-            let (res, back) = self.stream.writev(parts).await;
-            parts = back;
-            match res {
-                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => parts.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        let mut out = parts.out;
-        out.clear();
-        self.out = out;
-        result
-    }
-
     /// Answers a malformed request and logs it; the connection is closed after.
     async fn reject(&mut self, e: HttpError) {
         let started = Instant::now();
+        crate::log::debug!("{}: malformed request: {e}", self.peer);
         let (status, bytes) = self.send_error(e).await;
-        self.core.log.write(&Entry {
+        self.core.log.write(&crate::log::Entry {
             client: self.peer.ip(),
             method: b"-",
             target: b"-",
@@ -399,119 +370,20 @@ impl Conn {
         });
     }
 
-    /// Writes the response to a protocol error (the connection is closed after it). Returns the
-    /// status and the body bytes sent.
-    async fn send_error(&mut self, e: HttpError) -> (u16, u64) {
-        let a = error_answer(e);
-        encode_simple(&mut self.out, a.status, &a.lines, &a.body, false, false, 1);
-        match self.flush_out(Instant::now() + HEAD_TIMEOUT).await {
-            Ok(()) => (a.status, a.body.len() as u64),
-            Err(_) => (a.status, 0),
-        }
-    }
-
-    /// Answers one request; returns whether the connection stays open.
-    async fn handle(&mut self, head: RequestHead) -> bool {
-        let started = self.core.now();
-        let forwarded =
-            head.fields.iter().filter(|f| head.bytes(f.name).eq_ignore_ascii_case(b"x-forwarded-for"));
-        let client = client_ip(
-            self.peer.ip(),
-            forwarded.map(|f| head.bytes(f.value)),
-            &self.core.shared.config.trusted_proxies,
-        );
-        let find = |name: &[u8]| {
-            head.fields.iter().find(|f| head.bytes(f.name).eq_ignore_ascii_case(name)).map(|f| f.value)
-        };
-        let info = LogInfo {
-            buf: head.buf.clone(),
-            method: head.method,
-            target: head.raw_target,
-            referer: find(b"referer"),
-            user_agent: find(b"user-agent"),
-            minor: head.minor,
-            client,
-        };
-        #[cfg(feature = "fault-injection")]
-        if head.path() == Some(b"/__panic") {
-            self.current = Some(info);
-            panic!("fault injection: a panic on a chosen request");
-        }
-        if let Some(remaining) = self.core.shared.blocks.check(client, started) {
-            return self.blocked(&head, remaining).await;
-        }
-        // Kept where a panic can find it (see `Drop for Conn`), until the line is written.
-        self.current = Some(info);
-        let outcome = match route(&head) {
-            Route::Answer(a) => self.simple(&head, a.status, &a.lines, &a.body).await,
-            Route::Stages => match self.try_static(&head).await {
-                Some(outcome) => outcome,
-                None => match self.try_cache(&head).await {
-                    Ok(outcome) => outcome,
-                    Err(candidate) => self.wsgi(head, candidate, client, started).await,
-                },
-            },
-        };
-        if let Some(info) = self.current.take() {
-            let span = |s: Span| &info.buf[s.start as usize..s.end as usize];
-            self.core.log.write(&Entry {
-                client: info.client,
-                method: span(info.method),
-                target: span(info.target),
-                minor: info.minor,
-                status: outcome.status,
-                bytes: outcome.bytes,
-                referer: info.referer.map(span),
-                user_agent: info.user_agent.map(span),
-                duration: started.elapsed(),
-            });
-        }
-        if self.core.shared.draining.load(SeqCst) {
-            self.core.log.flush();
-        }
-        outcome.keep_alive
-    }
-
-    /// A request from a blocked client: held back for the rest of the block (at most 25 s; at
-    /// once when 100 are already held), then an empty 429. Not access-logged (counted instead).
-    async fn blocked(&mut self, head: &RequestHead, remaining: Duration) -> bool {
-        let blocks = &self.core.shared.blocks;
-        if let Some(_held) = blocks.hold() {
-            let delay = Duration::from_secs(remaining.as_secs()).min(crate::block::MAX_DELAY);
-            self.core.watch.set_deadline(self.key, None);
-            monoio::time::sleep(delay).await;
-        }
-        self.simple(head, 429, b"", b"").await.keep_alive
-    }
-
-    /// A response the server makes by itself.
-    async fn simple(&mut self, head: &RequestHead, status: u16, lines: &[u8], body: &[u8]) -> Outcome {
-        let mut state = BodyState::new(head.body);
-        let keep = head.keep_alive
-            && state.discard_buffered(&mut self.buf)
-            && !self.core.shared.draining.load(SeqCst);
-        encode_simple(&mut self.out, status, lines, body, head.is_head(), keep, head.minor);
-        let sent = if head.is_head() { 0 } else { body.len() as u64 };
-        match self.flush_out(self.core.recent() + WRITE_TIMEOUT).await {
-            Ok(()) => Outcome { status, bytes: sent, keep_alive: keep },
-            Err(_) => Outcome::close(status, 0),
-        }
-    }
-
-    /// Takes up to `max` body bytes, reading from the socket as needed.
+    /// Takes up to `max` body bytes, reading from the socket as needed; `None` at its end.
     async fn body_piece(
         &mut self,
         state: &mut BodyState,
         max: usize,
         deadline: Instant,
-    ) -> Result<Option<Bytes>, Option<HttpError>> {
+    ) -> Result<Option<Bytes>, BodyError> {
         loop {
-            match state.take(&mut self.buf, max).map_err(Some)? {
+            match state.take(&mut self.buf, max).map_err(BodyError::Framing)? {
                 Step::Data(d) => return Ok(Some(d)),
                 Step::Done => return Ok(None),
                 Step::NeedMore => match self.read_more(Some(deadline)).await {
                     Ok(n) if n > 0 => {}
-                    _ => return Err(None),
+                    _ => return Err(BodyError::Gone),
                 },
             }
         }
@@ -528,7 +400,7 @@ impl Conn {
         max: usize,
         reserve_all: bool,
         deadline: Instant,
-    ) -> Result<Bytes, Option<HttpError>> {
+    ) -> Result<Bytes, BodyError> {
         // A body of known length is read straight into the read buffer until the piece is
         // there, so it is taken out as one slice (no joining copy, and reads as large as the
         // piece).
@@ -545,7 +417,7 @@ impl Conn {
                 }
                 match self.read_more(Some(deadline)).await {
                     Ok(n) if n > 0 => {}
-                    _ => return Err(None),
+                    _ => return Err(BodyError::Gone),
                 }
             }
         }
@@ -571,50 +443,5 @@ impl Conn {
             (Some(f), None) => f,
             (None, None) => Bytes::new(),
         })
-    }
-
-    async fn send_continue(&mut self, deadline: Instant) -> io::Result<()> {
-        self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        self.flush_out(deadline).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What the iovecs point at, joined.
-    fn aimed(p: &Parts) -> Vec<u8> {
-        p.iov
-            .iter()
-            // SAFETY: `aim` points every iovec into one of the three live buffers of `p`.
-            .flat_map(|v| unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) }.to_vec())
-            .collect()
-    }
-
-    #[test]
-    fn a_vectored_write_resumes_where_a_partial_one_stopped() {
-        let whole = b"HTTP/1.1 200 OK\r\n\r\n0123456789\r\n";
-        // Head, body and tail of every size, including empty ones, cut after every byte count.
-        for (out, body, tail) in [
-            (&b"HTTP/1.1 200 OK\r\n\r\n"[..], &b"0123456789"[..], &b"\r\n"[..]),
-            (&b""[..], &b"HTTP/1.1 200 OK\r\n\r\n0123456789\r\n"[..], &b""[..]),
-            (&b"HTTP/1.1 200 OK\r\n\r\n0123456789\r\n"[..], &b""[..], &b""[..]),
-        ] {
-            let tail: &'static [u8] = if tail.is_empty() { b"" } else { b"\r\n" };
-            for step in 1..=whole.len() {
-                let mut p = Parts::new(out.to_vec(), Bytes::copy_from_slice(body), tail);
-                let mut written = 0;
-                while !p.is_done() {
-                    assert_eq!(aimed(&p), &whole[written..], "step {step}");
-                    assert!(p.iov.len() <= 3 && p.iov.iter().all(|v| v.iov_len > 0));
-                    let n = step.min(whole.len() - written);
-                    p.advance(n);
-                    written += n;
-                }
-                assert_eq!(written, whole.len());
-                assert!(p.iov.is_empty());
-            }
-        }
     }
 }

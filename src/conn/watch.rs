@@ -13,19 +13,19 @@
 //! (nearly all) cost nothing here.
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::pool::exchange::Exchange;
+use super::transport::Kick;
+use crate::handoff::exchange::Exchange;
 
 /// How often deadlines are checked: a timeout fires up to this late.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 struct Entry {
-    fd: RawFd,
+    kick: Kick,
     deadline: Cell<Option<Instant>>,
     /// Waiting for the next request: closed at once on shutdown.
     idle: Cell<bool>,
@@ -39,38 +39,45 @@ pub struct Watch {
     conns: RefCell<Slab<Entry>>,
 }
 
-fn shutdown(fd: RawFd) {
-    // SAFETY: the fd belongs to a registered connection on this thread, which deregisters before
-    // its socket is closed; shutdown(2) only ends the pending operations on it.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_RDWR);
+/// Ends a registered connection's operations (a deadline passed, or shutdown).
+fn shutdown(kick: &Kick) {
+    match kick {
+        // The fd belongs to a registered connection on this thread, which deregisters before
+        // its socket is closed.
+        Kick::Fd(fd) => crate::sys::net::shutdown(*fd),
+        Kick::Hook(h) => h.shut(),
     }
 }
 
 impl Watch {
+    /// An empty registry.
     pub fn new() -> Watch {
         Watch::default()
     }
 
-    pub fn register(&self, fd: RawFd) -> usize {
+    /// Registers a connection; returns its key.
+    pub fn register(&self, kick: Kick) -> usize {
         self.conns.borrow_mut().insert(Entry {
-            fd,
+            kick,
             deadline: Cell::new(None),
             idle: Cell::new(false),
             waiting: RefCell::new(None),
         })
     }
 
+    /// Forgets a connection (when it closes).
     pub fn remove(&self, key: usize) {
         self.conns.borrow_mut().try_remove(key);
     }
 
+    /// The deadline of what the connection does now (`None`: none of ours).
     pub fn set_deadline(&self, key: usize, deadline: Option<Instant>) {
         if let Some(e) = self.conns.borrow().get(key) {
             e.deadline.set(deadline);
         }
     }
 
+    /// Whether the connection waits between requests (closed at once on shutdown).
     pub fn set_idle(&self, key: usize, idle: bool) {
         if let Some(e) = self.conns.borrow().get(key) {
             e.idle.set(idle);
@@ -85,36 +92,34 @@ impl Watch {
     }
 
     /// Tells the exchanges of connections whose clients have closed or reset (`POLLRDHUP`,
-    /// `POLLHUP`, `POLLERR`); returns how many.
+    /// `POLLHUP`, `POLLERR`: one `poll(2)` for all of them); returns how many.
     pub fn check_waiting(&self) -> usize {
         let conns = self.conns.borrow();
-        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut fds = Vec::new();
         let mut keys = Vec::new();
+        let mut gone_keys = Vec::new();
         for (key, e) in conns.iter() {
-            if e.waiting.borrow().as_ref().is_some_and(|x| !x.is_gone()) {
-                fds.push(libc::pollfd { fd: e.fd, events: libc::POLLRDHUP, revents: 0 });
-                keys.push(key);
+            if e.waiting.borrow().as_ref().is_none_or(|x| x.is_gone()) {
+                continue;
+            }
+            match &e.kick {
+                Kick::Fd(fd) => {
+                    fds.push(*fd);
+                    keys.push(key);
+                }
+                Kick::Hook(h) if h.hung_up() => gone_keys.push(key),
+                Kick::Hook(_) => {}
             }
         }
-        if fds.is_empty() {
-            return 0;
-        }
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for sockets registered on
-        // this thread; a zero timeout makes poll(2) only report, never wait.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
-        if n <= 0 {
-            return 0;
-        }
-        let mut gone = 0;
-        for (p, key) in fds.iter().zip(keys) {
-            if p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
-                && let Some(x) = conns.get(key).and_then(|e| e.waiting.borrow_mut().take())
-            {
+        let mut gone = Vec::new();
+        crate::sys::net::hung_up(&fds, &mut gone);
+        gone_keys.extend(keys.into_iter().zip(gone).filter(|(_, g)| *g).map(|(k, _)| k));
+        for &key in &gone_keys {
+            if let Some(x) = conns.get(key).and_then(|e| e.waiting.borrow_mut().take()) {
                 x.client_gone();
-                gone += 1;
             }
         }
-        gone
+        gone_keys.len()
     }
 
     /// Shuts down every connection whose deadline has passed; returns how many.
@@ -124,7 +129,7 @@ impl Watch {
         for (_, e) in conns.iter() {
             if e.deadline.get().is_some_and(|d| d <= now) {
                 e.deadline.set(None);
-                shutdown(e.fd);
+                shutdown(&e.kick);
                 n += 1;
             }
         }
@@ -135,7 +140,7 @@ impl Watch {
     pub fn close_idle(&self) {
         for (_, e) in self.conns.borrow().iter() {
             if e.idle.get() {
-                shutdown(e.fd);
+                shutdown(&e.kick);
             }
         }
     }
@@ -160,8 +165,11 @@ mod tests {
         let (a, a_peer) = UnixStream::pair().unwrap();
         let (b, mut b_peer) = UnixStream::pair().unwrap();
         let (c, c_peer) = UnixStream::pair().unwrap();
-        let (ka, kb, kc) =
-            (watch.register(a.as_raw_fd()), watch.register(b.as_raw_fd()), watch.register(c.as_raw_fd()));
+        let (ka, kb, kc) = (
+            watch.register(Kick::Fd(a.as_raw_fd())),
+            watch.register(Kick::Fd(b.as_raw_fd())),
+            watch.register(Kick::Fd(c.as_raw_fd())),
+        );
         let ex: Vec<Arc<Exchange>> = (0..3).map(|_| Arc::new(Exchange::new())).collect();
         for (k, x) in [ka, kb, kc].into_iter().zip(&ex) {
             watch.set_waiting(k, Some(x.clone()));
@@ -187,9 +195,9 @@ mod tests {
         let (mut b, _b_peer) = UnixStream::pair().unwrap();
         let (mut c, _c_peer) = UnixStream::pair().unwrap();
         let now = Instant::now();
-        let ka = watch.register(a.as_raw_fd());
-        let kb = watch.register(b.as_raw_fd());
-        let kc = watch.register(c.as_raw_fd());
+        let ka = watch.register(Kick::Fd(a.as_raw_fd()));
+        let kb = watch.register(Kick::Fd(b.as_raw_fd()));
+        let kc = watch.register(Kick::Fd(c.as_raw_fd()));
         watch.set_deadline(ka, Some(now - Duration::from_millis(1)));
         watch.set_deadline(kb, Some(now + Duration::from_secs(60)));
         assert_eq!(watch.sweep(now), 1);

@@ -1,5 +1,6 @@
 //! HTTP/1.1, pure: parsing, body framing, response encoding. No I/O here.
 
+pub mod answer;
 pub mod body;
 pub mod chunked;
 pub mod date;
@@ -9,4 +10,4 @@ pub mod request;
 pub mod response;
 
 pub use error::HttpError;
-pub use request::{BodyKind, RequestHead, Target, parse_head};
+pub use request::{BodyKind, RequestHead, Span, Target, parse_head};

@@ -8,21 +8,19 @@ use std::time::Instant;
 
 use pyo3::prelude::*;
 
-use super::scheduler::Scheduler;
-use super::slot::{Slot, What};
-use super::{Job, refuse};
-use crate::wsgi::App;
-use crate::wsgi::call::run as run_job;
-use crate::wsgi::timeout::after_interrupted;
+use crate::handoff::exchange::ToConn;
+use crate::handoff::scheduler::Scheduler;
+use crate::handoff::slot::{Slot, What};
+use crate::handoff::{Job, Runner};
 
 /// `GET /path?q` for messages about a job.
 fn describe(job: &Job) -> What {
     What::Request(job.head.buf.clone(), job.head.method, job.head.raw_target)
 }
 
-pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>, slot: Arc<Slot>) {
-    // SAFETY: pthread_self has no preconditions; CPython identifies threads by this value.
-    slot.ident.store(unsafe { libc::pthread_self() } as u64, std::sync::atomic::Ordering::SeqCst);
+pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
+    // CPython identifies threads by this value.
+    slot.ident.store(crate::sys::process::thread_id(), std::sync::atomic::Ordering::SeqCst);
     let me = Scheduler::sleeper();
     Python::attach(|py| {
         let mut token = false;
@@ -32,7 +30,7 @@ pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>, slot: Arc<Slot>) {
         loop {
             let picked = if step_back { None } else { sched.next_job(&mut token, &mut refused) };
             for job in refused.drain(..) {
-                refuse(job);
+                job.exchange.send(ToConn::Refused);
             }
             let Some((job, _score)) = picked else {
                 // Idle under SCHED_BATCH, so that the wake-up that hands it work does not preempt
@@ -42,9 +40,9 @@ pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>, slot: Arc<Slot>) {
                 // runs, since the processes it starts inherit the policy. Two system calls per
                 // batch of requests, not per request.
                 let (woken, at) = py.detach(|| {
-                    crate::sys::batch_scheduling();
+                    crate::sys::process::batch_scheduling();
                     let woken = sched.park(&me, std::mem::take(&mut step_back));
-                    crate::sys::normal_scheduling();
+                    crate::sys::process::normal_scheduling();
                     (woken, Instant::now())
                 });
                 token = woken;
@@ -63,13 +61,14 @@ pub(super) fn run(sched: Arc<Scheduler>, app: Arc<App>, slot: Arc<Slot>) {
             slot.begin(seq, describe(&job));
             // Its waits for the client end where the request's time does.
             job.exchange.start(slot.limit.and_then(|l| Instant::now().checked_add(l)));
-            run_job(py, &app, job);
+            runner.run(py, job);
             if slot.end() {
-                after_interrupted(py, &slot);
+                runner.after_interrupted(py, slot.ident.load(std::sync::atomic::Ordering::SeqCst));
+                crate::log::warning!("{} finished its interrupted job", slot.name);
             }
             sched.done(&traits);
             // Response bodies shared with the core threads come back here to be released.
-            crate::wsgi::shared::release_dropped(py);
+            runner.after_job(py);
             step_back = sched.should_yield();
         }
     });

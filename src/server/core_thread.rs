@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
-use super::{CoreSignal, Shared};
+use super::CoreSignal;
 use crate::conn::watch::{SWEEP_EVERY, Watch};
-use crate::conn::{self, CoreCtx};
+use crate::conn::{self, Core};
+use crate::handoff::mailbox::Mailbox;
+use crate::handoff::scheduler::Scheduler;
 use crate::log::{AccessLog, FLUSH_EVERY};
-use crate::pool::Pool;
-use crate::pool::mailbox::Mailbox;
+use crate::state::State;
 use crate::static_files::FileCache;
 
 /// At shutdown, how long the listener is still polled for connections that were under way.
@@ -39,14 +40,14 @@ pub(super) fn run(
     index: usize,
     core: Option<core_affinity::CoreId>,
     listener: StdListener,
-    shared: Arc<Shared>,
-    pool: Pool,
+    state: Arc<State>,
+    queue: Arc<Scheduler>,
     signal: Arc<CoreSignal>,
 ) {
     if let Some(core) = core {
         core_affinity::set_for_current(core);
     }
-    crate::sys::batch_scheduling();
+    crate::sys::process::batch_scheduling();
     if !force_legacy() {
         let mut ring = io_uring::IoUring::builder();
         ring.setup_coop_taskrun();
@@ -54,28 +55,28 @@ pub(super) fn run(
             .uring_builder(ring)
             .with_entries(1024)
             .enable_timer()
-            .attach_thread_pool(Box::new(shared.blocking.clone()))
+            .attach_thread_pool(Box::new(state.blocking.clone()))
             .build();
         match uring {
             Ok(mut rt) => {
-                rt.block_on(serve(listener, shared, pool, signal, false));
+                rt.block_on(serve(listener, state, queue, signal, false));
                 return;
             }
             Err(e) => {
                 if index == 0 {
-                    eprintln!("wsgo: io_uring unavailable ({e}); using the epoll driver");
+                    crate::log::info!("io_uring unavailable ({e}); using the epoll driver");
                 }
             }
         }
     }
     let legacy = RuntimeBuilder::<LegacyDriver>::new()
         .enable_timer()
-        .attach_thread_pool(Box::new(shared.blocking.clone()));
+        .attach_thread_pool(Box::new(state.blocking.clone()));
     match legacy.build() {
-        Ok(mut rt) => rt.block_on(serve(listener, shared, pool, signal, true)),
+        Ok(mut rt) => rt.block_on(serve(listener, state, queue, signal, true)),
         Err(e) => {
-            eprintln!("wsgo: core thread {index} cannot start a runtime: {e}");
-            shared.listening.fetch_sub(1, SeqCst);
+            crate::log::error!("core thread {index} cannot start a runtime: {e}");
+            state.listening.fetch_sub(1, SeqCst);
         }
     }
 }
@@ -83,8 +84,8 @@ pub(super) fn run(
 /// `nonblocking`: the driver wants non-blocking sockets (epoll); io_uring takes blocking ones.
 async fn serve(
     listener: StdListener,
-    shared: Arc<Shared>,
-    pool: Pool,
+    state: Arc<State>,
+    queue: Arc<Scheduler>,
     signal: Arc<CoreSignal>,
     nonblocking: bool,
 ) {
@@ -92,29 +93,30 @@ async fn serve(
     let listen_addr = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("wsgo: cannot read the listener's address: {e}");
-            shared.listening.fetch_sub(1, SeqCst);
+            crate::log::error!("cannot read the listener's address: {e}");
+            state.listening.fetch_sub(1, SeqCst);
             return;
         }
     };
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("wsgo: cannot register the listener: {e}");
-            shared.listening.fetch_sub(1, SeqCst);
+            crate::log::error!("cannot register the listener: {e}");
+            state.listening.fetch_sub(1, SeqCst);
             return;
         }
     };
-    let core = Rc::new(CoreCtx {
-        pool,
-        shared: shared.clone(),
+    let core = Rc::new(Core {
+        queue,
+        state: state.clone(),
         log: AccessLog::new(),
         watch: Watch::new(),
         open: Cell::new(0),
-        files: (!shared.roots.0.is_empty()).then(|| FileCache::new(shared.roots.clone())),
+        files: (!state.roots.0.is_empty()).then(|| FileCache::new(state.roots.clone())),
         mailbox: Arc::new(Mailbox::new()),
         listen_addr,
         clock: Cell::new(Instant::now()),
+        timeouts: Default::default(),
     });
 
     let drainer = core.clone();
@@ -130,7 +132,7 @@ async fn serve(
             let now = keeper.now();
             keeper.watch.sweep(now);
             keeper.watch.check_waiting();
-            keeper.shared.blocks.sweep(now);
+            keeper.state.blocks.sweep(now);
             if now.duration_since(last_flush) >= FLUSH_EVERY {
                 keeper.log.flush();
                 last_flush = now;
@@ -146,22 +148,22 @@ async fn serve(
     let mut last_accept_log: Option<Instant> = None;
     let mut burst = 0;
     loop {
-        if shared.draining.load(SeqCst) {
+        if state.draining.load(SeqCst) {
             break;
         }
-        if shared.open.load(SeqCst) >= shared.config.max_connections {
+        if state.open.load(SeqCst) >= state.config.max_connections {
             // At the limit: leave new connections in the kernel's backlog until one closes.
-            if !shared.at_limit.swap(true, SeqCst) {
-                eprintln!(
-                    "wsgo: {} connections open (--max-connections); new ones wait until some close",
-                    shared.config.max_connections
+            if !state.at_limit.swap(true, SeqCst) {
+                crate::log::warning!(
+                    "{} connections open (--max-connections); new ones wait until some close",
+                    state.config.max_connections
                 );
             }
             monoio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        shared.at_limit.store(false, SeqCst);
-        match crate::sys::accept(listen_fd, nonblocking) {
+        state.at_limit.store(false, SeqCst);
+        match crate::sys::net::accept(listen_fd, nonblocking) {
             // Up to a burst at a time: then the wait below lets the new connections run.
             Ok(Some((fd, peer))) if burst < ACCEPT_BURST => {
                 burst += 1;
@@ -175,7 +177,7 @@ async fn serve(
                 // connections we have keep being served. Logged at most every 5 s.
                 accept_failures += 1;
                 if last_accept_log.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(5)) {
-                    eprintln!("wsgo: accept failed ({accept_failures} times): {e}; retrying every 50 ms");
+                    crate::log::error!("accept failed ({accept_failures} times): {e}; retrying every 50 ms");
                     last_accept_log = Some(Instant::now());
                 }
                 monoio::time::sleep(Duration::from_millis(50)).await;
@@ -197,10 +199,10 @@ async fn serve(
     // Serve the connections that were already waiting in the kernel's queue; unsupervised, this
     // process is the last holder of its socket, so new attempts are dropped first (the
     // supervisor does that for its sockets when everything stops).
-    if !shared.supervised
-        && let Err(e) = super::listener::refuse_new(listen_fd)
+    if !state.supervised
+        && let Err(e) = crate::sys::net::refuse_new(listen_fd)
     {
-        eprintln!("wsgo: cannot stop new connections before draining: {e}");
+        crate::log::error!("cannot stop new connections before draining: {e}");
     }
     // New connection attempts are dropped by now (the socket filter drops SYNs), but connections
     // under way still arrive: a handshake in flight, or a deferred connection whose request comes
@@ -208,7 +210,7 @@ async fn serve(
     let stopped = Instant::now();
     let mut drained = 0;
     loop {
-        while let Ok(Some((fd, peer))) = crate::sys::accept(listen_fd, nonblocking) {
+        while let Ok(Some((fd, peer))) = crate::sys::net::accept(listen_fd, nonblocking) {
             start_std(&core, std::net::TcpStream::from(fd), peer);
             drained += 1;
         }
@@ -218,30 +220,30 @@ async fn serve(
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     if drained > 0 {
-        eprintln!("wsgo: served {drained} connections that were under way at shutdown");
+        crate::log::info!("served {drained} connections that were under way at shutdown");
     }
     drop(listener);
-    shared.listening.fetch_sub(1, SeqCst);
+    state.listening.fetch_sub(1, SeqCst);
     core.log.flush();
 }
 
 /// Registers an accepted connection with the runtime and serves it.
-fn start_std(core: &Rc<CoreCtx>, stream: std::net::TcpStream, peer: std::net::SocketAddr) {
+fn start_std(core: &Rc<Core>, stream: std::net::TcpStream, peer: std::net::SocketAddr) {
     match TcpStream::from_std(stream) {
         Ok(s) => start_conn(core, s, peer),
-        Err(e) => eprintln!("wsgo: cannot register a connection: {e}"),
+        Err(e) => crate::log::error!("cannot register a connection: {e}"),
     }
 }
 
 /// Starts serving an accepted connection.
-fn start_conn(core: &Rc<CoreCtx>, stream: TcpStream, peer: std::net::SocketAddr) {
-    core.shared.open.fetch_add(1, SeqCst);
+fn start_conn(core: &Rc<Core>, stream: TcpStream, peer: std::net::SocketAddr) {
+    core.state.open.fetch_add(1, SeqCst);
     core.open.set(core.open.get() + 1);
     let c = core.clone();
     monoio::spawn(async move {
         // A panic costs this connection only (see `CatchUnwind`); the counts stay true.
         let _ = conn::CatchUnwind(conn::serve(stream, peer, c.clone())).await;
         c.open.set(c.open.get() - 1);
-        c.shared.open.fetch_sub(1, SeqCst);
+        c.state.open.fetch_sub(1, SeqCst);
     });
 }

@@ -1,13 +1,14 @@
-//! Process start, the core threads, signals and shutdown.
+//! Process start, the core threads, signals and shutdown: builds the one process state and
+//! hands it down.
 //!
 //! Order at start (as the original): bind the listeners first so early connections wait in the
 //! backlog, then start Python and import the app, then the workers, then the core threads. The
-//! main thread then waits for SIGINT/SIGTERM and drains: stop accepting, close idle keep-alive
-//! connections, let in-flight requests finish within `--request-timeout`, run `atexit`, exit 0.
+//! main thread then waits for SIGINT/SIGTERM/SIGHUP and drains: stop accepting, close idle
+//! keep-alive connections, let in-flight requests finish within `--request-timeout`, run
+//! `atexit`, exit 0.
 
 mod core_thread;
 mod diagnostics;
-pub mod listener;
 pub mod supervisor;
 
 use std::future::poll_fn;
@@ -18,39 +19,19 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::pool::Pool;
-use crate::static_files::Roots;
-use crate::wsgi;
 use monoio::blocking::DefaultThreadPool;
 
-/// State shared by every thread of the process.
-pub struct Shared {
-    pub config: Config,
-    /// Shutting down: accept nothing more, keep no connection alive.
-    pub draining: AtomicBool,
-    /// Connections open in the whole process.
-    pub open: AtomicUsize,
-    /// The listening sockets are the supervisor's (it stops new connections at shutdown);
-    /// otherwise each core thread does so on its own socket.
-    pub supervised: bool,
-    /// The connection limit was reached (logged once per episode).
-    pub at_limit: AtomicBool,
-    /// Core threads that have not yet closed their listener (at shutdown they first serve what
-    /// is queued on it; the process must not exit before).
-    pub listening: AtomicUsize,
-    /// The `--static-map` folders, open.
-    pub roots: Arc<Roots>,
-    /// Clients blocked by `X-WSGo-Block`.
-    pub blocks: crate::block::Blocks,
-    /// Requests parked by `X-WSGo-Park`.
-    pub parking: Arc<crate::park::Parking>,
-    /// The response cache (`None` when `--max-age` or `--cache-size` is 0).
-    pub cache: Option<crate::cache::Store>,
-    /// Threads for the blocking file-system calls of the core threads (opening files, reading
-    /// files too big to keep in memory).
-    pub blocking: DefaultThreadPool,
-}
+use crate::config::Config;
+use crate::cron::Registry;
+use crate::handoff::QUEUE_CAPACITY;
+use crate::handoff::scheduler::Scheduler;
+use crate::park::Parking;
+use crate::pool::Pool;
+use crate::state::State;
+use crate::static_files::Roots;
+use crate::stats::Stats;
+use crate::sys::signals::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2, Signals};
+use crate::wsgi;
 
 /// A one-shot signal from the main thread to a core thread's runtime.
 #[derive(Default)]
@@ -60,6 +41,7 @@ pub struct CoreSignal {
 }
 
 impl CoreSignal {
+    /// Fires the signal (once; later calls do nothing more).
     pub fn fire(&self) {
         self.fired.store(true, SeqCst);
         let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -68,6 +50,7 @@ impl CoreSignal {
         }
     }
 
+    /// Waits until the signal has fired.
     pub async fn wait(&self) {
         poll_fn(|cx| {
             if self.fired.load(SeqCst) {
@@ -98,11 +81,7 @@ fn tune_malloc() {
     if malloc_set_by_user(&tunables, var("MALLOC_TRIM_THRESHOLD_"), var("MALLOC_MMAP_THRESHOLD_")) {
         return;
     }
-    // SAFETY: mallopt only adjusts allocator parameters; called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
-    }
+    crate::sys::process::set_malloc_thresholds(MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD);
 }
 
 /// Whether the user chose glibc's trim or mapping threshold (`GLIBC_TUNABLES`, or the older
@@ -125,19 +104,17 @@ pub(crate) fn bind_listeners(
     if let Some(list) = inherited {
         let fds: Vec<i32> = list.to_str().unwrap_or("").split(',').filter_map(|f| f.parse().ok()).collect();
         if fds.is_empty() {
-            eprintln!("wsgo: {} names no descriptors", supervisor::LISTEN_FDS);
+            crate::log::error!("{} names no descriptors", supervisor::LISTEN_FDS);
             return Err(ExitCode::from(1));
         }
         let inherited: Vec<std::net::TcpListener> = fds
             .iter()
             .map(|&fd| {
+                // CLOEXEC again, so the app's subprocesses don't inherit them.
+                let _ = crate::sys::net::set_cloexec(fd);
                 // SAFETY: the supervisor passed us these open listening sockets and nothing else
-                // in this process owns them. CLOEXEC again, so the app's subprocesses don't
-                // inherit them.
-                unsafe {
-                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                    std::net::TcpListener::from_raw_fd(fd)
-                }
+                // in this process owns them.
+                unsafe { std::net::TcpListener::from_raw_fd(fd) }
             })
             .collect();
         let mut listeners = Vec::with_capacity(config.io_threads);
@@ -145,7 +122,7 @@ pub(crate) fn bind_listeners(
             match inherited[i % inherited.len()].try_clone() {
                 Ok(l) => listeners.push(l),
                 Err(e) => {
-                    eprintln!("wsgo: cannot use the inherited listener: {e}");
+                    crate::log::error!("cannot use the inherited listener: {e}");
                     return Err(ExitCode::from(1));
                 }
             }
@@ -157,7 +134,7 @@ pub(crate) fn bind_listeners(
     }
     let mut listeners = Vec::with_capacity(config.io_threads);
     for _ in 0..config.io_threads {
-        match listener::bind(bind, config.defer_accept) {
+        match crate::sys::net::listen(bind, config.defer_accept) {
             Ok(l) => {
                 // Port 0: the first listener picks the port, the others join it.
                 if bind.port() == 0
@@ -168,7 +145,7 @@ pub(crate) fn bind_listeners(
                 listeners.push(l);
             }
             Err(e) => {
-                eprintln!("wsgo: cannot listen on {bind}: {e}");
+                crate::log::error!("cannot listen on {bind}: {e}");
                 return Err(ExitCode::from(1));
             }
         }
@@ -198,51 +175,26 @@ impl FromSupervisor {
         }
         if let Some(fd) = ready_fd {
             // Held until the app has loaded: not to be inherited by what it starts.
-            let _ = crate::sys::set_cloexec(fd);
+            let _ = crate::sys::net::set_cloexec(fd);
         }
         FromSupervisor { listen_fds, ready_fd }
     }
 }
 
-/// Tells the supervisor (if any) that this process serves: one byte on `WSGO_READY_FD`.
-fn notify_ready(ready_fd: Option<i32>) {
-    let Some(fd) = ready_fd else {
-        return;
-    };
-    // SAFETY: the descriptor was passed by the supervisor for this one write; closed after.
-    unsafe {
-        libc::write(fd, b"1".as_ptr().cast(), 1);
-        libc::close(fd);
-    }
-}
-
-/// Raises the open-file limit to its hard maximum: each connection is a descriptor.
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit with a valid, initialised rlimit struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
-/// Runs a server process until SIGINT/SIGTERM. Returns the process exit code.
+/// Runs a server process until SIGINT/SIGTERM/SIGHUP. Returns the process exit code.
 pub fn run(config: Config) -> ExitCode {
     tune_malloc();
     let from_supervisor = FromSupervisor::take();
     // SIGHUP as SIGTERM: a process's own hang-up is a graceful stop (the supervisor, or
     // systemd, starts the next one), never the instant death of the default action.
-    let caught = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
-    let signals = match crate::sys::Signals::install(&caught) {
+    let signals = match Signals::install(&[SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("wsgo: cannot install the signal handlers: {e}");
+            crate::log::error!("cannot install the signal handlers: {e}");
             return ExitCode::from(1);
         }
     };
-    raise_fd_limit();
+    crate::sys::process::raise_fd_limit();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut config = config;
     let listeners = match bind_listeners(&config, from_supervisor.listen_fds.as_deref()) {
@@ -252,127 +204,118 @@ pub fn run(config: Config) -> ExitCode {
         }
         Err(code) => return code,
     };
+    let stats = Arc::new(Stats::default());
+    let parking = Arc::new(Parking::default());
     // Background jobs run in the first process only.
-    crate::cron::ENABLED.store(config.process <= 1, SeqCst);
-    if let Err(e) = wsgi::interp::start_interpreter() {
-        eprintln!("wsgo: {e}");
-        return ExitCode::from(1);
-    }
-    let app = match wsgi::interp::load_app(&config.module, &config.callable) {
-        Ok(app) => app,
-        Err(msg) => {
-            eprintln!("wsgo: {msg}");
-            return ExitCode::from(wsgi::interp::EXIT_LOAD_FAILED as u8);
-        }
-    };
-    let multiprocess = config.processes > 1;
-    let base_environ = pyo3::Python::attach(|py| wsgi::environ::base_environ(py, multiprocess));
-    let base_environ = match base_environ {
-        Ok(b) => b,
+    let jobs = Arc::new(Registry::new(config.process <= 1));
+    let app = match wsgi::interp::start(&config, parking.clone(), jobs.clone(), stats.clone()) {
+        Ok(app) => Arc::new(app),
         Err(e) => {
-            eprintln!("wsgo: could not build the environ: {e}");
-            return ExitCode::from(1);
+            crate::log::error!("{e}");
+            return ExitCode::from(e.exit_code());
         }
     };
-    let pool = Pool::new(config.request_timeout);
-    let app = Arc::new(wsgi::App { callable: app, base_environ });
-    if let Err(e) = pool.start_workers(config.workers, app) {
-        eprintln!("wsgo: cannot start the worker threads: {e}");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let queue = Arc::new(Scheduler::new(QUEUE_CAPACITY, config.request_timeout, cpus, stats.clone()));
+    let pool = Pool::new(queue.clone(), stats.clone());
+    if let Err(e) = pool.start_workers(config.workers, &app) {
+        crate::log::error!("cannot start the worker threads: {e}");
         return ExitCode::from(1);
     }
     // The process gives up (every worker stuck): drain as on SIGTERM, then exit 1 so that a
     // supervisor starts a fresh one.
     let failed = Arc::new(AtomicBool::new(false));
     let quit_flag = failed.clone();
-    let quit = move |why: &str| {
-        eprintln!("wsgo: {why}");
+    let quit = move |_why: &str| {
         quit_flag.store(true, SeqCst);
-        // SAFETY: kill(2) on our own pid; SIGTERM is caught and passed to the main thread.
-        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+        // Caught by our handler and passed to the main thread, like one from outside.
+        crate::sys::signals::raise_in_process(SIGTERM);
     };
-    if let Err(e) = crate::cron::start(&pool) {
-        eprintln!("wsgo: cannot start the background job thread: {e}");
+    if let Err(e) = pool.start_background(&app, &jobs) {
+        crate::log::error!("cannot start the background job thread: {e}");
         return ExitCode::from(1);
     }
-    if let Err(e) = pool.start_monitor(Box::new(quit)) {
-        eprintln!("wsgo: cannot start the monitor thread: {e}");
+    if let Err(e) = pool.start_monitor(&app, Box::new(quit)) {
+        crate::log::error!("cannot start the monitor thread: {e}");
         return ExitCode::from(1);
     }
     let roots = match Roots::open(&config.static_maps) {
         Ok(r) => Arc::new(r),
         Err(e) => {
-            eprintln!("wsgo: cannot open a --static-map folder: {e}");
+            crate::log::error!("cannot open a --static-map folder: {e}");
             return ExitCode::from(1);
         }
     };
     crate::static_files::mime::preload();
     // Started here, on the unpinned main thread, so the pool's threads may run on any CPU.
     let blocking = DefaultThreadPool::new(config.io_threads.clamp(2, 8));
-    let config_cache_size = usize::try_from(config.cache_size).unwrap_or(usize::MAX);
-    let config_io_threads = listeners.len();
-    let parking = crate::wsgi::module::parking();
-    let shared = Arc::new(Shared {
+    let cache_size = usize::try_from(config.cache_size).unwrap_or(usize::MAX);
+    let io_threads = listeners.len();
+    let state = Arc::new(State {
         config,
         draining: AtomicBool::new(false),
         open: AtomicUsize::new(0),
-        listening: AtomicUsize::new(config_io_threads),
+        listening: AtomicUsize::new(io_threads),
         supervised: from_supervisor.listen_fds.is_some(),
         at_limit: AtomicBool::new(false),
         roots,
         blocks: Default::default(),
-        parking: parking.clone(),
-        cache: (config_cache_size > 0).then(|| crate::cache::Store::new(config_cache_size)),
+        parking,
+        cache: (cache_size > 0).then(|| crate::cache::Store::new(cache_size)),
         blocking,
+        stats,
     });
     let mut signals_to_cores = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let signal = Arc::new(CoreSignal::default());
         signals_to_cores.push(signal.clone());
         let core_id = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-        let (shared, pool) = (shared.clone(), pool.clone());
+        let (state, queue) = (state.clone(), queue.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("wsgo-core-{i}"))
-            .spawn(move || core_thread::run(i, core_id, listener, shared, pool, signal));
+            .spawn(move || core_thread::run(i, core_id, listener, state, queue, signal));
         if let Err(e) = spawned {
-            eprintln!("wsgo: cannot start core thread {i}: {e}");
+            crate::log::error!("cannot start core thread {i}: {e}");
             return ExitCode::from(1);
         }
     }
-    notify_ready(from_supervisor.ready_fd);
-    eprintln!(
-        "wsgo: process {} (pid {}) serving {}:{} on http://{} ({} io threads, {} workers)",
-        shared.config.process.max(1),
+    if let Some(fd) = from_supervisor.ready_fd {
+        crate::sys::process::write_byte_and_close(fd);
+    }
+    crate::log::info!(
+        "process {} (pid {}) serving {}:{} on http://{} ({} io threads, {} workers)",
+        state.config.process.max(1),
         std::process::id(),
-        shared.config.module,
-        shared.config.callable,
-        shared.config.bind,
-        shared.config.io_threads,
-        shared.config.workers
+        state.config.module,
+        state.config.callable,
+        state.config.bind,
+        state.config.io_threads,
+        state.config.workers
     );
 
     let sig = loop {
         match signals.wait() {
-            libc::SIGUSR1 => diagnostics::dump_stacks(&pool),
-            libc::SIGUSR2 => diagnostics::print_stats(&shared, &pool),
+            SIGUSR1 => diagnostics::dump_stacks(&pool, &*app),
+            SIGUSR2 => diagnostics::print_stats(&state, &queue, &pool, &*app, &jobs),
             other => break other,
         }
     };
     let name = match sig {
-        libc::SIGINT => "interrupt",
-        libc::SIGHUP => "hangup",
+        SIGINT => "interrupt",
+        SIGHUP => "hangup",
         _ => "terminated",
     };
-    eprintln!("wsgo: got {name} signal, shutting down...");
-    shared.draining.store(true, SeqCst);
+    crate::log::info!("got {name} signal, shutting down...");
+    state.draining.store(true, SeqCst);
     for s in &signals_to_cores {
         s.fire();
     }
-    let deadline = shared.config.request_timeout.map(|t| Instant::now() + t);
+    let deadline = state.config.request_timeout.map(|t| Instant::now() + t);
     let drained = loop {
-        let busy = shared.listening.load(SeqCst) > 0
-            || shared.open.load(SeqCst) > 0
-            || pool.running() > 0
-            || pool.queued() > 0;
+        let busy = state.listening.load(SeqCst) > 0
+            || state.open.load(SeqCst) > 0
+            || queue.running() > 0
+            || queue.queued() > 0;
         if !busy {
             break true;
         }
@@ -383,9 +326,9 @@ pub fn run(config: Config) -> ExitCode {
     };
     wsgi::interp::run_exit_handlers();
     if drained {
-        eprintln!("wsgo: shut down gracefully.");
+        crate::log::info!("shut down gracefully.");
     } else {
-        eprintln!("wsgo: shutdown timed out, exiting.");
+        crate::log::warning!("shutdown timed out, exiting.");
     }
     if failed.load(SeqCst) { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }

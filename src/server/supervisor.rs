@@ -15,12 +15,13 @@
 
 use std::ffi::OsString;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::sys::signals::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1, SIGUSR2, Signals};
 use crate::wsgi::interp::EXIT_LOAD_FAILED;
 
 /// The environment variable naming the inherited listening descriptors (`3,4`).
@@ -57,19 +58,9 @@ struct Spawner {
     listeners: Vec<TcpListener>,
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array we own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 impl Spawner {
     fn spawn(&self, number: usize) -> std::io::Result<Running> {
-        let (ready_read, ready_write) = pipe()?;
+        let (ready_read, ready_write) = crate::sys::process::pipe()?;
         let mut cmd = Command::new("/proc/self/exe");
         // Shown by ps as the supervisor's own name, not `exe`.
         cmd.arg0(std::env::args_os().next().unwrap_or_else(|| "wsgo".into()));
@@ -85,41 +76,14 @@ impl Spawner {
         if std::env::var_os("GLIBC_TUNABLES").is_none() {
             cmd.env("GLIBC_TUNABLES", "glibc.malloc.arena_max=2");
         }
-        let ready_fd = ready_write.as_raw_fd();
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the closure runs in the child between fork and exec and only makes
-        // async-signal-safe calls (dup2, prctl, getppid, kill) on descriptors and values
-        // prepared before the fork.
+        // The listening sockets, then the readiness pipe's write end, to 3, 4, ...
+        let mut moved = fds;
+        moved.push(ready_write.as_raw_fd());
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the child between fork and exec; `prepare_child` only makes
+        // async-signal-safe calls, on descriptors and values prepared before the fork.
         unsafe {
-            cmd.pre_exec(move || {
-                // Listening sockets to 3, 4, ...; dup2 leaves the copies without CLOEXEC. Moved
-                // out of the way first, in case a source already sits in the target range.
-                let mut moved = Vec::with_capacity(fds.len() + 1);
-                for &fd in fds.iter().chain(std::iter::once(&ready_fd)) {
-                    let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
-                    if high < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    moved.push(high);
-                }
-                for (i, &fd) in moved.iter().enumerate() {
-                    if libc::dup2(fd, first + i as RawFd) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The supervisor may have died before the prctl took effect.
-                if libc::getppid() != parent {
-                    libc::kill(libc::getpid(), libc::SIGTERM);
-                }
-                // Signals the supervisor blocks for sigwait must not stay blocked in the child.
-                let mut none: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut none);
-                libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-                Ok(())
-            });
+            cmd.pre_exec(move || crate::sys::process::prepare_child(&moved, first, parent));
         }
         let child = cmd.spawn()?;
         drop(ready_write);
@@ -133,44 +97,19 @@ impl Running {
         if self.served {
             return true;
         }
-        if let Some(fd) = &self.ready {
-            let mut byte = 0u8;
-            // SAFETY: reading one byte into a local from a non-blocking pipe we own.
-            let n = unsafe { libc::read(fd.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
-            if n == 1 {
-                self.served = true;
-                self.ready = None;
-            }
+        if let Some(fd) = &self.ready
+            && crate::sys::process::read_byte(fd.as_raw_fd())
+        {
+            self.served = true;
+            self.ready = None;
         }
         self.served
     }
 
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on the pid of a child we started and have not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    fn signal(&self, sig: i32) {
+        // The pid of a child we started and have not reaped.
+        crate::sys::signals::kill(self.child.id(), sig);
     }
-}
-
-fn signal_set() -> libc::sigset_t {
-    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGCHLD] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-/// Waits up to `timeout` for one of the blocked signals; `None` on timeout.
-fn next_signal(set: &libc::sigset_t, timeout: Duration) -> Option<libc::c_int> {
-    let ts =
-        libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
-    // SAFETY: set is initialised; siginfo may be null; ts outlives the call.
-    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-    (sig > 0).then_some(sig)
 }
 
 fn describe(status: std::process::ExitStatus) -> String {
@@ -183,9 +122,16 @@ fn describe(status: std::process::ExitStatus) -> String {
 
 /// Runs the supervisor; `args` are the command line without the program name.
 pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
-    let set = signal_set();
+    let caught = [SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD];
+    let signals = match Signals::install(&caught) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::log::error!("cannot install the signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     if config.processes == 0 {
-        eprintln!("wsgo: --processes 0: nothing to run");
+        crate::log::info!("--processes 0: nothing to run");
         return ExitCode::SUCCESS;
     }
     let listeners = match super::bind_listeners(config, None) {
@@ -200,8 +146,8 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
     args.push("--processes".into());
     args.push(config.processes.to_string().into());
     let spawner = Spawner { args, listeners };
-    eprintln!(
-        "wsgo: supervisor {} starting {} processes on http://{bound}",
+    crate::log::info!(
+        "supervisor {} starting {} processes on http://{bound}",
         std::process::id(),
         config.processes
     );
@@ -218,7 +164,7 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
                 match spawner.spawn(slot.number) {
                     Ok(r) => slot.current = Some(r),
                     Err(e) => {
-                        eprintln!("wsgo: cannot start process {}: {e}", slot.number);
+                        crate::log::error!("cannot start process {}: {e}", slot.number);
                         slot.failures += 1;
                         slot.restart_at = Some(now + backoff(slot.failures));
                     }
@@ -236,45 +182,45 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
             let served = r.check_ready();
             slot.current = None;
             if status.code() == Some(EXIT_LOAD_FAILED) && !served {
-                eprintln!("wsgo: process {} could not load the application; stopping", slot.number);
+                crate::log::error!("process {} could not load the application; stopping", slot.number);
                 stop_all(&mut slots, &mut retiring, grace);
                 return ExitCode::from(EXIT_LOAD_FAILED as u8);
             }
             slot.failures = if ran >= HEALTHY_AFTER { 1 } else { slot.failures + 1 };
             let delay = backoff(slot.failures);
-            eprintln!(
-                "wsgo: process {} exited with {}; restarting in {delay:?}",
+            crate::log::warning!(
+                "process {} exited with {}; restarting in {delay:?}",
                 slot.number,
                 describe(status)
             );
             slot.restart_at = Some(Instant::now() + delay);
         }
         retiring.retain_mut(|r| !matches!(r.child.try_wait(), Ok(Some(_))));
-        match next_signal(&set, Duration::from_millis(100)) {
-            Some(libc::SIGINT | libc::SIGTERM) => {
-                eprintln!("wsgo: supervisor stopping its processes...");
+        match signals.wait_timeout(Duration::from_millis(100)) {
+            Some(SIGINT | SIGTERM) => {
+                crate::log::info!("supervisor stopping its processes...");
                 // New connection attempts are dropped from now on (clients see them refused);
                 // the sockets then live only in the children, which accept what is queued and
                 // close them as they drain.
                 for l in &spawner.listeners {
-                    if let Err(e) = super::listener::refuse_new(l.as_raw_fd()) {
-                        eprintln!("wsgo: cannot stop new connections before draining: {e}");
+                    if let Err(e) = crate::sys::net::refuse_new(l.as_raw_fd()) {
+                        crate::log::error!("cannot stop new connections before draining: {e}");
                     }
                 }
                 drop(spawner);
                 stop_all(&mut slots, &mut retiring, grace);
-                eprintln!("wsgo: supervisor shut down.");
+                crate::log::info!("supervisor shut down.");
                 return ExitCode::SUCCESS;
             }
-            Some(libc::SIGHUP) => {
-                eprintln!("wsgo: SIGHUP: replacing the processes one at a time");
+            Some(SIGHUP) => {
+                crate::log::info!("SIGHUP: replacing the processes one at a time");
                 for slot in &mut slots {
                     if let Some(old) = replace(&spawner, slot) {
                         retiring.push(old);
                     }
                 }
             }
-            Some(sig @ (libc::SIGUSR1 | libc::SIGUSR2)) => {
+            Some(sig @ (SIGUSR1 | SIGUSR2)) => {
                 for r in slots.iter().filter_map(|s| s.current.as_ref()) {
                     r.signal(sig);
                 }
@@ -290,23 +236,23 @@ fn replace(spawner: &Spawner, slot: &mut Slot) -> Option<Running> {
     let mut fresh = match spawner.spawn(slot.number) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("wsgo: cannot start a new process {}: {e}", slot.number);
+            crate::log::error!("cannot start a new process {}: {e}", slot.number);
             return None;
         }
     };
     let deadline = Instant::now() + READY_WAIT;
     while !fresh.check_ready() {
         if let Ok(Some(status)) = fresh.child.try_wait() {
-            eprintln!(
-                "wsgo: the new process {} exited with {} before serving; keeping the old one",
+            crate::log::warning!(
+                "the new process {} exited with {} before serving; keeping the old one",
                 slot.number,
                 describe(status)
             );
             return None;
         }
         if Instant::now() > deadline {
-            eprintln!("wsgo: the new process {} did not start serving; keeping the old one", slot.number);
-            fresh.signal(libc::SIGKILL);
+            crate::log::error!("the new process {} did not start serving; keeping the old one", slot.number);
+            fresh.signal(SIGKILL);
             let _ = fresh.child.wait();
             return None;
         }
@@ -314,7 +260,7 @@ fn replace(spawner: &Spawner, slot: &mut Slot) -> Option<Running> {
     }
     let old = slot.current.replace(fresh);
     if let Some(o) = &old {
-        o.signal(libc::SIGTERM);
+        o.signal(SIGTERM);
     }
     slot.failures = 0;
     old
@@ -325,7 +271,7 @@ fn stop_all(slots: &mut [Slot], retiring: &mut Vec<Running>, grace: Duration) {
     let mut all: Vec<Running> = slots.iter_mut().filter_map(|s| s.current.take()).collect();
     all.append(retiring);
     for r in &all {
-        r.signal(libc::SIGTERM);
+        r.signal(SIGTERM);
     }
     let deadline = Instant::now() + grace;
     for r in &mut all {
@@ -334,7 +280,7 @@ fn stop_all(slots: &mut [Slot], retiring: &mut Vec<Running>, grace: Duration) {
                 break;
             }
             if Instant::now() > deadline {
-                r.signal(libc::SIGKILL);
+                r.signal(SIGKILL);
                 let _ = r.child.wait();
                 break;
             }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -87,39 +87,15 @@ enum Opened {
 
 /// Opens `rel` beneath `root`; `None` when it is not a regular file inside the root.
 pub fn open_beneath(root: &Root, rel: &[u8]) -> io::Result<Option<(File, std::fs::Metadata)>> {
+    use crate::sys::fs::Beneath;
     let Ok(path) = CString::new(rel) else { return Ok(None) };
-    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below as not regular.
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
-    // SAFETY: open_how is three plain integers; all-zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = flags as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: the folder's descriptor is open for the life of `root`, `path` is a NUL-terminated
-    // string that outlives the call, and `how` is a valid open_how of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.fd.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    let file = if fd >= 0 {
-        // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
-        File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-    } else {
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ENOSYS) => match open_checked(root, rel, flags)? {
-                Some(f) => f,
-                None => return Ok(None),
-            },
-            Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP | libc::EACCES | libc::ENXIO) => {
-                return Ok(None);
-            }
-            _ => return Err(err),
-        }
+    let file = match crate::sys::fs::open_beneath(root.fd.as_raw_fd(), &path)? {
+        Beneath::File(f) => f,
+        Beneath::Nothing => return Ok(None),
+        Beneath::Unsupported => match open_checked(root, rel)? {
+            Some(f) => f,
+            None => return Ok(None),
+        },
     };
     let meta = file.metadata()?;
     Ok(meta.file_type().is_file().then_some((file, meta)))
@@ -127,7 +103,7 @@ pub fn open_beneath(root: &Root, rel: &[u8]) -> io::Result<Option<(File, std::fs
 
 /// Kernels before 5.6 have no openat2: resolve links, check the result is inside the root, then
 /// open that path without following a link swapped in meanwhile.
-fn open_checked(root: &Root, rel: &[u8], flags: i32) -> io::Result<Option<File>> {
+fn open_checked(root: &Root, rel: &[u8]) -> io::Result<Option<File>> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::OpenOptionsExt;
     let joined = root.dir.join(std::ffi::OsStr::from_bytes(rel));
@@ -135,7 +111,8 @@ fn open_checked(root: &Root, rel: &[u8], flags: i32) -> io::Result<Option<File>>
     if !real.starts_with(&root.dir) {
         return Ok(None);
     }
-    match std::fs::OpenOptions::new().read(true).custom_flags(flags | libc::O_NOFOLLOW).open(&real) {
+    let flags = crate::sys::fs::OPEN_FLAGS | crate::sys::fs::NO_FOLLOW;
+    match std::fs::OpenOptions::new().read(true).custom_flags(flags).open(&real) {
         Ok(f) => Ok(Some(f)),
         Err(_) => Ok(None),
     }
@@ -190,7 +167,7 @@ pub async fn open_path(path: Vec<u8>) -> Option<Rc<StaticFile>> {
     use std::os::unix::fs::OpenOptionsExt;
     let opened = monoio::spawn_blocking(move || {
         let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&path));
-        let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+        let flags = crate::sys::fs::OPEN_FLAGS;
         let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path).ok()?;
         let meta = file.metadata().ok()?;
         if !meta.file_type().is_file() {

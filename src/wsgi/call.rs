@@ -1,5 +1,7 @@
 //! Running one request through the application: environ, the call, the response iterable,
-//! `close()` (DESIGN decisions 1, 2 and 5).
+//! `close()` (PEP 3333; ARCHITECTURE.md, "The life of a WSGI request").
+
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use pyo3::prelude::*;
@@ -10,14 +12,63 @@ use super::environ::{self, RequestInfo};
 use super::input::WsgiInput;
 use super::shared::{body_bytes, item_bytes};
 use super::start_response::StartResponse;
+use crate::handoff::exchange::{Exchange, ToConn};
+use crate::handoff::{Job, ParkRequest, Runner, Traits};
 use crate::http::response::ResponseHead;
-use crate::pool::Job;
-use crate::pool::exchange::{Exchange, ParkRequest, ToConn};
+use crate::stats::{Stats, bump};
 
-/// The application and what every request shares.
+/// The application and what every request shares: the Python side of the server, run by the
+/// pool's threads through [`Runner`].
 pub struct App {
+    /// The WSGI callable.
     pub callable: Py<PyAny>,
+    /// The environ keys every request has, copied into each request's dict.
     pub base_environ: Py<PyDict>,
+    /// The process's counters (failed requests).
+    pub stats: Arc<Stats>,
+}
+
+impl Runner for App {
+    type Task = super::module::Task;
+
+    fn run(&self, py: Python<'_>, job: Job) {
+        run(py, self, job);
+    }
+
+    fn run_task(&self, py: Python<'_>, task: &Self::Task, name: &str) {
+        if let Err(e) = task.bind(py).call0() {
+            crate::log::warning!("background job {name} failed:");
+            e.print(py);
+        }
+    }
+
+    fn after_job(&self, py: Python<'_>) {
+        super::shared::release_dropped(py);
+    }
+
+    fn interrupt(&self, py: Python<'_>, ident: u64) -> bool {
+        super::timeout::raise_timeout(py, ident)
+    }
+
+    fn after_interrupted(&self, py: Python<'_>, ident: u64) {
+        super::timeout::after_interrupted(py, ident);
+    }
+
+    fn stack(&self, py: Python<'_>, ident: u64) -> String {
+        super::timeout::thread_stack(py, ident)
+    }
+
+    fn counts(&self, py: Python<'_>) -> (u64, u64) {
+        let threads = py
+            .import("threading")
+            .and_then(|t| t.call_method0("active_count"))
+            .and_then(|n| n.extract::<u64>());
+        let blocks = py
+            .import("sys")
+            .and_then(|s| s.call_method0("getallocatedblocks"))
+            .and_then(|n| n.extract::<u64>());
+        (threads.unwrap_or(0), blocks.unwrap_or(0))
+    }
 }
 
 /// The response body as collected before anything was sent.
@@ -88,9 +139,9 @@ pub fn error_head(status: u16) -> (ResponseHead, Bytes) {
 
 /// Sends a server error unless the head already went out, in which case the response is aborted.
 /// A request interrupted by the timeout gets 504, any other failure 500.
-fn fail(py: Python<'_>, exchange: &Exchange, sent: bool, err: PyErr) {
+fn fail(py: Python<'_>, app: &App, exchange: &Exchange, sent: bool, err: PyErr) {
     err.print(py);
-    crate::stats::bump(&crate::stats::STATS.errors);
+    bump(&app.stats.errors);
     if sent {
         exchange.send(ToConn::Abort);
     } else {
@@ -107,20 +158,20 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
     let replay = body.clone();
     let sr = match Bound::new(py, StartResponse::new(exchange.clone())) {
         Ok(sr) => sr,
-        Err(e) => return fail(py, &exchange, false, e),
+        Err(e) => return fail(py, app, &exchange, false, e),
     };
     let info = RequestInfo { head: &head, peer, local, https, park_arg: park_arg.as_deref() };
     let environ = Bound::new(py, WsgiInput::new(body, source))
         .and_then(|input| environ::build(py, &app.base_environ, &info, input.into_any()));
     let environ = match environ {
         Ok(e) => e,
-        Err(e) => return fail(py, &exchange, false, e),
+        Err(e) => return fail(py, app, &exchange, false, e),
     };
     let result = match app.callable.bind(py).call1((environ, sr.clone())) {
         Ok(r) => r,
         Err(e) => {
             let sent = sr.borrow().sent;
-            return fail(py, &exchange, sent, e);
+            return fail(py, app, &exchange, sent, e);
         }
     };
     // A retried request cannot park again: its X-WSGo-Park is dropped.
@@ -146,7 +197,7 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
     }
     let sent = sr.borrow().sent;
     match outcome {
-        Err(e) => fail(py, &exchange, sent, e),
+        Err(e) => fail(py, app, &exchange, sent, e),
         Ok(Collected::Streaming) => exchange.send(ToConn::End),
         Ok(Collected::Buffered(body)) => match sr.borrow_mut().head.take() {
             Some(rh) if diverted(&rh) => {
@@ -155,6 +206,7 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
             Some(rh) => exchange.send(ToConn::Full(rh, body)),
             None => fail(
                 py,
+                app,
                 &exchange,
                 false,
                 PyErr::new::<pyo3::exceptions::PyRuntimeError, _>(
@@ -172,7 +224,7 @@ fn divert(
     body: Bytes,
     body_complete: bool,
     exchange: &Exchange,
-    traits: crate::pool::priority::Traits,
+    traits: Traits,
 ) -> ToConn {
     match rh.park.as_deref() {
         Some(park) if rh.sendfile.is_none() => {

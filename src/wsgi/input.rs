@@ -11,7 +11,7 @@ use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::pool::exchange::{BodyPiece, Exchange, MAX_BODY_PIECE};
+use crate::handoff::exchange::{BodyPiece, Exchange, MAX_BODY_PIECE};
 
 /// Refill size for `readline`: what is there, up to this much.
 const LINE_STEP: usize = 64 * 1024;

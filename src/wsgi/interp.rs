@@ -131,6 +131,55 @@ pub fn load_app(module: &str, callable: &str) -> Result<Py<PyAny>, String> {
     })
 }
 
+/// Starts the interpreter, installs the process's parked requests and job registry in the `wsgo`
+/// module, imports the application and prepares what every request shares. An error says what
+/// went wrong (the traceback is printed already); [`StartError::exit_code`] tells the process's
+/// exit status.
+pub fn start(
+    config: &crate::config::Config,
+    parking: std::sync::Arc<crate::park::Parking>,
+    jobs: std::sync::Arc<crate::cron::Registry<super::module::Task>>,
+    stats: std::sync::Arc<crate::stats::Stats>,
+) -> Result<super::App, StartError> {
+    start_interpreter().map_err(StartError::Interpreter)?;
+    Python::attach(|py| super::module::install(py, parking, jobs))
+        .map_err(|e| StartError::Interpreter(format!("could not set up the wsgo module: {e}")))?;
+    let callable = load_app(&config.module, &config.callable).map_err(StartError::App)?;
+    let base_environ = Python::attach(|py| super::environ::base_environ(py, config.processes > 1))
+        .map_err(|e| StartError::Interpreter(format!("could not build the environ: {e}")))?;
+    Ok(super::App { callable, base_environ, stats })
+}
+
+/// Why the Python side could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The interpreter could not start or be set up (a broken installation).
+    Interpreter(String),
+    /// The application could not be imported, lacks its callable, or it is not callable.
+    App(String),
+}
+
+impl StartError {
+    /// The process's exit status: 27 when the app cannot be loaded (the original's, which
+    /// supervisors look for), else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Interpreter(_) => 1,
+            StartError::App(_) => EXIT_LOAD_FAILED as u8,
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Interpreter(m) | StartError::App(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
 /// Runs the `atexit` handlers and flushes Python's stdio, as interpreter finalisation would.
 ///
 /// We do not call `Py_FinalizeEx`: the worker threads keep their thread states for life, and

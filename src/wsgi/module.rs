@@ -1,11 +1,13 @@
-//! The built-in `wsgo` Python module (SPEC §18), registered before the interpreter starts, so an
-//! app can use it at import time: `cron`, `timer`, `add_cron`, `notify_parked`, the park actions
-//! and `RequestTimeoutException`.
+//! The built-in `wsgo` Python module, registered before the interpreter starts, so an app can
+//! use it at import time: `cron`, `timer`, `add_cron`, `notify_parked`, the park actions and
+//! `RequestTimeoutException`.
 //!
+//! The module reaches the process's parked requests and job registry through a handle the server
+//! installs in it before the app is imported ([`install`]); there is no process-wide singleton.
 //! Unlike the original, wrong arguments raise at once (TypeError / ValueError) instead of being
 //! ignored or registering a job that fires every minute.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::create_exception;
@@ -14,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt};
 
 use crate::cron::next::Schedule;
-use crate::cron::{When, cron};
+use crate::cron::{Registry, When};
 use crate::park::{Action, Parking, channels};
 
 create_exception!(
@@ -26,10 +28,28 @@ minutes). It surfaces at the next Python bytecode: a blocking C call finishes fi
 catch it and still answer; if it escapes, the client gets 504."
 );
 
-/// The process's parked requests, shared by the connections and `notify_parked`.
-pub fn parking() -> Arc<Parking> {
-    static PARKING: OnceLock<Arc<Parking>> = OnceLock::new();
-    PARKING.get_or_init(|| Arc::new(Parking::default())).clone()
+/// A background job: the app's callable.
+pub type Task = Py<PyAny>;
+
+/// What the module's functions act on: this process's parked requests and background jobs.
+#[pyclass(module = "wsgo", name = "_Server", frozen)]
+pub struct ServerHandle {
+    parking: Arc<Parking>,
+    jobs: Arc<Registry<Task>>,
+}
+
+/// Installs the process's state in the `wsgo` module (call before the app is imported).
+pub fn install(py: Python<'_>, parking: Arc<Parking>, jobs: Arc<Registry<Task>>) -> PyResult<()> {
+    let handle = Bound::new(py, ServerHandle { parking, jobs })?;
+    py.import("wsgo")?.setattr("_server", handle)
+}
+
+/// The handle [`install`] put in the module.
+fn server(py: Python<'_>) -> PyResult<Bound<'_, ServerHandle>> {
+    let handle = py.import("wsgo")?.getattr("_server").map_err(|_| {
+        pyo3::exceptions::PyRuntimeError::new_err("the wsgo module is only usable inside the wsgo server")
+    })?;
+    Ok(handle.cast_into::<ServerHandle>()?)
 }
 
 /// A whole number (not a bool, not a float).
@@ -78,7 +98,7 @@ fn register(func: &Bound<'_, PyAny>, when: When) -> PyResult<()> {
         return Err(PyTypeError::new_err("a cron or timer job must be callable"));
     }
     let name = func.str().map(|s| s.to_string()).unwrap_or_else(|_| "?".into());
-    cron().add(func.clone().unbind(), name, when);
+    server(func.py())?.get().jobs.add(func.clone().unbind(), name, when);
     Ok(())
 }
 
@@ -158,6 +178,7 @@ fn add_cron(
 #[pyfunction]
 #[pyo3(signature = (channels_list, action, arg = None))]
 fn notify_parked(
+    py: Python<'_>,
     channels_list: &str,
     action: &Bound<'_, PyAny>,
     arg: Option<&Bound<'_, PyAny>>,
@@ -167,7 +188,7 @@ fn notify_parked(
         Some(a) if !a.is_none() => a.extract().map_err(|_| PyTypeError::new_err("arg must be a str"))?,
         _ => String::new(),
     };
-    Ok(parking().notify(&channels(channels_list), action, &arg))
+    Ok(server(py)?.get().parking.notify(&channels(channels_list), action, &arg))
 }
 
 #[pymodule]
@@ -179,6 +200,7 @@ pub fn wsgo(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("HTTP_504", 3)?;
     m.add("RequestTimeoutException", m.py().get_type::<RequestTimeoutException>())?;
     m.add_class::<JobDecorator>()?;
+    m.add_class::<ServerHandle>()?;
     let cron_fn = wrap_pyfunction!(cron_decorator, m)?;
     m.add("cron", cron_fn)?;
     m.add_function(wrap_pyfunction!(timer, m)?)?;

@@ -8,8 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::headers::{HeadBuilder, parse_status};
+use crate::handoff::exchange::{Exchange, ToConn};
 use crate::http::response::ResponseHead;
-use crate::pool::exchange::{Exchange, ToConn};
 
 /// One request's `start_response`.
 #[pyclass(module = "wsgo", name = "StartResponse")]

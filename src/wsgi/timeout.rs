@@ -1,5 +1,5 @@
-//! Interrupting a request that runs too long (SPEC §14, DESIGN decision 10), and cleaning up the
-//! thread after it.
+//! Interrupting a request that runs too long, and cleaning up the thread after it (ARCHITECTURE.md,
+//! "Timeouts").
 //!
 //! `wsgo.RequestTimeoutException` is raised asynchronously in the worker's thread: it surfaces at
 //! the next Python bytecode, so a blocking C call (a sleep, a socket read) finishes first. After
@@ -8,14 +8,11 @@
 //! `with lock:` block of logging's handlers leaves them held on Python < 3.13, and every later
 //! log call would deadlock).
 
-use std::sync::atomic::Ordering::SeqCst;
-
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::module::RequestTimeoutException;
-use crate::pool::slot::Slot;
 
 /// The Python stack of the thread `ident`, formatted (empty when it runs no Python).
 pub fn thread_stack(py: Python<'_>, ident: u64) -> String {
@@ -28,33 +25,13 @@ pub fn thread_stack(py: Python<'_>, ident: u64) -> String {
     stack().unwrap_or_else(|e| format!("(stack unavailable: {e})\n"))
 }
 
-/// Raises the timeout exception in the thread of `slot` if it is still on job `seq`.
-pub fn interrupt(slot: &Slot, seq: u64) {
-    Python::attach(|py| {
-        // Under the GIL the worker cannot move to another job: it changes jobs holding it.
-        if slot.job.load(SeqCst) != seq || slot.fired.load(SeqCst) {
-            return;
-        }
-        let ident = slot.ident.load(SeqCst);
-        let ran = slot.running_for().unwrap_or_default().as_secs_f64();
-        eprintln!(
-            "wsgo: Task timed out! {} has run {} for {ran:.1} s; raising wsgo.RequestTimeoutException\n{}",
-            slot.name,
-            slot.what(),
-            thread_stack(py, ident)
-        );
-        let exc = py.get_type::<RequestTimeoutException>();
-        // SAFETY: called with the GIL held; `ident` is the id of a live thread attached to this
-        // interpreter (the worker stays attached for life), and the exception type is a live
-        // object kept by the wsgo module. The call only records a pending exception.
-        let n = unsafe { ffi::PyThreadState_SetAsyncExc(ident as _, exc.as_ptr()) };
-        if n == 1 {
-            slot.fired.store(true, SeqCst);
-            crate::stats::bump(&crate::stats::STATS.interrupted);
-        } else {
-            eprintln!("wsgo: Failed to issue RequestTimeoutException to stuck worker!");
-        }
-    });
+/// Raises the timeout exception in the thread `ident`; false if CPython found no such thread.
+pub fn raise_timeout(py: Python<'_>, ident: u64) -> bool {
+    let exc = py.get_type::<RequestTimeoutException>();
+    // SAFETY: called with the GIL held; `ident` is the id of a live thread attached to this
+    // interpreter (workers stay attached for life), and the exception type is a live object kept
+    // by the wsgo module. The call only records a pending exception.
+    unsafe { ffi::PyThreadState_SetAsyncExc(ident as _, exc.as_ptr()) == 1 }
 }
 
 const RELEASE_LOGGING_LOCKS: &std::ffi::CStr = cr#"
@@ -77,9 +54,8 @@ def release_logging_locks():
 "#;
 
 /// After a job that was interrupted: clear an exception that never surfaced, and release the
-/// `logging` locks the thread still holds.
-pub fn after_interrupted(py: Python<'_>, slot: &Slot) {
-    let ident = slot.ident.load(SeqCst);
+/// `logging` locks the thread still holds. Runs on the thread `ident` itself.
+pub fn after_interrupted(py: Python<'_>, ident: u64) {
     // SAFETY: with the GIL held, a NULL exception clears a pending asynchronous exception of
     // this (the current) thread.
     unsafe { ffi::PyThreadState_SetAsyncExc(ident as _, std::ptr::null_mut()) };
@@ -94,5 +70,4 @@ pub fn after_interrupted(py: Python<'_>, slot: &Slot) {
     if let Err(e) = release() {
         e.print(py);
     }
-    eprintln!("wsgo: {} finished its interrupted job", slot.name);
 }

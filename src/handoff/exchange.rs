@@ -1,0 +1,411 @@
+//! The channel between one connection task (core thread) and the Python worker running its
+//! request: the response travels one way, the request body and flow control the other.
+//!
+//! Plain data only crosses here. The worker side blocks on a condition variable (with the GIL
+//! released by its caller); the connection side is a future woken through its task's waker, which
+//! monoio's `sync` feature lets a foreign thread wake.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::mailbox::Mailbox;
+use crate::http::response::ResponseHead;
+
+/// Bytes a worker may have handed over but not yet seen written before it waits: bounds the
+/// memory a fast generator and a slow client can pin.
+pub const MAX_UNSENT: usize = 1 << 20;
+/// What each queued body message counts for beyond its bytes, so that a generator of tiny (or
+/// one-byte) items is held back too: at most `MAX_UNSENT / MESSAGE_COST` messages wait.
+pub const MESSAGE_COST: usize = 256;
+/// Largest body piece a worker asks the connection for at once.
+pub const MAX_BODY_PIECE: usize = 1 << 20;
+
+/// What the worker tells the connection.
+#[derive(Debug)]
+pub enum ToConn {
+    /// The whole response at once (list bodies: one wake for the request).
+    Full(ResponseHead, Bytes),
+    /// The head of a streamed response; chunks follow.
+    Head(ResponseHead),
+    /// A piece of a streamed body, to be sent at once (prompt flushing).
+    Chunk(Bytes),
+    /// The streamed body is complete.
+    End,
+    /// The response cannot be completed (the application failed after the head was sent, or
+    /// the client did not keep up before the request's deadline): close without completing it.
+    Abort,
+    /// The request will not run: it waited past `--request-timeout` in the queue, or the full
+    /// queue refused it as its lowest-scored job. The connection answers 504.
+    Refused,
+    /// The application wants more of the request body: at least `min` bytes (fewer only at its
+    /// end), at most `max`.
+    ReadBody { min: usize, max: usize },
+    /// Serve the file the head's `X-Sendfile` names; the request head comes back for its
+    /// conditional and range fields.
+    Sendfile(ResponseHead, Box<crate::http::RequestHead>),
+    /// The app parked the request (`X-WSGo-Park`); what a retry needs comes back.
+    Park(Box<super::ParkRequest>),
+}
+
+/// The answer to a [`ToConn::ReadBody`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyPiece {
+    Data(Bytes),
+    /// The body is complete.
+    End,
+    /// The body could not be read (client gone, timeout, bad framing).
+    Failed,
+}
+
+#[derive(Default)]
+struct ConnSide {
+    msgs: VecDeque<ToConn>,
+    waker: Option<Waker>,
+}
+
+#[derive(Default)]
+struct WorkerSide {
+    body: Option<BodyPiece>,
+    /// Bytes (and [`MESSAGE_COST`] per message) handed over and not yet written.
+    unsent: usize,
+    /// The worker asked for body beyond what came with the job.
+    streamed: bool,
+    /// The request's deadline: a wait for the client ends there.
+    deadline: Option<Instant>,
+    /// The worker waits on the condition variable (a notification is a system call: skipped
+    /// when nobody waits).
+    waiting: bool,
+}
+
+/// One request's exchange.
+#[derive(Default)]
+pub struct Exchange {
+    conn: Mutex<ConnSide>,
+    worker: Mutex<WorkerSide>,
+    worker_cv: Condvar,
+    /// The connection is gone (closed, reset, timed out, or given up on): the worker stops at
+    /// its next step, nothing more is read or written. Set under the worker lock, read without.
+    gone: AtomicBool,
+    /// The connection's core thread's mailbox; without one, the task is woken directly.
+    mailbox: Option<Arc<Mailbox>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere while holding it; the data is plain state
+    // that stays consistent, so keep going rather than take the process down.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Exchange {
+    pub fn new() -> Exchange {
+        Exchange::default()
+    }
+
+    /// An exchange whose connection task is woken through its core thread's mailbox.
+    pub fn with_mailbox(mailbox: Arc<Mailbox>) -> Exchange {
+        Exchange { mailbox: Some(mailbox), ..Exchange::default() }
+    }
+
+    // ----- worker side -----
+
+    /// The worker starts the request: its waits for the client end at `deadline` (the request
+    /// timeout), so that a client that does not read or send never holds the worker longer
+    /// than the request may run (DESIGN decision 16).
+    pub fn start(&self, deadline: Option<Instant>) {
+        lock(&self.worker).deadline = deadline;
+    }
+
+    /// Hands a message to the connection and wakes its task.
+    pub fn send(&self, msg: ToConn) {
+        let waker = {
+            let mut c = lock(&self.conn);
+            c.msgs.push_back(msg);
+            c.waker.take()
+        };
+        match (waker, &self.mailbox) {
+            (Some(w), Some(mb)) => mb.post(w),
+            (Some(w), None) => w.wake(),
+            (None, _) => {}
+        }
+    }
+
+    /// Waits (with the worker lock) until `done` holds, the connection is gone, or the
+    /// deadline passes; at the deadline the connection is given up on. Returns the guard and
+    /// whether `done` holds.
+    fn wait<'a>(
+        &'a self,
+        mut w: MutexGuard<'a, WorkerSide>,
+        done: impl Fn(&WorkerSide) -> bool,
+    ) -> (MutexGuard<'a, WorkerSide>, bool) {
+        loop {
+            if done(&w) {
+                return (w, true);
+            }
+            if self.gone.load(SeqCst) {
+                return (w, false);
+            }
+            w.waiting = true;
+            match w.deadline {
+                None => w = self.worker_cv.wait(w).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        w.waiting = false;
+                        drop(w);
+                        self.give_up();
+                        return (lock(&self.worker), false);
+                    }
+                    w = self.worker_cv.wait_timeout(w, d - now).unwrap_or_else(|e| e.into_inner()).0;
+                }
+            }
+            w.waiting = false;
+        }
+    }
+
+    /// The client did not keep up before the request's deadline: the connection is closed
+    /// without completing the response, and the worker is free.
+    fn give_up(&self) {
+        if !self.gone.swap(true, SeqCst) {
+            eprintln!(
+                "wsgo: the client did not read or send in time (--request-timeout); closing its connection"
+            );
+            self.send(ToConn::Abort);
+        }
+        self.worker_cv.notify_all();
+    }
+
+    /// Sends a body chunk; blocks while too much is unsent. Returns false when the client is
+    /// gone, or did not keep up before the deadline. Call with the GIL released.
+    pub fn send_chunk(&self, data: Bytes) -> bool {
+        {
+            let mut w = lock(&self.worker);
+            if self.gone.load(SeqCst) {
+                return false;
+            }
+            w.unsent += data.len() + MESSAGE_COST;
+        }
+        self.send(ToConn::Chunk(data));
+        let w = lock(&self.worker);
+        self.wait(w, |w| w.unsent <= MAX_UNSENT).1
+    }
+
+    /// Whether the chunk about to be sent would have to wait for the client.
+    pub fn would_block(&self, len: usize) -> bool {
+        lock(&self.worker).unsent + len + MESSAGE_COST > MAX_UNSENT
+    }
+
+    /// Asks for at least `min` (fewer only at the end of the body) and at most `max` more body
+    /// bytes, and waits for them. Call with the GIL released.
+    pub fn read_body(&self, min: usize, max: usize) -> BodyPiece {
+        {
+            let mut w = lock(&self.worker);
+            if self.gone.load(SeqCst) {
+                return BodyPiece::Failed;
+            }
+            w.body = None;
+            w.streamed = true;
+        }
+        let max = max.clamp(1, MAX_BODY_PIECE);
+        self.send(ToConn::ReadBody { min: min.clamp(1, max), max });
+        let w = lock(&self.worker);
+        let (mut w, answered) = self.wait(w, |w| w.body.is_some());
+        match w.body.take() {
+            Some(piece) if answered => piece,
+            _ => BodyPiece::Failed,
+        }
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(SeqCst)
+    }
+
+    /// Whether the worker read body beyond what came with the job.
+    pub fn body_streamed(&self) -> bool {
+        lock(&self.worker).streamed
+    }
+
+    // ----- connection side -----
+
+    /// The next message from the worker.
+    pub async fn recv(&self) -> ToConn {
+        poll_fn(|cx| {
+            let mut c = lock(&self.conn);
+            match c.msgs.pop_front() {
+                Some(m) => Poll::Ready(m),
+                None => {
+                    if !c.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        c.waker = Some(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// The request's deadline, once a worker has started it.
+    pub fn deadline(&self) -> Option<Instant> {
+        lock(&self.worker).deadline
+    }
+
+    /// Answers a [`ToConn::ReadBody`].
+    pub fn deliver_body(&self, piece: BodyPiece) {
+        lock(&self.worker).body = Some(piece);
+        self.worker_cv.notify_all();
+    }
+
+    /// A body chunk of `n` bytes was written to the client.
+    pub fn wrote(&self, n: usize) {
+        let mut w = lock(&self.worker);
+        let was_full = w.unsent > MAX_UNSENT;
+        w.unsent = w.unsent.saturating_sub(n + MESSAGE_COST);
+        if was_full && w.unsent <= MAX_UNSENT {
+            drop(w);
+            self.worker_cv.notify_all();
+        }
+    }
+
+    /// The connection is closed; the worker stops at its next step.
+    pub fn set_gone(&self) {
+        let w = lock(&self.worker);
+        self.gone.store(true, SeqCst);
+        let waiting = w.waiting;
+        drop(w);
+        if waiting {
+            self.worker_cv.notify_all();
+        }
+    }
+
+    /// The client closed or reset its connection while the request waited or ran: a queued
+    /// request is never run, a running one fails its next body read or write, and the
+    /// connection task is told to stop (SPEC §4.3).
+    pub fn client_gone(&self) {
+        if !self.gone.load(SeqCst) {
+            self.set_gone();
+            self.send(ToConn::Abort);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Wake};
+
+    struct Flag(std::sync::atomic::AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn messages_arrive_in_order_and_wake_the_task() {
+        let ex = Exchange::new();
+        let flag = Arc::new(Flag(false.into()));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = Box::pin(ex.recv());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        ex.send(ToConn::End);
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(ToConn::End)));
+    }
+
+    #[test]
+    fn body_requests_are_answered_across_threads() {
+        let ex = Arc::new(Exchange::new());
+        let worker = {
+            let ex = ex.clone();
+            std::thread::spawn(move || (ex.read_body(1, 10), ex.read_body(1, 10)))
+        };
+        for answer in [BodyPiece::Data(Bytes::from_static(b"abc")), BodyPiece::End] {
+            loop {
+                let msg = lock(&ex.conn).msgs.pop_front();
+                match msg {
+                    Some(ToConn::ReadBody { min: 1, max: 10 }) => break,
+                    Some(other) => panic!("unexpected {other:?}"),
+                    None => std::thread::yield_now(),
+                }
+            }
+            ex.deliver_body(answer);
+        }
+        let (a, b) = worker.join().unwrap();
+        assert_eq!(a, BodyPiece::Data(Bytes::from_static(b"abc")));
+        assert_eq!(b, BodyPiece::End);
+    }
+
+    #[test]
+    fn a_slow_client_holds_the_producer_until_written_or_gone() {
+        let ex = Arc::new(Exchange::new());
+        assert!(ex.send_chunk(Bytes::from(vec![0; MAX_UNSENT - MESSAGE_COST])));
+        let producer = {
+            let ex = ex.clone();
+            std::thread::spawn(move || ex.send_chunk(Bytes::from_static(b"more")))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!producer.is_finished(), "must wait while over the limit");
+        ex.wrote(MAX_UNSENT - MESSAGE_COST);
+        assert!(producer.join().unwrap());
+        ex.wrote(4);
+        assert!(ex.send_chunk(Bytes::from(vec![0; MAX_UNSENT - MESSAGE_COST])));
+        let producer = {
+            let ex = ex.clone();
+            std::thread::spawn(move || ex.send_chunk(Bytes::from_static(b"x")))
+        };
+        ex.set_gone();
+        assert!(!producer.join().unwrap(), "gone is reported");
+        assert_eq!(ex.read_body(1, 1), BodyPiece::Failed);
+    }
+
+    #[test]
+    fn tiny_chunks_count_against_the_limit() {
+        let ex = Arc::new(Exchange::new());
+        let producer = {
+            let ex = ex.clone();
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                while sent < 100_000 && ex.send_chunk(Bytes::from_static(b"x")) {
+                    sent += 1;
+                }
+                sent
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let queued = lock(&ex.conn).msgs.len();
+        assert_eq!(queued, MAX_UNSENT / (MESSAGE_COST + 1) + 1, "one-byte items wait too");
+        ex.set_gone();
+        assert_eq!(producer.join().unwrap(), queued - 1);
+    }
+
+    #[test]
+    fn waits_for_the_client_end_at_the_deadline() {
+        use std::time::Duration;
+        let ex = Arc::new(Exchange::new());
+        let flag = Arc::new(Flag(false.into()));
+        lock(&ex.conn).waker = Some(Waker::from(flag.clone()));
+        ex.start(Some(Instant::now() + Duration::from_millis(150)));
+        let t0 = Instant::now();
+        assert!(ex.send_chunk(Bytes::from(vec![0; MAX_UNSENT / 2])));
+        assert!(!ex.send_chunk(Bytes::from(vec![0; MAX_UNSENT])), "given up at the deadline");
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(140) && waited < Duration::from_secs(2), "{waited:?}");
+        assert!(ex.is_gone());
+        let msgs: Vec<ToConn> = lock(&ex.conn).msgs.drain(..).collect();
+        assert!(matches!(msgs.last(), Some(ToConn::Abort)), "the connection is told to close: {msgs:?}");
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        // A body read past the deadline fails at once.
+        assert_eq!(ex.read_body(1, 10), BodyPiece::Failed);
+        let ex = Exchange::new();
+        ex.start(Some(Instant::now() + Duration::from_millis(50)));
+        let t0 = Instant::now();
+        assert_eq!(ex.read_body(1, 10), BodyPiece::Failed, "a client that sends nothing");
+        assert!(t0.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,169 @@
+//! Request priorities (pure; see ARCHITECTURE.md, "Scheduling").
+//!
+//! Each queued request is scored every time a worker picks: 1000, minus 500 with a query string;
+//! for a client on a public address also minus 8000 for a robot's User-Agent, minus 2000 for each
+//! request of the same client running now, and minus 1000 for each recent request of that client,
+//! that count decaying by one per second. A client is an IPv4 address or an IPv6 /64. Requests
+//! scored at or below [`LOW`] run only when no other request is running.
+//!
+//! What that gives one public client: with four requests running, a fifth scores at most
+//! 1000 - 8000 = -7000 and waits for all others to finish; with three running it starts once the
+//! recent count has decayed below 2 (below 1.5 with a query string). So a burst from one client
+//! gets three workers at a time, and a robot one worker, and only when the process is otherwise
+//! idle. Loopback and private addresses (proxies, health checks, the office) are never penalised.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::Traits;
+use crate::client::ClientKey;
+
+/// At or below this score a request waits until nothing else runs.
+pub const LOW: i64 = -7000;
+/// The highest score there is: a request without a query string from a client with nothing
+/// running and no recent requests. A queued request with it is picked before anything behind it.
+pub const TOP: i64 = 1000;
+/// Clients whose recent counts are remembered (the least recently seen are forgotten beyond).
+pub const HISTORY_CAPACITY: usize = 16384;
+
+/// The score of a request whose client has `running` requests running and a decayed recent
+/// count of `recent`.
+pub fn priority(t: &Traits, running: u32, recent: f64) -> i64 {
+    let mut p = TOP;
+    if t.client.is_some() {
+        if t.robot {
+            p -= 8000;
+        }
+        p -= 2000 * i64::from(running);
+        p -= (1000.0 * recent) as i64;
+    }
+    if t.query {
+        p -= 500;
+    }
+    p
+}
+
+/// Per-client counts: requests running now, and recent requests decaying by one per second.
+#[derive(Default)]
+pub struct History {
+    running: HashMap<ClientKey, u32>,
+    recent: HashMap<ClientKey, (f64, Instant)>,
+}
+
+impl History {
+    /// The client's counts as of `now`.
+    pub fn counts(&self, key: ClientKey, now: Instant) -> (u32, f64) {
+        let running = self.running.get(&key).copied().unwrap_or(0);
+        let recent = self.recent.get(&key).map_or(0.0, |&(n, at)| decayed(n, at, now));
+        (running, recent)
+    }
+
+    /// A request of `key` starts running.
+    pub fn started(&mut self, key: ClientKey, now: Instant) {
+        *self.running.entry(key).or_default() += 1;
+        if self.recent.len() >= HISTORY_CAPACITY && !self.recent.contains_key(&key) {
+            // Forget the clients whose count has decayed away; if none has, the oldest half.
+            self.recent.retain(|_, &mut (n, at)| decayed(n, at, now) > 0.0);
+            if self.recent.len() >= HISTORY_CAPACITY {
+                let mut ages: Vec<Instant> = self.recent.values().map(|&(_, at)| at).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                self.recent.retain(|_, &mut (_, at)| at > cut);
+            }
+        }
+        let entry = self.recent.entry(key).or_insert((0.0, now));
+        *entry = (decayed(entry.0, entry.1, now) + 1.0, now);
+    }
+
+    /// A request of `key` finished.
+    pub fn finished(&mut self, key: ClientKey) {
+        if let Some(n) = self.running.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.running.remove(&key);
+            }
+        }
+    }
+
+    /// Requests running per ranked client (for SIGUSR2).
+    pub fn running_by_client(&self) -> Vec<(ClientKey, u32)> {
+        let mut v: Vec<_> = self.running.iter().map(|(k, n)| (*k, *n)).collect();
+        v.sort_by_key(|(k, _)| format!("{k}"));
+        v
+    }
+}
+
+fn decayed(n: f64, at: Instant, now: Instant) -> f64 {
+    (n - now.saturating_duration_since(at).as_secs_f64()).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn scores() {
+        let public = Some(ClientKey::V4(0x0808_0808));
+        let t = |client, robot, query| Traits { client, robot, query };
+        let table: &[(Traits, u32, f64, i64)] = &[
+            (t(None, false, false), 0, 0.0, 1000),
+            (t(None, false, true), 0, 0.0, 500),
+            // Local clients are never penalised, whatever they run or send.
+            (t(None, true, false), 5, 9.0, 1000),
+            (t(public, false, false), 0, 0.0, 1000),
+            (t(public, false, true), 0, 0.0, 500),
+            (t(public, false, false), 1, 0.0, -1000),
+            (t(public, false, false), 1, 1.0, -2000),
+            (t(public, false, false), 3, 1.5, -6500),
+            (t(public, false, false), 4, 0.0, -7000),
+            (t(public, true, false), 0, 0.0, -7000),
+            (t(public, true, true), 0, 0.0, -7500),
+            (t(public, false, false), 0, 0.25, 750),
+        ];
+        for (traits, running, recent, want) in table {
+            assert_eq!(priority(traits, *running, *recent), *want, "{traits:?} {running} {recent}");
+        }
+        // Nothing scores above TOP (the scheduler picks a TOP job at the front without looking
+        // further).
+        for client in [None, public] {
+            for (robot, query) in [(false, false), (false, true), (true, false), (true, true)] {
+                for running in 0..3 {
+                    for recent in [0.0, 0.001, 2.0] {
+                        assert!(priority(&t(client, robot, query), running, recent) <= TOP);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn recent_counts_decay_by_one_per_second() {
+        let mut h = History::default();
+        let k = ClientKey::V4(1);
+        let t0 = Instant::now();
+        h.started(k, t0);
+        h.started(k, t0);
+        assert_eq!(h.counts(k, t0), (2, 2.0));
+        let (_, recent) = h.counts(k, t0 + Duration::from_millis(500));
+        assert!((recent - 1.5).abs() < 1e-9);
+        h.finished(k);
+        h.finished(k);
+        assert_eq!(h.counts(k, t0 + Duration::from_secs(5)), (0, 0.0));
+        h.started(k, t0 + Duration::from_secs(5));
+        assert_eq!(h.counts(k, t0 + Duration::from_secs(5)), (1, 1.0));
+    }
+
+    #[test]
+    fn history_stays_bounded() {
+        let mut h = History::default();
+        let t0 = Instant::now();
+        for i in 0..(HISTORY_CAPACITY as u32 + 100) {
+            let k = ClientKey::V4(i);
+            h.started(k, t0 + Duration::from_micros(u64::from(i)));
+            h.finished(k);
+        }
+        assert!(h.recent.len() <= HISTORY_CAPACITY);
+        assert!(h.running.is_empty());
+    }
+}

@@ -1,0 +1,327 @@
+//! Sockets: listening (SO_REUSEPORT, TCP_DEFER_ACCEPT, the SYN-dropping filter of a drain),
+//! accepting close-on-exec, shutting a connection down at its deadline, and looking whether
+//! clients have left.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Accept backlog per listener.
+const BACKLOG: i32 = 1024;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+fn set_opt(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: fd is a socket we own; the option value is a c_int that outlives the call.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Binds a non-blocking listener with SO_REUSEADDR and SO_REUSEPORT (and TCP_DEFER_ACCEPT when
+/// `defer_accept`). An unspecified IPv6 address (`:8000`) accepts IPv4 too.
+pub fn listen(addr: SocketAddr, defer_accept: bool) -> io::Result<TcpListener> {
+    let domain = if addr.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = check(unsafe {
+        libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0)
+    })?;
+    // SAFETY: fd was just created and is owned by nothing else; the listener closes it on drop,
+    // including on the error paths below.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    set_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    set_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt per listener
+    // instead of one per connection.
+    set_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    if defer_accept {
+        // Handed over when the first bytes arrive; a silent connection after one SYN-ACK
+        // retransmission (about 1 s).
+        set_opt(fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 1)?;
+    }
+    if addr.is_ipv6() {
+        let v6only = i32::from(!addr.ip().is_unspecified());
+        set_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only)?;
+    }
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: storage holds a valid sockaddr of `len` bytes for this address family.
+    check(unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) })?;
+    // SAFETY: fd is a bound stream socket.
+    check(unsafe { libc::listen(fd, BACKLOG) })?;
+    Ok(listener)
+}
+
+/// Makes a listening socket drop new connection attempts, while the connections already queued
+/// stay and can be accepted. Used when the last holder of a socket shuts down: a client whose
+/// SYN is dropped sees a refused connection (its retry finds the port closed) rather than one
+/// that is accepted by the kernel and then reset.
+///
+/// The socket filter drops only SYN segments (it sees the TCP header: byte 13 holds the flags),
+/// so a handshake already answered still completes, and a deferred connection's first bytes
+/// still make it acceptable. Sockets accepted later inherit the filter, which is harmless on an
+/// established connection.
+pub fn refuse_new(fd: std::os::fd::RawFd) -> io::Result<()> {
+    const TCP_FLAGS: u32 = 13;
+    const SYN: u32 = 0x02;
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    let mut drop_syn = [
+        op(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, TCP_FLAGS),
+        // SYN set: go on to "drop"; otherwise skip it.
+        op(libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K, 0, 1, SYN),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+    ];
+    let prog = libc::sock_fprog { len: drop_syn.len() as u16, filter: drop_syn.as_mut_ptr() };
+    // SAFETY: fd is an open socket; prog points to a program of `len` instructions that outlives
+    // the call (the kernel copies it).
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data for which all-zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            let sin =
+                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr { s_addr: u32::from(*a.ip()).to_be() };
+            (storage, size_of::<libc::sockaddr_in>() as libc::socklen_t)
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            let sin6 =
+                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            (storage, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+        }
+    }
+}
+
+/// Marks a descriptor close-on-exec.
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(F_SETFD) on a descriptor the caller owns; only its flags change.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether a descriptor is close-on-exec.
+pub fn is_cloexec(fd: RawFd) -> bool {
+    // SAFETY: fcntl(F_GETFD) only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    flags >= 0 && flags & libc::FD_CLOEXEC != 0
+}
+
+/// Accepts a connection waiting on the listening socket `fd`, close-on-exec from the start (a
+/// child process started by the app at that moment cannot inherit it). `nonblock`: for the
+/// epoll driver; io_uring takes blocking sockets. `Ok(None)`: nothing is waiting.
+pub fn accept(fd: RawFd, nonblock: bool) -> io::Result<Option<(OwnedFd, SocketAddr)>> {
+    // SAFETY: sockaddr_storage is plain data; accept4 fills at most `len` bytes of it.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let flags = libc::SOCK_CLOEXEC | if nonblock { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: fd is a listening socket; storage and len are valid for writing.
+    let conn =
+        unsafe { libc::accept4(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len, flags) };
+    if conn < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ECONNABORTED) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let conn = unsafe { OwnedFd::from_raw_fd(conn) };
+    let peer = socket_addr(&storage).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok(Some((conn, peer)))
+}
+
+/// The address in a `sockaddr_storage` filled by the kernel (IPv4 or IPv6).
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which fits in it.
+            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which fits in it.
+            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Ends the pending operations on a connection's socket (both directions), as its deadline passed
+/// or the server is shutting down; the descriptor stays open for its owner to close.
+pub fn shutdown(fd: RawFd) {
+    // SAFETY: shutdown(2) on a descriptor the caller registered and has not closed; it only ends
+    // the operations on the socket.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Which of `fds` (sockets) the peer has closed or reset: hung-up flags (`POLLRDHUP`, `POLLHUP`,
+/// `POLLERR`) in one `poll(2)` that does not wait. `gone[i]` is set for `fds[i]`.
+pub fn hung_up(fds: &[RawFd], gone: &mut Vec<bool>) {
+    gone.clear();
+    gone.resize(fds.len(), false);
+    if fds.is_empty() {
+        return;
+    }
+    let mut polls: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 }).collect();
+    // SAFETY: `polls` is a valid array of `polls.len()` pollfd structs; a zero timeout makes
+    // poll(2) only report, never wait.
+    let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 0) };
+    if n <= 0 {
+        return;
+    }
+    for (g, p) in gone.iter_mut().zip(&polls) {
+        *g = p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn several_listeners_share_a_port() {
+        let a = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let port = a.local_addr().unwrap().port();
+        let b = listen(SocketAddr::from(([127, 0, 0, 1], port)), false).unwrap();
+        assert_eq!(b.local_addr().unwrap().port(), port);
+        let dual = listen("[::]:0".parse().unwrap(), false).unwrap();
+        let port = dual.local_addr().unwrap().port();
+        // The dual-stack listener takes IPv4 connections.
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // Accepted sockets inherit TCP_NODELAY.
+        let _client = std::net::TcpStream::connect(a.local_addr().unwrap()).unwrap();
+        let accepted = loop {
+            match a.accept().or_else(|_| b.accept()) {
+                Ok((s, _)) => break s,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        };
+        assert!(accepted.nodelay().unwrap());
+    }
+
+    fn accept_within(l: &TcpListener, limit: Duration) -> Option<std::net::TcpStream> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok((s, _)) = l.accept() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    /// A non-blocking connect: whether the handshake completes within `limit`.
+    fn connects_within(addr: SocketAddr, limit: Duration) -> bool {
+        std::net::TcpStream::connect_timeout(&addr, limit).is_ok()
+    }
+
+    #[test]
+    fn deferred_connections_are_handed_over_with_their_first_bytes() {
+        let l = listen("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut silent = std::net::TcpStream::connect(addr).unwrap();
+        assert!(accept_within(&l, Duration::from_millis(300)).is_none(), "accepted before any data");
+        silent.write_all(b"GET").unwrap();
+        let mut got = accept_within(&l, Duration::from_secs(2)).expect("accepted once data came");
+        let mut buf = [0u8; 3];
+        got.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"GET");
+    }
+
+    #[test]
+    fn refusing_new_connections_keeps_the_ones_under_way() {
+        let l = listen("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = l.local_addr().unwrap();
+        // Queued before: established and sent its request.
+        let mut queued = std::net::TcpStream::connect(addr).unwrap();
+        queued.write_all(b"a").unwrap();
+        // Under way: the handshake is done, the first bytes come after the filter.
+        let mut under_way = std::net::TcpStream::connect(addr).unwrap();
+        refuse_new(l.as_raw_fd()).unwrap();
+        under_way.write_all(b"b").unwrap();
+        // New attempts get no answer.
+        assert!(!connects_within(addr, Duration::from_millis(300)), "a new connection got through");
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let mut s = accept_within(&l, Duration::from_secs(2)).expect("both are accepted");
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            // The accepted connection still carries data both ways.
+            s.write_all(b"ok").unwrap();
+            seen.push(b[0]);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, b"ab");
+        let mut reply = [0u8; 2];
+        under_way.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"ok");
+    }
+
+    #[test]
+    fn accepted_sockets_are_close_on_exec_and_say_who_called() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        assert!(accept(listener.as_raw_fd(), true).unwrap().is_none(), "nobody waits yet");
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut got = None;
+        for _ in 0..100 {
+            got = accept(listener.as_raw_fd(), false).unwrap();
+            if got.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let (fd, peer) = got.expect("the connection");
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert!(is_cloexec(fd.as_raw_fd()));
+        // SAFETY: F_GETFL only reads the flags of a descriptor we own.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "blocking for io_uring");
+    }
+}

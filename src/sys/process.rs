@@ -1,0 +1,132 @@
+//! The process and its threads: the open-file limit, glibc's heap thresholds, scheduling policy,
+//! thread identity, and what a child process is given between fork and exec.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Raises the open-file limit to its hard maximum: each connection is a descriptor.
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid, initialised rlimit struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Sets glibc's heap thresholds: allocations from `mmap` bytes get their own mapping, and up to
+/// `trim` free bytes at the top of a heap are kept. Call before any other thread starts.
+pub fn set_malloc_thresholds(mmap: i32, trim: i32) {
+    // SAFETY: mallopt only adjusts allocator parameters; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, mmap);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, trim);
+    }
+}
+
+/// Puts the calling thread under SCHED_BATCH: a wake-up no longer preempts the thread running on
+/// that CPU. When a core thread and a Python thread share a CPU, each hand-off would otherwise
+/// switch threads at once (a context switch per request); with it, work queues up while the other
+/// side runs and is taken as a batch. A policy is inherited by the processes a thread starts
+/// (SCHED_RESET_ON_FORK does not reset SCHED_BATCH): Python threads take it only while idle,
+/// see [`normal_scheduling`].
+pub fn batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; param is a valid sched_param for SCHED_BATCH.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+    }
+}
+
+/// Puts the calling thread back under the normal policy (SCHED_OTHER).
+pub fn normal_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; param is a valid sched_param for SCHED_OTHER.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+    }
+}
+
+/// The calling thread's POSIX identifier, which CPython uses as `threading.get_ident()`.
+pub fn thread_id() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as u64 }
+}
+
+/// The system's page size in bytes.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64
+}
+
+/// A pipe, both ends close-on-exec and non-blocking: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads one byte from a non-blocking descriptor, if one is there.
+pub fn read_byte(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: reads one byte into a local from a descriptor the caller owns.
+    unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) == 1 }
+}
+
+/// Writes one byte to an inherited descriptor, then closes it (a child's "I serve").
+pub fn write_byte_and_close(fd: RawFd) {
+    // SAFETY: the descriptor was passed to us for this one write and is closed after it.
+    unsafe {
+        libc::write(fd, b"1".as_ptr().cast(), 1);
+        libc::close(fd);
+    }
+}
+
+/// In a child between fork and exec: moves `fds` to descriptors `first, first + 1, ...` (without
+/// close-on-exec, so the new program inherits them), asks for SIGTERM when the parent `parent`
+/// dies (and sends it at once if it already has), and clears the signal mask.
+///
+/// # Safety
+/// Only async-signal-safe calls are made, as a `pre_exec` closure requires; call it only there,
+/// with descriptors and values prepared before the fork.
+pub unsafe fn prepare_child(fds: &[RawFd], first: RawFd, parent: u32) -> io::Result<()> {
+    // SAFETY: async-signal-safe calls (fcntl, dup2, prctl, getppid, kill, sigprocmask) on values
+    // prepared before the fork; the caller runs this between fork and exec.
+    unsafe {
+        // Moved out of the way first, in case a source already sits in the target range. At most
+        // a handful: a fixed array, no allocation after fork.
+        let mut moved = [0 as RawFd; 64];
+        if fds.len() > moved.len() {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        for (i, &fd) in fds.iter().enumerate() {
+            let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+            if high < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            moved[i] = high;
+        }
+        for (i, &fd) in moved[..fds.len()].iter().enumerate() {
+            if libc::dup2(fd, first + i as RawFd) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The parent may have died before the prctl took effect.
+        if libc::getppid() != parent as libc::pid_t {
+            libc::kill(libc::getpid(), libc::SIGTERM);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+    Ok(())
+}
