@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests on both io drivers, the
+# The whole test suite: formatting, lints, the layering of the modules, unit and integration
+# tests on both io drivers, the
 # instruction-count regression check, the end-to-end pytest suite (Flask, Django, a validated
 # plain app) on both drivers, a short run of every fuzz target, and the pip wheel.
 set -euo pipefail
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+python3 scripts/check_layers.py
 cargo build
 echo "== cargo test (io_uring driver)"
 cargo test

@@ -134,6 +134,7 @@ impl Blocks {
         self.count.load(SeqCst)
     }
 
+    /// Whether no client is blocked now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,4 +1,4 @@
-//! The command line: wsgo's flag names and defaults (SPEC §1), validated into a [`Config`].
+//! The command line: wsgo's flag names and defaults (README.md, "Flags"), validated into a [`Config`].
 //!
 //! The clap struct is the one source of the flags: `--help` and the README table come from its doc
 //! comments. The original parsed flags with Go's `flag` package, which also accepts `-name`; we
@@ -80,6 +80,12 @@ pub struct Args {
     #[arg(long = "no-defer-accept")]
     pub no_defer_accept: bool,
 
+    /// Diagnostics on stderr up to this level: `error` (faults of the server), `warn` (what an
+    /// operator should look at: stuck workers, app errors), `info` (start, signals, shutdown),
+    /// `debug` (what clients do: malformed requests, disconnects, missed deadlines).
+    #[arg(long = "log-level", default_value = "info", value_name = "LEVEL")]
+    pub log_level: crate::log::Level,
+
     /// Server processes, run by a supervisor that restarts them and replaces them one at a time
     /// on SIGHUP. 0: start nothing.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=256))]
@@ -143,16 +149,40 @@ pub fn parse() -> Config {
     let args = Args::parse_from(normalise_args(std::env::args_os()));
     match args.into_config() {
         Ok(c) => c,
-        Err(msg) => {
+        Err(e) => {
             let mut cmd = <Args as clap::CommandFactory>::command();
-            cmd.error(clap::error::ErrorKind::ValueValidation, msg).exit()
+            cmd.error(clap::error::ErrorKind::ValueValidation, e).exit()
         }
     }
 }
 
+/// A flag whose value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    /// `--module` is not `pkg.mod` or `pkg.mod:callable`.
+    #[error("invalid --module {0:?}: expected `pkg.mod` or `pkg.mod:callable`")]
+    Module(String),
+    /// `--http-socket` is not an address to listen on.
+    #[error("invalid --http-socket {given:?}: {why}")]
+    Bind {
+        /// What was given.
+        given: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// `--static-map` is not `PATH=DIR` with an existing folder.
+    #[error("invalid value {given:?}: {why} (Usage: --static-map /path=./localpath)")]
+    StaticMap {
+        /// What was given.
+        given: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
 impl Args {
     /// Validates the flags into the immutable configuration.
-    pub fn into_config(self) -> Result<Config, String> {
+    pub fn into_config(self) -> Result<Config, FlagError> {
         let (module, callable) = match self.module.split_once(':') {
             Some((m, c)) => (m.to_string(), c.to_string()),
             None => (self.module.clone(), "application".to_string()),
@@ -162,10 +192,7 @@ impl Args {
                 && s.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
         };
         if !valid_name(&module) || !valid_name(&callable) {
-            return Err(format!(
-                "invalid --module {:?}: expected `pkg.mod` or `pkg.mod:callable`",
-                self.module
-            ));
+            return Err(FlagError::Module(self.module));
         }
         let bind = parse_bind(&self.http_socket)?;
         let io_threads = match self.io_threads {
@@ -188,6 +215,7 @@ impl Args {
             cache_size: if self.max_age == 0 { 0 } else { self.cache_size },
             max_connections: self.max_connections as usize,
             defer_accept: !self.no_defer_accept,
+            log_level: self.log_level,
             processes: self.processes as usize,
             process: self.process as usize,
         })
@@ -195,7 +223,7 @@ impl Args {
 }
 
 /// Longest duration a flag may give, in seconds (a year): every duration reaches time arithmetic,
-/// which must not overflow (DESIGN decision 15).
+/// which must not overflow.
 pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
 
 fn seconds() -> clap::builder::RangedU64ValueParser<u64> {
@@ -203,8 +231,9 @@ fn seconds() -> clap::builder::RangedU64ValueParser<u64> {
 }
 
 /// Parses a Go-style listen address: `host:port`, `:port`, `[v6]:port`.
-pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
-    let bad = || format!("invalid --http-socket {s:?}: expected host:port, :port or [::1]:port");
+pub fn parse_bind(s: &str) -> Result<SocketAddr, FlagError> {
+    let bad =
+        || FlagError::Bind { given: s.to_string(), why: "expected host:port, :port or [::1]:port".into() };
     if let Some(port) = s.strip_prefix(':') {
         let port: u16 = port.parse().map_err(|_| bad())?;
         return Ok(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
@@ -219,26 +248,26 @@ pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
     }
     (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("invalid --http-socket {s:?}: {e}"))?
+        .map_err(|e| FlagError::Bind { given: s.to_string(), why: e.to_string() })?
         .next()
         .ok_or_else(bad)
 }
 
-fn parse_cidr(s: &str) -> Result<Cidr, String> {
+fn parse_cidr(s: &str) -> Result<Cidr, crate::config::CidrError> {
     s.parse()
 }
 
 /// Parses `PATH=DIR`; the folder must exist. The prefix is kept without a trailing slash, so `/`
 /// becomes the empty prefix that every path starts with.
-pub fn parse_static_map(s: &str) -> Result<StaticMap, String> {
-    let usage = "Usage: --static-map /path=./localpath";
-    let (prefix, dir) = s.split_once('=').ok_or_else(|| format!("invalid value {s:?}: {usage}"))?;
+pub fn parse_static_map(s: &str) -> Result<StaticMap, FlagError> {
+    let bad = |why: String| FlagError::StaticMap { given: s.to_string(), why };
+    let (prefix, dir) = s.split_once('=').ok_or_else(|| bad("no `=`".into()))?;
     if !prefix.starts_with('/') || dir.is_empty() {
-        return Err(format!("invalid value {s:?}: the path must start with / ({usage})"));
+        return Err(bad("the path must start with /".into()));
     }
-    let dir = std::fs::canonicalize(dir).map_err(|e| format!("invalid value {s:?}: folder {dir:?}: {e}"))?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| bad(format!("folder {dir:?}: {e}")))?;
     if !dir.is_dir() {
-        return Err(format!("invalid value {s:?}: {dir:?} is not a folder"));
+        return Err(bad(format!("{dir:?} is not a folder")));
     }
     Ok(StaticMap { prefix: prefix.trim_end_matches('/').as_bytes().to_vec(), dir })
 }

@@ -13,11 +13,14 @@ use crate::config::{Cidr, canonical};
 /// A client for scheduling and blocking: an IPv4 address, or the /64 of an IPv6 address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClientKey {
+    /// An IPv4 address.
     V4(u32),
+    /// The first 64 bits of an IPv6 address.
     V6(u64),
 }
 
 impl ClientKey {
+    /// The key of an address (IPv4-mapped IPv6 counts as IPv4).
     pub fn of(ip: IpAddr) -> ClientKey {
         match canonical(ip) {
             IpAddr::V4(v4) => ClientKey::V4(u32::from(v4)),

@@ -11,6 +11,7 @@ pub struct Config {
     pub module: String,
     /// The WSGI callable's name in that module.
     pub callable: String,
+    /// The address to listen on (port 0 resolved once bound).
     pub bind: SocketAddr,
     /// Python worker threads.
     pub workers: usize,
@@ -32,6 +33,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Listeners hand over a connection once its first bytes arrived (TCP_DEFER_ACCEPT).
     pub defer_accept: bool,
+    /// The most verbose diagnostics shown.
+    pub log_level: crate::log::Level,
     /// Server processes the supervisor runs.
     pub processes: usize,
     /// This process's number (1..=processes); 0: this is the supervisor.
@@ -50,7 +53,9 @@ pub struct StaticMap {
 /// An address range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
+    /// The network's address.
     pub addr: IpAddr,
+    /// The prefix length in bits.
     pub prefix: u8,
 }
 
@@ -80,11 +85,16 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-impl FromStr for Cidr {
-    type Err = String;
+/// A `--trusted-proxy` value that is not an address or a range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid CIDR {0:?}: expected ADDRESS or ADDRESS/PREFIX")]
+pub struct CidrError(pub String);
 
-    fn from_str(s: &str) -> Result<Cidr, String> {
-        let bad = || format!("invalid CIDR {s:?}: expected ADDRESS or ADDRESS/PREFIX");
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
+        let bad = || CidrError(s.to_string());
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),

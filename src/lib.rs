@@ -12,6 +12,9 @@
 //!
 //! ARCHITECTURE.md follows a request through them.
 
+#![warn(missing_docs, unreachable_pub)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::unwrap_used)]
+
 pub mod block;
 pub mod cache;
 pub mod cli;

@@ -29,18 +29,64 @@ pub enum Level {
     Debug = 3,
 }
 
-impl std::str::FromStr for Level {
-    type Err = String;
+/// A log level that is not one of ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown log level {0:?}: expected error, warn, info or debug")]
+pub struct UnknownLevel(pub String);
 
-    fn from_str(s: &str) -> Result<Level, String> {
+impl std::str::FromStr for Level {
+    type Err = UnknownLevel;
+
+    fn from_str(s: &str) -> Result<Level, UnknownLevel> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "error" => Level::Error,
             "warn" | "warning" => Level::Warn,
             "info" => Level::Info,
             "debug" => Level::Debug,
-            _ => return Err(format!("unknown log level {s:?}: expected error, warn, info or debug")),
+            _ => return Err(UnknownLevel(s.to_string())),
         })
     }
+}
+
+/// Who caused an error: it decides how loud the error is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The client (a malformed request, a disconnect, a missed deadline): `debug`, quiet by
+    /// default, since a client can cause any number of them.
+    Client,
+    /// The application (an exception, an invalid response): `warning`.
+    App,
+    /// The server or its host (a thread or file that cannot be had): `error`.
+    Server,
+}
+
+impl Cause {
+    /// The level errors of this cause are logged at.
+    pub fn level(self) -> Level {
+        match self {
+            Cause::Client => Level::Debug,
+            Cause::App => Level::Warn,
+            Cause::Server => Level::Error,
+        }
+    }
+}
+
+/// An error that knows who caused it.
+pub trait Blame: std::fmt::Display {
+    /// Who caused it.
+    fn cause(&self) -> Cause;
+}
+
+impl Blame for crate::http::HttpError {
+    /// Every protocol error is the client's.
+    fn cause(&self) -> Cause {
+        Cause::Client
+    }
+}
+
+/// Logs `err` at the level its cause gives, after `context`.
+pub fn blame(err: &impl Blame, context: std::fmt::Arguments<'_>) {
+    emit(err.cause().level(), format_args!("{context}: {err}"));
 }
 
 /// The most verbose level shown (a process-wide setting, like any logger's).
@@ -114,16 +160,23 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// What one access-log line says.
 pub struct Entry<'a> {
+    /// The client (after `--trusted-proxy` resolution).
     pub client: IpAddr,
+    /// The method as sent.
     pub method: &'a [u8],
+    /// The request target as sent.
     pub target: &'a [u8],
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     /// The status actually sent (0 when nothing was sent).
     pub status: u16,
     /// Body bytes sent.
     pub bytes: u64,
+    /// The `Referer` field.
     pub referer: Option<&'a [u8]>,
+    /// The `User-Agent` field.
     pub user_agent: Option<&'a [u8]>,
+    /// From the head's arrival to the response's end.
     pub duration: Duration,
 }
 
@@ -136,6 +189,7 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
+    /// An empty buffer.
     pub fn new() -> AccessLog {
         AccessLog::default()
     }

@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let config = wsgo::cli::parse();
+    wsgo::log::set_level(config.log_level);
     if config.process == 0 {
         // The supervisor re-executes this binary with the same flags for each process.
         let args: Vec<_> = std::env::args_os().skip(1).collect();

@@ -1,4 +1,4 @@
-//! Request parking (`X-WSGo-Park`, SPEC §16 with DESIGN decision 11).
+//! Request parking (`X-WSGo-Park`; README.md, "Parking").
 //!
 //! An app answers with `X-WSGo-Park: channel1, channel2` (and optionally
 //! `X-WSGo-Park-Timeout: SECONDS ACTION`): the worker is free at once and the connection waits on
@@ -17,9 +17,13 @@ use std::time::Duration;
 /// What a woken parked request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Close the connection without a response.
     Disconnect,
+    /// Run the request again, with the notification's argument.
     Retry,
+    /// Answer `204 No Content`.
     Http204,
+    /// Answer `504 Gateway Timeout`.
     Http504,
 }
 
@@ -192,6 +196,7 @@ impl Parking {
         self.count.load(SeqCst)
     }
 
+    /// Whether no request is parked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -106,7 +106,7 @@ fn answers_promptly(server: &Server, pid: u32) {
 
 #[test]
 fn slow_readers_of_a_large_stream_do_not_pin_workers() {
-    let server = Server::start(&["--workers", "2", "--request-timeout", "3"]);
+    let server = Server::start(&["--workers", "2", "--request-timeout", "3", "--log-level", "debug"]);
     let pid = server.pid();
     // Two clients ask for 50 MB each and read nothing.
     let readers: Vec<TcpStream> = (0..2)

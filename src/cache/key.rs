@@ -1,4 +1,4 @@
-//! Cache keys and `Vary` selections (pure; SPEC §12.1, §12.3 with DESIGN decision 9).
+//! Cache keys and `Vary` selections (pure; README.md, "Response cache").
 //!
 //! An entry is found by its key (scheme, host, raw path and raw query) and chosen among the entries
 //! under that key by the request's values of the header fields the response varied on. With
@@ -39,6 +39,7 @@ pub fn cookie_names(value: &[u8]) -> Vec<Vec<u8>> {
 pub enum Selection {
     /// The field is absent.
     Absent,
+    /// The request's values, as compared.
     Value(Vec<u8>),
     /// The named cookies cannot be read here the way the frameworks read them: the request
     /// neither uses nor fills the cache (see [`selection`]).

@@ -1,5 +1,5 @@
-//! Which responses the cache may keep, and for how long (pure; SPEC §12.2 with DESIGN
-//! decision 9).
+//! Which responses the cache may keep, and for how long (pure; RFC 9111 as README.md, "Response
+//! cache", describes).
 //!
 //! Kept: a GET's response with status 200, 204 or 301, a `Cache-Control: max-age=N` (N > 0;
 //! directives case-insensitive, any spacing), none of `private`, `no-store`, `no-cache`, no
@@ -26,6 +26,7 @@ pub fn fields(lines: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
+/// Without leading and trailing spaces and tabs (optional whitespace, RFC 9110 §5.6.3).
 pub fn trim(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|c| !matches!(c, b' ' | b'\t')).unwrap_or(b.len());
     let end = b.iter().rposition(|c| !matches!(c, b' ' | b'\t')).map_or(start, |e| e + 1);

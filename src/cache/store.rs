@@ -26,24 +26,30 @@ pub const MAX_VARIANTS: usize = 16;
 /// A stored response.
 #[derive(Debug)]
 pub struct Entry {
+    /// The status sent.
     pub status: u16,
     /// Empty: the standard reason phrase.
     pub reason: Vec<u8>,
     /// The app's header lines (`Name: value\r\n`), without framing fields and internal ones.
     pub lines: Vec<u8>,
+    /// The app set its own `Date`.
     pub has_date: bool,
+    /// The whole body.
     pub body: Bytes,
     /// The request values this response was chosen by: `(lower-case name, selection)`.
     pub vary: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// The `X-WSGo-Vary-Cookies` list narrowing `Vary: Cookie`.
     pub cookies: Option<Vec<Vec<u8>>>,
+    /// When it was stored (the `Age` counts from here).
     pub stored: Instant,
+    /// When it stops being served.
     pub expires: Instant,
     size: usize,
 }
 
 impl Entry {
     #[allow(clippy::too_many_arguments)]
+    /// An entry kept for `lifetime`, its size accounted from its parts.
     pub fn new(
         status: u16,
         reason: Vec<u8>,
@@ -272,6 +278,7 @@ impl<S: BuildHasher + Clone> Store<S> {
         self.entries.load(Relaxed)
     }
 
+    /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -6,13 +6,14 @@
 //! follow the original: 2 s for a request head, 60 s idle between requests, 600 s for a body,
 //! 3600 s to write a response; while a worker waits on the client, its request's deadline.
 //!
-//! The files of this module: `dispatch` (the stages, in order), `send` (the one response
-//! writer), `app` (the WSGI leg), `cached`, `files`, `parked` (the other legs), `watch`
-//! (deadlines and departed clients), `transport` (what the loop reads and writes).
+//! Here: the loop, and [`Conn::dispatch`], the stages in the order of the design (the server's own
+//! answers, blocked clients, static files, the response cache, the application). Elsewhere in
+//! this module: `send` (the one response writer), `app` (the WSGI leg), `cached`, `files`,
+//! `parked` (the other legs), `watch` (deadlines and departed clients), `transport` (what the loop
+//! reads and writes).
 
 mod app;
 mod cached;
-mod dispatch;
 mod files;
 #[cfg(test)]
 mod memory;
@@ -31,14 +32,16 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::client::client_ip;
 use crate::config::canonical;
-use crate::handoff::mailbox::Mailbox;
+use crate::handoff::exchange::Mailbox;
 use crate::handoff::scheduler::Scheduler;
+use crate::http::answer::{Route, route};
 use crate::http::body::{BodyState, Step};
-use crate::http::request::Span;
-use crate::http::{HttpError, RequestHead, parse_head};
-use crate::log::AccessLog;
+use crate::http::{HttpError, RequestHead, Span, parse_head};
+use crate::log::{AccessLog, Entry};
 use crate::state::State;
+use send::Response;
 use transport::Transport;
 use watch::Watch;
 
@@ -171,13 +174,21 @@ struct Req {
     body_deadline: Instant,
 }
 
-/// Why reading body bytes stopped.
-#[derive(Debug)]
+/// Why reading body bytes stopped. Both are the client's doing.
+#[derive(Debug, thiserror::Error)]
 enum BodyError {
     /// The client broke the framing (answered with its status, then closed).
+    #[error("bad request body: {0}")]
     Framing(HttpError),
     /// The client closed, reset, or missed the deadline: nothing more can be answered.
+    #[error("the client left or missed its deadline while sending the body")]
     Gone,
+}
+
+impl crate::log::Blame for BodyError {
+    fn cause(&self) -> crate::log::Cause {
+        crate::log::Cause::Client
+    }
 }
 
 /// Serves one accepted connection until it closes.
@@ -355,9 +366,9 @@ impl<T: Transport> Conn<T> {
     /// Answers a malformed request and logs it; the connection is closed after.
     async fn reject(&mut self, e: HttpError) {
         let started = Instant::now();
-        crate::log::debug!("{}: malformed request: {e}", self.peer);
+        crate::log::blame(&e, format_args!("{}: malformed request", self.peer));
         let (status, bytes) = self.send_error(e).await;
-        self.core.log.write(&crate::log::Entry {
+        self.core.log.write(&Entry {
             client: self.peer.ip(),
             method: b"-",
             target: b"-",
@@ -443,5 +454,111 @@ impl<T: Transport> Conn<T> {
             (Some(f), None) => f,
             (None, None) => Bytes::new(),
         })
+    }
+}
+
+// ---------- one request through the stages ----------
+
+impl<T: Transport> Conn<T> {
+    /// Answers one request; returns whether the connection stays open.
+    pub(super) async fn handle(&mut self, head: RequestHead) -> bool {
+        let started = self.core.now();
+        let client = self.client_of(&head);
+        let mut req = Req {
+            is_head: head.is_head(),
+            minor: head.minor,
+            keep_alive: head.keep_alive,
+            expect_continue: head.expect_continue,
+            continued: false,
+            client,
+            body: BodyState::new(head.body),
+            body_deadline: started + self.core.timeouts.body,
+        };
+        // Kept where a panic can find it (see `Drop for Conn`), until the line is written.
+        self.current = Some(LogInfo::of(&head, client));
+        #[cfg(feature = "fault-injection")]
+        if head.path() == Some(b"/__panic") {
+            panic!("fault injection: a panic on a chosen request");
+        }
+        let (outcome, logged) = self.dispatch(head, &mut req, started).await;
+        let info = self.current.take();
+        if let (Some(info), true) = (info, logged) {
+            let span = |s: Span| &info.buf[s.start as usize..s.end as usize];
+            self.core.log.write(&Entry {
+                client: info.client,
+                method: span(info.method),
+                target: span(info.target),
+                minor: info.minor,
+                status: outcome.status,
+                bytes: outcome.bytes,
+                referer: info.referer.map(span),
+                user_agent: info.user_agent.map(span),
+                duration: started.elapsed(),
+            });
+        }
+        if self.core.draining() {
+            self.core.log.flush();
+        }
+        outcome.keep_alive
+    }
+
+    /// The stages. Returns the outcome, and whether it goes to the access log (blocked requests
+    /// are counted instead).
+    async fn dispatch(&mut self, head: RequestHead, req: &mut Req, started: Instant) -> (Outcome, bool) {
+        if let Route::Answer(a) = route(&head) {
+            let resp = Response::Simple { status: a.status, lines: &a.lines, body: &a.body };
+            return (self.send(req, resp).await, true);
+        }
+        if let Some(remaining) = self.core.state.blocks.check(req.client, started) {
+            return (self.blocked(req, remaining).await, false);
+        }
+        if let Some(outcome) = self.try_static(&head, req).await {
+            return (outcome, true);
+        }
+        let candidate = match self.try_cache(&head, req).await {
+            Ok(outcome) => return (outcome, true),
+            Err(candidate) => candidate,
+        };
+        (self.app(head, req, candidate, started).await, true)
+    }
+
+    /// The client: the peer, or what a trusted proxy says it forwards.
+    fn client_of(&self, head: &RequestHead) -> std::net::IpAddr {
+        let forwarded =
+            head.fields.iter().filter(|f| head.bytes(f.name).eq_ignore_ascii_case(b"x-forwarded-for"));
+        client_ip(
+            self.peer.ip(),
+            forwarded.map(|f| head.bytes(f.value)),
+            &self.core.state.config.trusted_proxies,
+        )
+    }
+
+    /// A request from a blocked client: held back for the rest of the block (at most 25 s; at
+    /// once when 100 are already held), then an empty 429.
+    async fn blocked(&mut self, req: &mut Req, remaining: Duration) -> Outcome {
+        let blocks = &self.core.state.blocks;
+        if let Some(_held) = blocks.hold() {
+            let delay = Duration::from_secs(remaining.as_secs()).min(crate::block::MAX_DELAY);
+            self.core.watch.set_deadline(self.key, None);
+            monoio::time::sleep(delay).await;
+        }
+        self.send(req, Response::Simple { status: 429, lines: b"", body: b"" }).await
+    }
+}
+
+impl LogInfo {
+    fn of(head: &RequestHead, client: std::net::IpAddr) -> LogInfo {
+        let find = |name: &[u8]| {
+            head.fields.iter().find(|f| head.bytes(f.name).eq_ignore_ascii_case(name)).map(|f| f.value)
+        };
+        LogInfo {
+            buf: head.buf.clone(),
+            method: head.method,
+            target: head.raw_target,
+            referer: find(b"referer"),
+            user_agent: find(b"user-agent"),
+            minor: head.minor,
+            client,
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! The sweep also looks whether the clients of requests that wait for or run in a worker are
 //! still there: one `poll(2)` over those sockets (no read is pending on them). A client that
 //! closed or reset its connection has its exchange told so: a queued request is never run, a
-//! running one fails its next body read or write (SPEC §4.3). Requests answered within one sweep
+//! running one fails its next body read or write (as the original did). Requests answered within one sweep
 //! (nearly all) cost nothing here.
 
 use std::cell::{Cell, RefCell};

@@ -1,4 +1,4 @@
-//! When a cron job runs next (pure; SPEC §17.3): the original's algorithm, step by step, on
+//! When a cron job runs next (pure): the original's algorithm, step by step, on
 //! local civil time, so existing schedules fire when they did. Fields are −1 for "any".
 //! Dates normalise like Go's `time.Date` (31 February is 3 March).
 
@@ -7,10 +7,15 @@ use crate::http::date::{civil_from_days, days_from_civil};
 /// A local date and time to the minute (seconds are always 0 in a schedule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Civil {
+    /// The year.
     pub year: i64,
+    /// 1-12 (for a schedule, or -1: any).
     pub month: i64,
+    /// 1-31 (for a schedule, or -1: any).
     pub day: i64,
+    /// 0-23 (for a schedule, or -1: any).
     pub hour: i64,
+    /// 0-59 (for a schedule, or -1: any).
     pub minute: i64,
 }
 
@@ -48,16 +53,41 @@ impl Civil {
 /// A cron schedule: minute, hour, day of month, month, day of week (0 or 7 = Sunday); −1 = any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
+    /// 0-59 (for a schedule, or -1: any).
     pub minute: i64,
+    /// 0-23 (for a schedule, or -1: any).
     pub hour: i64,
+    /// 1-31 (for a schedule, or -1: any).
     pub day: i64,
+    /// 1-12 (for a schedule, or -1: any).
     pub month: i64,
+    /// 0-6, Sunday 0, or -1: any.
     pub weekday: i64,
 }
 
+/// A schedule field out of its range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cron {field} must be -1 (any) or {lo}..{hi}, not {value}")]
+pub struct ScheduleError {
+    /// The field's name (`minute`, `hour`...).
+    pub field: &'static str,
+    /// What was given.
+    pub value: i64,
+    /// The smallest allowed value.
+    pub lo: i64,
+    /// The largest allowed value.
+    pub hi: i64,
+}
+
 impl Schedule {
-    /// Checks the ranges; the message says which field is wrong.
-    pub fn new(minute: i64, hour: i64, day: i64, month: i64, weekday: i64) -> Result<Schedule, String> {
+    /// Checks the ranges; the error says which field is wrong.
+    pub fn new(
+        minute: i64,
+        hour: i64,
+        day: i64,
+        month: i64,
+        weekday: i64,
+    ) -> Result<Schedule, ScheduleError> {
         for (name, v, lo, hi) in [
             ("minute", minute, 0, 59),
             ("hour", hour, 0, 23),
@@ -66,7 +96,7 @@ impl Schedule {
             ("weekday", weekday, 0, 7),
         ] {
             if v != -1 && !(lo..=hi).contains(&v) {
-                return Err(format!("cron {name} must be -1 (any) or {lo}..{hi}, not {v}"));
+                return Err(ScheduleError { field: name, value: v, lo, hi });
             }
         }
         Ok(Schedule { minute, hour, day, month, weekday: if weekday == 7 { 0 } else { weekday } })
@@ -139,7 +169,7 @@ mod tests {
         (Civil::date(n[0], n[1], n[2], n[3], n[4]), n.get(5).copied().unwrap_or(0))
     }
 
-    /// SPEC §17.3's vectors (those marked observed there were checked against the original).
+    /// The original's behaviour, as observed (and as its source computes).
     #[test]
     fn the_spec_vectors() {
         let a = "2025-01-15 10:30:20";

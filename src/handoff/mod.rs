@@ -1,6 +1,6 @@
 //! The plain-data contract between the core threads and the Python threads: the [`Job`] a core
 //! thread queues, the [`Exchange`](exchange::Exchange) its response and body travel through, the
-//! per-core [`Mailbox`](mailbox::Mailbox) that wakes the connection, the queue that orders jobs
+//! per-core [`Mailbox`](exchange::Mailbox) that wakes the connection, the queue that orders jobs
 //! ([`Scheduler`](scheduler::Scheduler)), what each Python thread is doing
 //! ([`Slot`](slot::Slot)), and the [`Runner`] trait through which the Python side runs a job.
 //!
@@ -8,7 +8,6 @@
 //! values.
 
 pub mod exchange;
-pub mod mailbox;
 pub mod priority;
 pub mod scheduler;
 pub mod slot;
@@ -83,17 +82,23 @@ impl Traits {
 /// A parked request, as the worker hands it back to the connection.
 #[derive(Debug)]
 pub struct ParkRequest {
+    /// The channels it waits on.
     pub channels: Vec<String>,
+    /// How long it waits at most.
     pub timeout: std::time::Duration,
+    /// What it does when the timeout passes.
     pub action: crate::park::Action,
     /// The response's `X-WSGo-Block`, if any.
     pub block: Option<i64>,
+    /// The request, for a retry.
     pub head: crate::http::RequestHead,
     /// The body received before the request was queued.
     pub body: Bytes,
+    /// `body` is the whole body.
     pub body_complete: bool,
     /// The app read beyond `body` (from the socket): a retry could not replay it.
     pub streamed: bool,
+    /// What the priority rules look at, for a retry.
     pub traits: Traits,
 }
 

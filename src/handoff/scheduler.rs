@@ -2,7 +2,7 @@
 //!
 //! Core threads push into a bounded lock-free inbox. A worker picks by draining the inbox into the
 //! pending list and taking the best-scored job; every job is re-scored at each pick, so the
-//! priority rules (SPEC §13) change only [`Scheduler::score`], not the hand-off.
+//! priority rules (`priority.rs`) change only [`Scheduler::score`], not the hand-off.
 //!
 //! Wake-ups follow the "searching worker" rule: a push wakes an idle worker only when none is
 //! already on its way to pick. A worker that finds nothing gives up its searching token *before*
@@ -48,6 +48,7 @@ struct Pending {
     history: History,
 }
 
+/// The queue of jobs for the Python threads, and who of them is woken.
 pub struct Scheduler {
     inbox: ArrayQueue<Job>,
     /// Most jobs waiting; beyond it the lowest-scored are refused.
@@ -119,14 +120,17 @@ impl Scheduler {
         slot
     }
 
+    /// Every Python thread's slot.
     pub fn slots(&self) -> Vec<Arc<super::slot::Slot>> {
         lock(&self.slots).clone()
     }
 
+    /// Jobs queued and not yet picked.
     pub fn queued(&self) -> usize {
         self.queued.load(SeqCst)
     }
 
+    /// Jobs picked and not yet done.
     pub fn running(&self) -> usize {
         self.running.load(SeqCst)
     }
@@ -367,6 +371,7 @@ impl Scheduler {
         true
     }
 
+    /// The calling worker's handle for [`Scheduler::park`].
     pub fn sleeper() -> Arc<Sleeper> {
         Arc::new(Sleeper { thread: std::thread::current(), woken: AtomicBool::new(false) })
     }

@@ -35,9 +35,11 @@ pub struct Slot {
 #[derive(Default)]
 pub enum What {
     #[default]
+    /// Idle.
     Nothing,
     /// A request: its head bytes and the spans of method and target.
     Request(bytes::Bytes, Span, Span),
+    /// Something else (a background job).
     Text(String),
 }
 
@@ -46,6 +48,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Slot {
+    /// A slot for a thread called `name` whose jobs may run `limit`; times count from `epoch`.
     pub fn new(name: String, limit: Option<Duration>, epoch: Instant) -> Slot {
         Slot {
             name,

@@ -11,10 +11,12 @@ use super::{HttpError, RequestHead, Target};
 /// A response the server makes by itself, before any application code runs.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Answer {
+    /// The status code.
     pub status: u16,
     /// `Name: value\r\n` lines besides the ones every response gets (framing, Date,
     /// Connection, and Content-Type with a body). Never holds an unencoded request byte.
     pub lines: Vec<u8>,
+    /// The body (`Content-Type: text/plain` when not empty).
     pub body: Cow<'static, [u8]>,
 }
 

@@ -11,20 +11,25 @@ use super::request::BodyKind;
 pub enum BodyState {
     /// This many bytes are still to come.
     Length(u64),
+    /// A chunked body, decoded as it arrives.
     Chunked(ChunkedDecoder),
+    /// The body is complete.
     Done,
 }
 
 /// One step of taking body bytes from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
+    /// Body bytes.
     Data(Bytes),
     /// Read more from the socket.
     NeedMore,
+    /// The body is complete.
     Done,
 }
 
 impl BodyState {
+    /// The state of a body framed as `kind`, before any of it is read.
     pub fn new(kind: BodyKind) -> BodyState {
         match kind {
             BodyKind::Empty | BodyKind::Length(0) => BodyState::Done,
@@ -33,6 +38,7 @@ impl BodyState {
         }
     }
 
+    /// Whether the whole body has been taken.
     pub fn is_done(&self) -> bool {
         matches!(self, BodyState::Done)
     }

@@ -56,10 +56,12 @@ impl Default for ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
+    /// A decoder at the start of a body.
     pub fn new() -> Self {
         ChunkedDecoder { state: State::Size { line: 0 } }
     }
 
+    /// Whether the terminating chunk and trailers are consumed.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }

@@ -21,7 +21,9 @@ pub const MAX_HEADERS: usize = 128;
 /// A byte range within [`RequestHead::buf`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span {
+    /// The offset of its first byte.
     pub start: u32,
+    /// The offset past its last byte.
     pub end: u32,
 }
 
@@ -35,10 +37,12 @@ impl Span {
         Span { start: self.start + from as u32, end: self.start + to as u32 }
     }
 
+    /// Its length in bytes.
     pub fn len(self) -> usize {
         (self.end - self.start) as usize
     }
 
+    /// Whether it covers no byte.
     pub fn is_empty(self) -> bool {
         self.start == self.end
     }
@@ -59,7 +63,12 @@ pub enum BodyKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// `/path?query`, or an absolute-form URI reduced to its path. `path` is percent-decoded.
-    Path { path: DecodedPath, query: Option<Span> },
+    Path {
+        /// The percent-decoded path.
+        path: DecodedPath,
+        /// The raw query, after `?`.
+        query: Option<Span>,
+    },
     /// `OPTIONS *`.
     Asterisk,
     /// `CONNECT host:port`.
@@ -72,14 +81,18 @@ pub enum Target {
 /// A decoded path: a span of the head when it had no escapes, else its own bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodedPath {
+    /// The path had no escapes: its bytes in the head.
     Raw(Span),
+    /// The decoded path.
     Decoded(Vec<u8>),
 }
 
 /// One header field kept for the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {
+    /// The field name.
     pub name: Span,
+    /// The field value, without surrounding whitespace.
     pub value: Span,
 }
 
@@ -88,16 +101,19 @@ pub struct Field {
 pub struct RequestHead {
     /// The raw head, request line to the empty line inclusive.
     pub buf: Bytes,
+    /// The method token.
     pub method: Span,
     /// The request target exactly as sent.
     pub raw_target: Span,
+    /// What the target names.
     pub target: Target,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
-    /// Header fields in order, without fields whose names contain `_` (DESIGN decision 4).
+    /// Header fields in order, without fields whose names contain `_` (a `X_Foo` must not pose as `X-Foo`).
     pub fields: Vec<Field>,
     /// The host: from an absolute-form target, else the `Host` field.
     pub host: Option<Span>,
+    /// How the body is framed.
     pub body: BodyKind,
     /// Whether the connection may stay open after this exchange.
     pub keep_alive: bool,
@@ -106,14 +122,17 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// The bytes of a span of the head.
     pub fn bytes(&self, span: Span) -> &[u8] {
         &self.buf[span.start as usize..span.end as usize]
     }
 
+    /// The method token.
     pub fn method(&self) -> &[u8] {
         self.bytes(self.method)
     }
 
+    /// Whether it is a `HEAD` request.
     pub fn is_head(&self) -> bool {
         self.method() == b"HEAD"
     }
@@ -140,6 +159,7 @@ impl RequestHead {
         &t[..t.iter().position(|&b| b == b'?').unwrap_or(t.len())]
     }
 
+    /// The raw query (after `?`), when the target has one.
     pub fn query(&self) -> Option<&[u8]> {
         match &self.target {
             Target::Path { query: Some(q), .. } => Some(self.bytes(*q)),

@@ -8,6 +8,7 @@ use super::date::now_http_date;
 /// The head of a response, as decided by the application or the server.
 #[derive(Debug, Clone, Default)]
 pub struct ResponseHead {
+    /// The status code.
     pub status: u16,
     /// The reason phrase to send; empty means the standard one for `status`.
     pub reason: Vec<u8>,
@@ -19,13 +20,13 @@ pub struct ResponseHead {
     pub has_date: bool,
     /// The application asked for `Connection: close`.
     pub close: bool,
-    /// `X-Sendfile` / `X-Accel-Redirect`: serve this file instead of the body (SPEC §10).
+    /// `X-Sendfile` / `X-Accel-Redirect`: serve this file instead of the body.
     pub sendfile: Option<Vec<u8>>,
-    /// `X-WSGo-Vary-Cookies`: the cookies `Vary: Cookie` looks at (SPEC §12.3).
+    /// `X-WSGo-Vary-Cookies`: the cookies `Vary: Cookie` looks at.
     pub vary_cookies: Option<Vec<u8>>,
-    /// `X-WSGo-Block: SECONDS` (SPEC §15).
+    /// `X-WSGo-Block: SECONDS`.
     pub block: Option<i64>,
-    /// `X-WSGo-Park: channels` (SPEC §16).
+    /// `X-WSGo-Park: channels`.
     pub park: Option<String>,
     /// `X-WSGo-Park-Timeout: SECONDS ACTION`.
     pub park_timeout: Option<String>,
@@ -36,9 +37,12 @@ pub struct ResponseHead {
 pub enum Framing {
     /// No body may be sent (HEAD, 1xx, 204, 304); a known length may still be announced.
     NoBody {
+        /// A Content-Length to announce (a HEAD's), if known.
         announce: Option<u64>,
     },
+    /// Exactly this many bytes, announced by Content-Length.
     Length(u64),
+    /// Chunked transfer coding (HTTP/1.1 without a known length).
     Chunked,
     /// HTTP/1.0 without a known length: the body ends when the connection closes.
     UntilClose,
@@ -135,9 +139,13 @@ pub fn encode_head(out: &mut Vec<u8>, head: &ResponseHead, framing: Framing, kee
 /// A response head by reference: status, reason (empty: the standard one), the header lines and
 /// more lines after them.
 pub struct HeadParts<'a> {
+    /// The status code.
     pub status: u16,
+    /// The reason phrase (empty: the standard one).
     pub reason: &'a [u8],
+    /// Validated `Name: value\r\n` lines.
     pub lines: &'a [u8],
+    /// More lines after them (a cache hit's `Age`).
     pub extra: &'a [u8],
 }
 

@@ -20,9 +20,9 @@ use crate::handoff::slot::Slot;
 use crate::stats::{Stats, bump};
 
 /// How often the monitor looks.
-pub const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// A background job still running this long after its limit stops the process.
-pub const BACKGROUND_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const BACKGROUND_GRACE: Duration = Duration::from_secs(10);
 
 pub(super) fn run<R: Runner>(sched: &Scheduler, runner: &R, stats: &Stats, quit: Box<dyn Fn(&str) + Send>) {
     let mut quitting = false;

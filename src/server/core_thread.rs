@@ -19,7 +19,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use super::CoreSignal;
 use crate::conn::watch::{SWEEP_EVERY, Watch};
 use crate::conn::{self, Core};
-use crate::handoff::mailbox::Mailbox;
+use crate::handoff::exchange::Mailbox;
 use crate::handoff::scheduler::Scheduler;
 use crate::log::{AccessLog, FLUSH_EVERY};
 use crate::state::State;

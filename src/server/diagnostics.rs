@@ -14,7 +14,7 @@ use crate::stats::get;
 
 /// SIGUSR1: the Python stack of every worker and background thread, with the request it runs,
 /// to stderr.
-pub fn dump_stacks<R: Runner>(pool: &Pool, runner: &R) {
+pub(crate) fn dump_stacks<R: Runner>(pool: &Pool, runner: &R) {
     crate::log::report_stderr(&format!("wsgo: SIGUSR1: Python threads\n{}", pool.stacks(runner)));
 }
 
@@ -26,7 +26,7 @@ fn rss_bytes() -> u64 {
 }
 
 /// SIGUSR2: counters, the queue, parked and blocked requests, the cache and memory, to stdout.
-pub fn print_stats<R: Runner>(
+pub(crate) fn print_stats<R: Runner>(
     state: &State,
     queue: &Scheduler,
     pool: &Pool,

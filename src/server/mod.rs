@@ -211,7 +211,7 @@ pub fn run(config: Config) -> ExitCode {
     let app = match wsgi::interp::start(&config, parking.clone(), jobs.clone(), stats.clone()) {
         Ok(app) => Arc::new(app),
         Err(e) => {
-            crate::log::error!("{e}");
+            crate::log::blame(&e, format_args!("cannot start"));
             return ExitCode::from(e.exit_code());
         }
     };

@@ -1,4 +1,4 @@
-//! The supervisor (`--processes N`, SPEC §2.1 with DESIGN decision 12): binds the listening
+//! The supervisor (`--processes N`; README.md, "Processes"): binds the listening
 //! sockets, starts N server processes by re-executing this binary, restarts them when they die,
 //! and replaces them one at a time on SIGHUP.
 //!

@@ -38,7 +38,9 @@ pub const READ_CHUNK: usize = 256 * 1024;
 
 /// One `--static-map` entry with its folder open.
 pub struct Root {
+    /// The URL prefix, without a trailing slash.
     pub prefix: Vec<u8>,
+    /// The folder, canonical.
     pub dir: PathBuf,
     fd: OwnedFd,
 }
@@ -65,11 +67,13 @@ pub struct StaticFile {
     /// The open file, kept only when its contents are not: a file kept in memory holds no
     /// descriptor.
     pub file: Option<Arc<File>>,
+    /// Its size in bytes.
     pub size: u64,
     /// Modification time, whole seconds since the epoch.
     pub mtime: u64,
     /// Strong entity tag: modification time and size, as nginx makes them.
     pub etag: Vec<u8>,
+    /// Its modification time as an HTTP date.
     pub last_modified: [u8; DATE_LEN],
     /// The whole contents, when the file is small enough to keep.
     pub body: Option<Bytes>,
@@ -208,7 +212,9 @@ struct Slot {
 /// A file and its `.gz` sibling, if it has one.
 #[derive(Clone)]
 pub struct Found {
+    /// The file itself.
     pub file: Rc<StaticFile>,
+    /// Its `.gz` sibling, if there is one.
     pub gz: Option<Rc<StaticFile>>,
 }
 
@@ -222,11 +228,13 @@ pub struct FileCache {
 }
 
 impl FileCache {
+    /// An empty cache over the open folders.
     pub fn new(roots: Arc<Roots>) -> FileCache {
         let slots = roots.0.iter().map(|_| HashMap::new()).collect();
         FileCache { roots, slots: RefCell::new(slots), kept: Cell::new(0) }
     }
 
+    /// The mapped folders.
     pub fn roots(&self) -> &Roots {
         &self.roots
     }
@@ -308,7 +316,7 @@ mod tests {
     }
 
     impl TempDir {
-        pub fn new() -> TempDir {
+        fn new() -> TempDir {
             use std::sync::atomic::{AtomicUsize, Ordering};
             static N: AtomicUsize = AtomicUsize::new(0);
             let name = format!("wsgo-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));

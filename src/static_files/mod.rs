@@ -1,5 +1,5 @@
 //! Static files: `--static-map PREFIX=DIR` answered on the core threads, without Python
-//! (SPEC §11 with DESIGN decision 8).
+//! (README.md, "Static files").
 //!
 //! `resolve` decides which relative path a request names, `files` opens it safely off the core
 //! thread and remembers it, `negotiate` and `reply` decide the response (gzip sibling, 304, 206,

@@ -85,7 +85,12 @@ pub enum RangeAsk {
     /// No usable range: send the whole representation.
     Whole,
     /// Bytes `start..start + len`.
-    Part { start: u64, len: u64 },
+    Part {
+        /// The first byte's offset.
+        start: u64,
+        /// How many bytes (at least one).
+        len: u64,
+    },
     /// 416.
     Unsatisfiable,
 }

@@ -8,19 +8,28 @@ use crate::http::response::push_u64;
 /// What the request says about the file it wants.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Ask<'a> {
+    /// The `If-None-Match` field.
     pub if_none_match: Option<&'a [u8]>,
+    /// The `If-Modified-Since` field.
     pub if_modified_since: Option<&'a [u8]>,
+    /// The `Range` field.
     pub range: Option<&'a [u8]>,
+    /// The `If-Range` field.
     pub if_range: Option<&'a [u8]>,
 }
 
 /// The representation chosen for the response.
 #[derive(Debug, Clone, Copy)]
 pub struct Chosen<'a> {
+    /// Its size in bytes.
     pub size: u64,
+    /// Its modification time, seconds since the epoch.
     pub mtime: u64,
+    /// Its strong ETag, quoted.
     pub etag: &'a [u8],
+    /// Its modification time as an HTTP date.
     pub last_modified: &'a [u8],
+    /// The Content-Type to send.
     pub content_type: &'a str,
     /// The `.gz` sibling is being sent.
     pub gzip: bool,
@@ -31,6 +40,7 @@ pub struct Chosen<'a> {
 /// What to send.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan {
+    /// The status code.
     pub status: u16,
     /// `Name: value\r\n` lines, without Content-Length and Date.
     pub lines: Vec<u8>,

@@ -1,17 +1,18 @@
-//! Running one request through the application: environ, the call, the response iterable,
-//! `close()` (PEP 3333; ARCHITECTURE.md, "The life of a WSGI request").
+//! Running one request through the application (PEP 3333): environ, the call with our
+//! `start_response` (and the `write()` it returns), the response iterable, `close()`.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{ffi, intern};
 
 use super::environ::{self, RequestInfo};
+use super::headers::{HeadBuilder, parse_status};
 use super::input::WsgiInput;
 use super::shared::{body_bytes, item_bytes};
-use super::start_response::StartResponse;
 use crate::handoff::exchange::{Exchange, ToConn};
 use crate::handoff::{Job, ParkRequest, Runner, Traits};
 use crate::http::response::ResponseHead;
@@ -192,7 +193,7 @@ pub fn run(py: Python<'_>, app: &App, job: Job) {
     // complete body is the app's cleanup failing, not the response: the client gets what the
     // app produced (as gunicorn and uWSGI do), the traceback goes to stderr.
     if let Err(e) = close(py, &result) {
-        eprintln!("wsgo: the response iterable's close() raised:");
+        crate::log::warning!("the response iterable's close() raised:");
         e.print(py);
     }
     let sent = sr.borrow().sent;
@@ -229,7 +230,7 @@ fn divert(
     match rh.park.as_deref() {
         Some(park) if rh.sendfile.is_none() => {
             let (timeout, action) = crate::park::timeout(rh.park_timeout.as_deref());
-            eprintln!("wsgo: - parked request {park}");
+            crate::log::info!("- parked request {park}");
             ToConn::Park(Box::new(ParkRequest {
                 channels: crate::park::channels(park),
                 timeout,
@@ -337,4 +338,142 @@ fn consume(
         Some(mut buf) => Collected::Buffered(buf.take()),
         None => Collected::Streaming,
     })
+}
+
+// ---------- start_response and write() ----------
+
+/// One request's `start_response`.
+#[pyclass(module = "wsgo", name = "StartResponse")]
+pub struct StartResponse {
+    /// The status and headers of the last valid call.
+    pub(crate) head: Option<ResponseHead>,
+    /// The head has gone to the connection; it can no longer change.
+    pub(crate) sent: bool,
+    pub(crate) exchange: Arc<Exchange>,
+}
+
+impl StartResponse {
+    /// The `start_response` of the request whose exchange this is.
+    pub fn new(exchange: Arc<Exchange>) -> StartResponse {
+        StartResponse { head: None, sent: false, exchange }
+    }
+
+    /// Sends the head (once), then `data` as a streamed chunk. Returns false if the client is gone.
+    pub(crate) fn stream(&mut self, py: Python<'_>, data: Bytes) -> PyResult<bool> {
+        if !self.sent {
+            if self.head.as_ref().is_some_and(|h| h.sendfile.is_some()) {
+                return Err(PyRuntimeError::new_err("write() cannot be used with an X-Sendfile response"));
+            }
+            // The head is not needed once sent: take it rather than copy it.
+            let head =
+                self.head.take().ok_or_else(|| PyRuntimeError::new_err("start_response() was not called"))?;
+            self.exchange.send(ToConn::Head(head));
+            self.sent = true;
+        }
+        if data.is_empty() {
+            return Ok(!self.exchange.is_gone());
+        }
+        let exchange = self.exchange.clone();
+        if exchange.would_block(data.len()) {
+            Ok(py.detach(move || exchange.send_chunk(data)))
+        } else {
+            Ok(exchange.send_chunk(data))
+        }
+    }
+}
+
+fn header_str<'a>(item: &'a Bound<'_, PyAny>, what: &str) -> PyResult<std::borrow::Cow<'a, str>> {
+    let s = item
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("header {what} must be str, not {}", type_name(item))))?;
+    s.to_cow()
+}
+
+fn type_name(o: &Bound<'_, PyAny>) -> String {
+    o.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// Validates a status and header list into a response head.
+fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<ResponseHead> {
+    let status = status
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("status must be str, not {}", type_name(status))))?;
+    let (code, reason) = parse_status(&status.to_cow()?).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let items: Vec<Bound<'_, PyAny>> = if let Ok(list) = headers.cast::<PyList>() {
+        list.iter().collect()
+    } else if let Ok(tuple) = headers.cast::<PyTuple>() {
+        tuple.iter().collect()
+    } else {
+        return Err(PyTypeError::new_err(format!("headers must be a list, not {}", type_name(headers))));
+    };
+    let mut builder = HeadBuilder::new(code, reason);
+    for item in &items {
+        let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "each header must be a (name, value) tuple, not {}",
+                item.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let name = pair.get_item(0)?;
+        let value = pair.get_item(1)?;
+        let name = header_str(&name, "name")?;
+        let value = header_str(&value, "value")?;
+        builder.add(&name, &value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    }
+    Ok(builder.finish())
+}
+
+#[pymethods]
+impl StartResponse {
+    /// `start_response(status, response_headers, exc_info=None)` -> `write`
+    #[pyo3(signature = (status, response_headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        response_headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let this = slf.borrow();
+            if this.sent {
+                // PEP 3333: with the head already sent, an error can only be re-raised.
+                if let Some(info) = exc_info {
+                    return Err(PyErr::from_value(info.get_item(1)?));
+                }
+                return Err(PyRuntimeError::new_err(
+                    "start_response() called again after the response started",
+                ));
+            }
+        }
+        let head = build_head(status, response_headers)?;
+        slf.borrow_mut().head = Some(head);
+        // A small object of our own rather than the bound method `self.write`: looking up and
+        // binding a method cost three times as much as the rest of start_response.
+        Ok(Bound::new(slf.py(), Write { sr: slf.clone().unbind() })?.into_any())
+    }
+
+    /// The imperative `write(data)` of PEP 3333: sent to the client at once.
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = data.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!("write() argument must be bytes, not {}", type_name(data)))
+        })?;
+        if !self.stream(py, super::shared::share(bytes))? {
+            return Err(PyOSError::new_err("client disconnected"));
+        }
+        Ok(())
+    }
+}
+
+/// The `write` callable `start_response` returns.
+#[pyclass(module = "wsgo", name = "write", frozen)]
+pub struct Write {
+    sr: Py<StartResponse>,
+}
+
+#[pymethods]
+impl Write {
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.sr.bind(py).borrow_mut().write(py, data)
+    }
 }

@@ -1,4 +1,4 @@
-//! The WSGI environ (PEP 3333, SPEC §5, DESIGN decisions 6-7), built per request.
+//! The WSGI environ (PEP 3333; README.md, "The environ"), built per request.
 //!
 //! The constant keys live in a base dict copied per request; header keys (`HTTP_*`) are interned
 //! once per thread and reused. Values are decoded as latin-1, as PEP 3333 requires.
@@ -20,9 +20,13 @@ const MAX_CACHED_KEYS: usize = 512;
 
 /// What the environ needs beyond the request head.
 pub struct RequestInfo<'a> {
+    /// The request head.
     pub head: &'a RequestHead,
+    /// The TCP peer (`REMOTE_ADDR`, `REMOTE_PORT`).
     pub peer: SocketAddr,
+    /// The local address (`SERVER_NAME` without a Host, `SERVER_PORT`).
     pub local: SocketAddr,
+    /// A trusted proxy says the client used https.
     pub https: bool,
     /// A retried parked request: what `notify_parked` passed (`HTTP_X_WSGO_PARK_ARG`).
     pub park_arg: Option<&'a [u8]>,

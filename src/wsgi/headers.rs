@@ -1,27 +1,60 @@
 //! Validation of what the application passes to `start_response` (pure, no Python).
 //!
 //! A bad status or header is the application's bug: it becomes a Python exception in the app and
-//! a 500, never a malformed response or a crash (DESIGN decision 1).
+//! a 500, never a malformed response or a crash.
 
 use crate::http::request::parse_content_length;
 use crate::http::response::ResponseHead;
 
+/// What is wrong with what the app passed to `start_response` (raised into the app as a
+/// `ValueError`; the client gets a 500).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    /// Not three digits and an optional reason.
+    #[error("invalid status {0:?}: expected e.g. '200 OK'")]
+    Status(String),
+    /// A status code the app may not send (1xx belongs to the server).
+    #[error("invalid status {0:?}: the code must be between 200 and 999")]
+    Code(String),
+    /// CR, LF or another control byte in the reason phrase.
+    #[error("invalid status {0:?}: control character in the reason phrase")]
+    Reason(String),
+    /// A header name that is not a token.
+    #[error("invalid header name {0:?}")]
+    Name(String),
+    /// CR, LF, NUL or another control byte in a value (header injection).
+    #[error("invalid value for header {0:?}: control characters (CR, LF, NUL...) are not allowed")]
+    Value(String),
+    /// A Content-Length that is not a number.
+    #[error("invalid Content-Length {0:?}")]
+    ContentLength(String),
+    /// Two different Content-Lengths.
+    #[error("conflicting Content-Length headers")]
+    ConflictingLength,
+}
+
+impl crate::log::Blame for ResponseError {
+    fn cause(&self) -> crate::log::Cause {
+        crate::log::Cause::App
+    }
+}
+
 /// Parses a WSGI status: three digits, optionally a space and a reason phrase.
-pub fn parse_status(status: &str) -> Result<(u16, Vec<u8>), String> {
+pub fn parse_status(status: &str) -> Result<(u16, Vec<u8>), ResponseError> {
     let bytes = status.as_bytes();
-    let bad = || format!("invalid status {status:?}: expected e.g. '200 OK'");
+    let bad = || ResponseError::Status(status.to_string());
     if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
         return Err(bad());
     }
     let code = bytes[..3].iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
     if !(200..=999).contains(&code) {
-        return Err(format!("invalid status {status:?}: the code must be between 200 and 999"));
+        return Err(ResponseError::Code(status.to_string()));
     }
     let reason = match &bytes[3..] {
         [] => Vec::new(),
         [b' ', rest @ ..] => {
             if rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-                return Err(format!("invalid status {status:?}: control character in the reason phrase"));
+                return Err(ResponseError::Reason(status.to_string()));
             }
             // The standard phrase is what an empty reason sends: skip the copy per response.
             if rest == crate::http::response::reason_phrase(code).as_bytes() {
@@ -121,34 +154,33 @@ fn special(name: &str) -> Option<Special> {
 #[derive(Debug, Default)]
 pub struct HeadBuilder {
     head: ResponseHead,
-    /// X-Sendfile wins over X-Accel-Redirect whatever their order (SPEC §10).
+    /// X-Sendfile wins over X-Accel-Redirect whatever their order.
     accel_redirect: Option<Vec<u8>>,
 }
 
 impl HeadBuilder {
+    /// A head with this status and reason, no fields yet.
     pub fn new(status: u16, reason: Vec<u8>) -> HeadBuilder {
         HeadBuilder { head: ResponseHead { status, reason, ..ResponseHead::default() }, accel_redirect: None }
     }
 
     /// Adds one header; hop-by-hop fields are the server's and are absorbed here.
-    pub fn add(&mut self, name: &str, value: &str) -> Result<(), String> {
+    pub fn add(&mut self, name: &str, value: &str) -> Result<(), ResponseError> {
         if name.is_empty() || !name.bytes().all(|b| TCHAR[b as usize]) {
-            return Err(format!("invalid header name {name:?}"));
+            return Err(ResponseError::Name(name.to_string()));
         }
         // Control characters are ASCII, so a byte scan covers UTF-8 text too.
         if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
-            return Err(format!(
-                "invalid value for header {name:?}: control characters (CR, LF, NUL...) are not allowed"
-            ));
+            return Err(ResponseError::Value(name.to_string()));
         }
         let value = value.trim_matches(|c| c == ' ' || c == '\t');
         match special(name) {
             None => {}
             Some(Special::ContentLength) => {
                 let n = parse_content_length(value.as_bytes())
-                    .map_err(|_| format!("invalid Content-Length {value:?}"))?;
+                    .map_err(|_| ResponseError::ContentLength(value.to_string()))?;
                 if self.head.content_length.is_some_and(|m| m != n) {
-                    return Err("conflicting Content-Length headers".into());
+                    return Err(ResponseError::ConflictingLength);
                 }
                 self.head.content_length = Some(n);
                 return Ok(());
@@ -202,6 +234,7 @@ impl HeadBuilder {
         Ok(())
     }
 
+    /// The head, X-Sendfile chosen over X-Accel-Redirect.
     pub fn finish(mut self) -> ResponseHead {
         if self.head.sendfile.is_none() {
             self.head.sendfile = self.accel_redirect;

@@ -1,4 +1,4 @@
-//! `wsgi.input`: a complete file-like object over the request body (DESIGN decision 3).
+//! `wsgi.input`: a complete file-like object over the request body (PEP 3333).
 //!
 //! The first MiB of a POST/PUT/PATCH body arrives with the job; the rest is asked of the
 //! connection while the app reads, with the GIL released during the wait.

@@ -2,7 +2,7 @@
 //!
 //! The interpreter is configured from a `PyConfig` we fill ourselves (no pyo3 auto-initialize):
 //! the program name points at the active virtualenv's python so `sys.prefix` and site-packages are
-//! the venv's (DESIGN decision 13), signal handlers stay ours, stdio is unbuffered, and the built-in
+//! the venv's, signal handlers stay ours, stdio is unbuffered, and the built-in
 //! `wsgo` module is registered before start-up.
 
 use std::mem::MaybeUninit;
@@ -49,7 +49,7 @@ pub fn program_path() -> PathBuf {
 
 /// Initialises the interpreter. Must run once, on the main thread, before any other Python use.
 /// Leaves the calling thread detached (the GIL released).
-pub fn start_interpreter() -> Result<(), String> {
+pub fn start_interpreter() -> Result<(), StartError> {
     pyo3::append_to_inittab!(wsgo);
     let program = program_path();
     let program = widen(&program.to_string_lossy());
@@ -66,7 +66,7 @@ pub fn start_interpreter() -> Result<(), String> {
         let status = ffi::PyConfig_SetString(config, &mut config.program_name, program.as_ptr());
         if ffi::PyStatus_Exception(status) != 0 {
             ffi::PyConfig_Clear(config);
-            return Err("could not set the interpreter's program name".into());
+            return Err(StartError::Interpreter("could not set the interpreter's program name".into()));
         }
         let status = ffi::Py_InitializeFromConfig(config);
         ffi::PyConfig_Clear(config);
@@ -76,11 +76,11 @@ pub fn start_interpreter() -> Result<(), String> {
             } else {
                 std::ffi::CStr::from_ptr(status.err_msg).to_string_lossy().into_owned()
             };
-            return Err(format!("could not start the Python interpreter: {msg}"));
+            return Err(StartError::Interpreter(format!("could not start the Python interpreter: {msg}")));
         }
     }
     let setup = Python::attach(|py| -> PyResult<()> {
-        // The working directory first on sys.path (DESIGN decision 13): the app, not an installed
+        // The working directory first on sys.path: the app, not an installed
         // package of the same name, is what gets imported.
         let cwd =
             std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| ".".into());
@@ -93,7 +93,7 @@ pub fn start_interpreter() -> Result<(), String> {
     unsafe {
         ffi::PyEval_SaveThread();
     }
-    setup.map_err(|e| format!("could not set up the interpreter: {e}"))
+    setup.map_err(|e| StartError::Interpreter(format!("could not set up the interpreter: {e}")))
 }
 
 /// Starts the interpreter once for the unit tests that need one.
@@ -108,24 +108,26 @@ fn widen(s: &str) -> Vec<libc::wchar_t> {
 }
 
 /// Imports `module` and returns its `callable`. Prints the traceback on failure.
-pub fn load_app(module: &str, callable: &str) -> Result<Py<PyAny>, String> {
+pub fn load_app(module: &str, callable: &str) -> Result<Py<PyAny>, StartError> {
     Python::attach(|py| {
         let m = match py.import(module) {
             Ok(m) => m,
             Err(e) => {
                 e.print(py);
-                return Err(format!("Couldn't import module: {module}"));
+                return Err(StartError::App(format!("Couldn't import module: {module}")));
             }
         };
         let app = match m.getattr(callable) {
             Ok(a) => a,
             Err(e) => {
                 e.print(py);
-                return Err(format!("Couldn't find '{callable}' entrypoint in module {module}"));
+                return Err(StartError::App(format!(
+                    "Couldn't find '{callable}' entrypoint in module {module}"
+                )));
             }
         };
         if !app.is_callable() {
-            return Err(format!("'{module}:{callable}' is not callable"));
+            return Err(StartError::App(format!("'{module}:{callable}' is not callable")));
         }
         Ok(app.unbind())
     })
@@ -141,22 +143,33 @@ pub fn start(
     jobs: std::sync::Arc<crate::cron::Registry<super::module::Task>>,
     stats: std::sync::Arc<crate::stats::Stats>,
 ) -> Result<super::App, StartError> {
-    start_interpreter().map_err(StartError::Interpreter)?;
+    start_interpreter()?;
     Python::attach(|py| super::module::install(py, parking, jobs))
         .map_err(|e| StartError::Interpreter(format!("could not set up the wsgo module: {e}")))?;
-    let callable = load_app(&config.module, &config.callable).map_err(StartError::App)?;
+    let callable = load_app(&config.module, &config.callable)?;
     let base_environ = Python::attach(|py| super::environ::base_environ(py, config.processes > 1))
         .map_err(|e| StartError::Interpreter(format!("could not build the environ: {e}")))?;
     Ok(super::App { callable, base_environ, stats })
 }
 
 /// Why the Python side could not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The interpreter could not start or be set up (a broken installation).
+    #[error("{0}")]
     Interpreter(String),
     /// The application could not be imported, lacks its callable, or it is not callable.
+    #[error("{0}")]
     App(String),
+}
+
+impl crate::log::Blame for StartError {
+    fn cause(&self) -> crate::log::Cause {
+        match self {
+            StartError::Interpreter(_) => crate::log::Cause::Server,
+            StartError::App(_) => crate::log::Cause::App,
+        }
+    }
 }
 
 impl StartError {
@@ -169,16 +182,6 @@ impl StartError {
         }
     }
 }
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::Interpreter(m) | StartError::App(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
 
 /// Runs the `atexit` handlers and flushes Python's stdio, as interpreter finalisation would.
 ///

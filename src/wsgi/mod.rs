@@ -8,7 +8,6 @@ pub mod input;
 pub mod interp;
 pub mod module;
 pub mod shared;
-pub mod start_response;
 pub mod timeout;
 
 pub use call::App;

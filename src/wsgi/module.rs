@@ -69,7 +69,7 @@ fn schedule(fields: [&Bound<'_, PyAny>; 5]) -> PyResult<Schedule> {
     for i in 0..5 {
         v[i] = int_arg(fields[i], names[i])?;
     }
-    Schedule::new(v[0], v[1], v[2], v[3], v[4]).map_err(PyValueError::new_err)
+    Schedule::new(v[0], v[1], v[2], v[3], v[4]).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 fn period(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
@@ -192,6 +192,7 @@ fn notify_parked(
 }
 
 #[pymodule]
+/// Fills the `wsgo` module (registered with `append_to_inittab` before the interpreter starts).
 pub fn wsgo(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__doc__", "wsgo's server API: background jobs, request parking, the request timeout.")?;
     m.add("DISCONNECT", 0)?;

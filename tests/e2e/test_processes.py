@@ -1,5 +1,5 @@
 """Multi-process mode and the lifecycle: the supervisor, restarts, SIGHUP and SIGTERM under load
-with every response counted (DESIGN decision 12)."""
+with every response counted."""
 
 import os
 import signal

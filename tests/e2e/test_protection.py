@@ -1,5 +1,5 @@
 """Scheduling and protection end to end: priorities, the queue and running timeouts, stuck
-workers, blocking, parking, background jobs, SIGUSR1/SIGUSR2 (SPEC §13-19, DESIGN 7, 10, 11)."""
+workers, blocking, parking, background jobs, SIGUSR1/SIGUSR2 (README.md, "What the server does")."""
 
 import json
 import os
