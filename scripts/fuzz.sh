@@ -14,8 +14,10 @@ for target in request_head response_head chunked static_path cache_rules wsgo_he
     echo "== fuzz $target for ${seconds}s"
     taskset -c "$cpu" cargo fuzz run -O "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 2>&1 \
         | grep -E '^(Done|#[0-9]+ *DONE)|SUMMARY|panicked|ERROR' || true
-    if ls "artifacts/$target"/crash-* "artifacts/$target"/timeout-* "artifacts/$target"/leak-* "artifacts/$target"/oom-* >/dev/null 2>&1; then
-        echo "fuzz: $target found a failing input in fuzz/artifacts/$target"
+    # Any failing input libFuzzer left (crash, timeout, leak, out of memory) fails the run.
+    found=$(find "artifacts/$target" -maxdepth 1 -type f 2>/dev/null | head -1)
+    if [ -n "$found" ]; then
+        echo "fuzz: $target found a failing input: fuzz/$found"
         exit 1
     fi
 done

@@ -66,31 +66,6 @@ impl Selection {
     }
 }
 
-/// RFC 6265 cookie-name (an RFC 9110 token).
-fn token(b: &[u8]) -> bool {
-    !b.is_empty()
-        && b.iter().all(|&c| {
-            c.is_ascii_alphanumeric()
-                || matches!(
-                    c,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        })
-}
-
 /// What a request presents for one varied-on field: its values joined with `, `, or for
 /// `cookie` with a cookie list, the listed cookies in list order.
 ///
@@ -113,7 +88,7 @@ pub fn selection(name: &[u8], values: &[&[u8]], cookies: Option<&[Vec<u8>]>) -> 
             let (n, v) = (trim(&pair[..eq]), trim(&pair[eq + 1..]));
             let quoted = v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"';
             let inner = if quoted { &v[1..v.len() - 1] } else { v };
-            if !token(n) || inner.contains(&b'"') {
+            if !crate::http::is_token(n) || inner.contains(&b'"') {
                 return Selection::Ambiguous;
             }
             if let Some(i) = names.iter().position(|w| w.as_slice() == n) {

@@ -246,6 +246,21 @@ struct Seen {
     jobs: AtomicUsize,
 }
 
+/// The job parked on channel `room` for a minute, answered 204 at its timeout.
+fn park_on_room(job: Job) -> Box<ParkRequest> {
+    Box::new(ParkRequest {
+        channels: vec!["room".into()],
+        timeout: Duration::from_secs(60),
+        action: Action::Http204,
+        block: None,
+        body: job.body.clone(),
+        body_complete: job.body_complete,
+        streamed: false,
+        traits: job.traits,
+        head: job.head,
+    })
+}
+
 /// Answers jobs by path, without Python.
 fn work(job: Job, seen: &Seen) {
     seen.jobs.fetch_add(1, SeqCst);
@@ -295,32 +310,12 @@ fn work(job: Job, seen: &Seen) {
             while ex.send_chunk(Bytes::from(vec![b'x'; 65536])) {}
             ex.send(ToConn::End);
         }
-        b"/park" => ex.send(ToConn::Park(Box::new(ParkRequest {
-            channels: vec!["room".into()],
-            timeout: Duration::from_secs(60),
-            action: Action::Http204,
-            block: None,
-            body: job.body.clone(),
-            body_complete: job.body_complete,
-            streamed: false,
-            traits: job.traits,
-            head: job.head,
-        }))),
+        b"/park" => ex.send(ToConn::Park(park_on_room(job))),
         b"/park-retry" if job.park_arg.is_some() => {
             let arg = job.park_arg.clone().unwrap_or_default();
             ex.send(ToConn::Full(head(200), arg));
         }
-        b"/park-retry" => ex.send(ToConn::Park(Box::new(ParkRequest {
-            channels: vec!["room".into()],
-            timeout: Duration::from_secs(60),
-            action: Action::Http204,
-            block: None,
-            body: job.body.clone(),
-            body_complete: job.body_complete,
-            streamed: false,
-            traits: job.traits,
-            head: job.head,
-        }))),
+        b"/park-retry" => ex.send(ToConn::Park(park_on_room(job))),
         _ => ex.send(ToConn::Full(head(200), Bytes::from_static(b"Hello, World!"))),
     }
 }

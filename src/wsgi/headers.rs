@@ -84,35 +84,6 @@ pub fn push_latin1_or_utf8(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// RFC 9110 §5.6.2 token characters.
-const TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        i += 1;
-    }
-    t
-};
-
 /// The header names the server acts on.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Special {
@@ -166,7 +137,7 @@ impl HeadBuilder {
 
     /// Adds one header; hop-by-hop fields are the server's and are absorbed here.
     pub fn add(&mut self, name: &str, value: &str) -> Result<(), ResponseError> {
-        if name.is_empty() || !name.bytes().all(|b| TCHAR[b as usize]) {
+        if !crate::http::is_token(name.as_bytes()) {
             return Err(ResponseError::Name(name.to_string()));
         }
         // Control characters are ASCII, so a byte scan covers UTF-8 text too.
