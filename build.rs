@@ -11,5 +11,10 @@ fn main() {
     if let Some(exe) = config.executable() {
         println!("cargo:rustc-env=WSGO_BUILD_PYTHON={exe}");
     }
+    println!(
+        "cargo:rustc-env=WSGO_BUILD_PYTHON_VERSION={}.{}",
+        config.version().major,
+        config.version().minor
+    );
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }

@@ -260,22 +260,36 @@ pub fn response_head(data: &[u8]) {
     // The access-log line: the request's method, target, Referer and User-Agent are escaped.
     let span = |s: wsgo::http::request::Span| head.bytes(s);
     let mut line = Vec::new();
-    let stamp = wsgo::log::format_local(1_700_000_000);
-    wsgo::log::format_line(
-        &mut line,
-        &wsgo::log::Entry {
-            client: std::net::Ipv4Addr::LOCALHOST.into(),
-            method: span(head.method),
-            target: span(head.raw_target),
-            minor: head.minor,
-            status: 200,
-            bytes: 0,
-            referer: head.field(b"referer"),
-            user_agent: head.field(b"user-agent"),
-            duration: std::time::Duration::ZERO,
-        },
-        &stamp,
-    );
+    let (stamp, iso) = wsgo::log::format_stamps(1_700_000_000);
+    let entry = wsgo::log::Entry {
+        client: std::net::Ipv4Addr::LOCALHOST.into(),
+        method: span(head.method),
+        target: span(head.raw_target),
+        minor: head.minor,
+        status: 200,
+        bytes: 0,
+        referer: head.field(b"referer"),
+        user_agent: head.field(b"user-agent"),
+        duration: std::time::Duration::ZERO,
+    };
+    wsgo::log::format_line(&mut line, &entry, &stamp);
     assert!(line.ends_with(b"\n") && line.iter().filter(|&&b| b == b'\n').count() == 1);
     assert!(line[..line.len() - 1].iter().all(|&b| (0x20..0x7f).contains(&b)), "{line:?}");
+    // The JSON line: one line, no control byte, valid UTF-8, every string closed.
+    let mut json = Vec::new();
+    wsgo::log::format_json(&mut json, &entry, &iso);
+    assert!(json.ends_with(b"}\n") && json.iter().filter(|&&b| b == b'\n').count() == 1);
+    assert!(json[..json.len() - 1].iter().all(|&b| b >= 0x20 && b != 0x7f), "{json:?}");
+    let text = std::str::from_utf8(&json).expect("UTF-8");
+    let mut quotes = 0;
+    let mut escaped = false;
+    for c in text.chars() {
+        match (escaped, c) {
+            (true, _) => escaped = false,
+            (false, '\\') => escaped = true,
+            (false, '"') => quotes += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(quotes % 2, 0, "{text}");
 }

@@ -11,9 +11,10 @@ if [ ! -x "$PYTHON" ]; then
     PYTHON="$(command -v python3)"
 fi
 
+# command:package (systemd-socket-activate: the socket-activation tests).
 need=()
-for pkg in wrk curl valgrind; do
-    command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+for pair in wrk:wrk curl:curl valgrind:valgrind systemd-socket-activate:systemd; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

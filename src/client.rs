@@ -6,7 +6,7 @@
 //! client behind an appending proxy pick its own identity. We walk the list from the right and stop
 //! at the first address that is not one of our trusted proxies.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::config::{Cidr, canonical};
 
@@ -63,6 +63,43 @@ pub fn is_robot(user_agent: &[u8]) -> bool {
     })
 }
 
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP client.
+    Ip(SocketAddr),
+    /// A client of a unix socket: a process on this host (a proxy, usually), trusted like one.
+    Unix,
+}
+
+impl Peer {
+    /// The address the client is known by before any forwarding header: a unix socket's
+    /// client is this host.
+    pub fn ip(&self) -> IpAddr {
+        match self {
+            Peer::Ip(a) => canonical(a.ip()),
+            Peer::Unix => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    /// Whether its forwarding headers are believed: a `--trusted-proxy` peer, or a unix socket's.
+    pub fn trusted(&self, proxies: &[Cidr]) -> bool {
+        match self {
+            Peer::Ip(a) => trusted(canonical(a.ip()), proxies),
+            Peer::Unix => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Ip(a) => write!(f, "{a}"),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
 fn trusted(ip: IpAddr, proxies: &[Cidr]) -> bool {
     proxies.iter().any(|c| c.contains(ip))
 }
@@ -70,12 +107,12 @@ fn trusted(ip: IpAddr, proxies: &[Cidr]) -> bool {
 /// The client's address: the right-most untrusted entry of the `X-Forwarded-For` fields (in
 /// order), when the peer is a trusted proxy; otherwise the peer.
 pub fn client_ip<'a>(
-    peer: IpAddr,
+    peer: Peer,
     forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
     proxies: &[Cidr],
 ) -> IpAddr {
-    let mut client = canonical(peer);
-    if !trusted(client, proxies) {
+    let mut client = peer.ip();
+    if !peer.trusted(proxies) {
         return client;
     }
     for field in forwarded_for.rev() {
@@ -95,9 +132,9 @@ pub fn client_ip<'a>(
 }
 
 /// Whether the client used https, per `X-Forwarded-Proto` from a trusted peer.
-pub fn forwarded_https(peer: IpAddr, proto: Option<&[u8]>, proxies: &[Cidr]) -> bool {
+pub fn forwarded_https(peer: Peer, proto: Option<&[u8]>, proxies: &[Cidr]) -> bool {
     let Some(proto) = proto else { return false };
-    if !trusted(canonical(peer), proxies) {
+    if !peer.trusted(proxies) {
         return false;
     }
     // A list (proxy chain) ends with what the proxy nearest to us saw.
@@ -127,9 +164,20 @@ mod tests {
             ("::ffff:8.8.4.4", &[], "8.8.4.4"),
         ];
         for (peer, xff, want) in table {
-            let got = client_ip(peer.parse().unwrap(), xff.iter().map(|s| s.as_bytes()), &proxies);
+            let peer = Peer::Ip(SocketAddr::new(peer.parse().unwrap(), 1));
+            let got = client_ip(peer, xff.iter().map(|s| s.as_bytes()), &proxies);
             assert_eq!(got, want.parse::<IpAddr>().unwrap(), "{peer} {xff:?}");
         }
+        // A unix socket's client is this host, and trusted: its proxy's header is believed.
+        assert_eq!(
+            client_ip(Peer::Unix, [&b"8.8.8.8"[..]].into_iter(), &proxies),
+            "8.8.8.8".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(Peer::Unix, std::iter::empty(), &proxies),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert!(forwarded_https(Peer::Unix, Some(b"https"), &proxies));
     }
 
     #[test]
@@ -184,7 +232,11 @@ mod tests {
         ];
         for (peer, proto, want) in table {
             assert_eq!(
-                forwarded_https(peer.parse().unwrap(), proto.map(str::as_bytes), &proxies),
+                forwarded_https(
+                    Peer::Ip(SocketAddr::new(peer.parse().unwrap(), 1)),
+                    proto.map(str::as_bytes),
+                    &proxies
+                ),
                 *want,
                 "{peer} {proto:?}"
             );

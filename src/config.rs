@@ -11,8 +11,15 @@ pub struct Config {
     pub module: String,
     /// The WSGI callable's name in that module.
     pub callable: String,
-    /// The address to listen on (port 0 resolved once bound).
-    pub bind: SocketAddr,
+    /// `Some(args)`: the callable is a factory, called with these literal arguments (Python
+    /// source, possibly empty) to make the app: `--module 'pkg.mod:create_app()'`.
+    pub factory_args: Option<String>,
+    /// The addresses to listen on (in order; a TCP port 0 is resolved once bound).
+    pub binds: Vec<Bind>,
+    /// No address was given: the default, all interfaces (worth a warning at start).
+    pub default_bind: bool,
+    /// Permissions of unix socket files.
+    pub socket_mode: u32,
     /// Python worker threads.
     pub workers: usize,
     /// Longest wait for a worker and for in-flight requests at shutdown; `None`: no limit.
@@ -35,10 +42,52 @@ pub struct Config {
     pub defer_accept: bool,
     /// The most verbose diagnostics shown.
     pub log_level: crate::log::Level,
+    /// Where access lines go.
+    pub access_log: crate::log::Target,
+    /// How they are written.
+    pub access_log_format: crate::log::Format,
+    /// Requests after which a process asks to be replaced; 0: never.
+    pub max_requests: u64,
+    /// Up to this many more, drawn at random per process (so processes do not leave together).
+    pub max_requests_jitter: u64,
+    /// Resident memory in bytes past which a process asks to be replaced; 0: no limit.
+    pub max_rss: u64,
+    /// Replace the processes when the app's source changes (development).
+    pub reload: bool,
+    /// Where Prometheus metrics are served.
+    pub metrics: Option<SocketAddr>,
     /// Server processes the supervisor runs.
     pub processes: usize,
     /// This process's number (1..=processes); 0: this is the supervisor.
     pub process: usize,
+}
+
+impl Config {
+    /// The app as `--module` names it: `pkg.mod:callable`, with a factory's call.
+    pub fn module_spec(&self) -> String {
+        match &self.factory_args {
+            Some(args) => format!("{}:{}({args})", self.module, self.callable),
+            None => format!("{}:{}", self.module, self.callable),
+        }
+    }
+}
+
+/// An address to serve on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A unix socket's path.
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Bind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bind::Tcp(a) => write!(f, "http://{a}"),
+            Bind::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 /// URL prefix -> folder.

@@ -24,6 +24,7 @@ pub mod conn;
 pub mod cron;
 pub mod handoff;
 pub mod http;
+pub mod interpreter;
 pub mod log;
 pub mod park;
 pub mod pool;

@@ -22,9 +22,10 @@ pub struct State {
     pub draining: AtomicBool,
     /// Connections open in the whole process.
     pub open: AtomicUsize,
-    /// The listening sockets are the supervisor's (it stops new connections at shutdown);
-    /// otherwise each core thread does so on its own socket.
-    pub supervised: bool,
+    /// The listening sockets are not this process's own but the supervisor's or systemd's
+    /// (their owner decides when new connections stop); otherwise each core thread stops them
+    /// on its own socket at shutdown.
+    pub shared_sockets: bool,
     /// The connection limit was reached (logged once per episode).
     pub at_limit: AtomicBool,
     /// Core threads that have not yet closed their listener (at shutdown they first serve what
@@ -41,6 +42,8 @@ pub struct State {
     /// Threads for the blocking file-system calls of the core threads (opening files, reading
     /// files too big to keep in memory).
     pub blocking: DefaultThreadPool,
-    /// The SIGUSR2 counters.
+    /// The SIGUSR2 and `--metrics` counters.
     pub stats: Arc<Stats>,
+    /// Where the access log goes.
+    pub access: Arc<crate::log::Sink>,
 }

@@ -472,28 +472,3 @@ fn an_exception_in_close_after_a_complete_body_keeps_the_response() {
     }
     assert_eq!(get(&server, "/").status, 200);
 }
-
-#[test]
-fn sighup_drains_an_unsupervised_process() {
-    let server = Server::start(&["--process", "1"]);
-    let slow = {
-        let addr = server.addr;
-        std::thread::spawn(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET /sleep?t=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
-            read_all(&mut s)
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    server.signal(libc::SIGHUP);
-    let body = String::from_utf8_lossy(&slow.join().unwrap()).into_owned();
-    assert!(body.starts_with("HTTP/1.1 200") && body.ends_with("slept"), "{body}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.stderr_text().contains("shut down gracefully") {
-        assert!(Instant::now() < deadline, "{}", server.stderr_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(server.stderr_text().contains("got hangup signal, shutting down"), "{}", server.stderr_text());
-    let status = server.stop();
-    assert!(status.success(), "exit 0 after the drain: {status:?}");
-}

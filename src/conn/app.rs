@@ -69,7 +69,7 @@ impl<T: Transport> Conn<T> {
             }
         }
         let proto = head.field(b"x-forwarded-proto");
-        let https = forwarded_https(self.peer.ip(), proto, &self.core.state.config.trusted_proxies);
+        let https = forwarded_https(self.peer, proto, &self.core.state.config.trusted_proxies);
         let exchange = Arc::new(Exchange::with_mailbox(self.core.mailbox.clone()));
         let query = head.query().is_some_and(|q| !q.is_empty());
         let traits = if is_public(req.client) {

@@ -59,7 +59,7 @@ impl<T: Transport> Conn<T> {
         }
         let host = head.host.map_or(&b""[..], |h| head.bytes(h));
         let proto = head.field(b"x-forwarded-proto");
-        let https = forwarded_https(self.peer.ip(), proto, &self.core.state.config.trusted_proxies);
+        let https = forwarded_https(self.peer, proto, &self.core.state.config.trusted_proxies);
         let key = key(https, host, head.raw_path(), head.query());
         let hit =
             store.lookup(&key, Instant::now(), |name, cookies| selection(name, &values(head, name), cookies));

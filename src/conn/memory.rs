@@ -344,7 +344,7 @@ fn harness(timeouts: Timeouts) -> Harness {
         config,
         draining: AtomicBool::new(false),
         open: AtomicUsize::new(0),
-        supervised: false,
+        shared_sockets: false,
         at_limit: AtomicBool::new(false),
         listening: AtomicUsize::new(1),
         roots: Arc::new(crate::static_files::Roots::open(&[]).expect("no roots")),
@@ -353,16 +353,20 @@ fn harness(timeouts: Timeouts) -> Harness {
         cache: None,
         blocking: monoio::blocking::DefaultThreadPool::new(1),
         stats,
+        access: Arc::new(crate::log::Sink::open(crate::log::Target::Off).expect("no log")),
     });
     let core = Rc::new(Core {
         queue: queue.clone(),
+        log: crate::log::AccessLog::new(
+            state.access.clone(),
+            crate::log::Format::Combined,
+            state.stats.core_counts(),
+        ),
         state,
-        log: crate::log::AccessLog::new(),
         watch: super::watch::Watch::new(),
         open: std::cell::Cell::new(0),
         mailbox: Arc::new(Mailbox::new()),
         files: None,
-        listen_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
         clock: std::cell::Cell::new(Instant::now()),
         timeouts,
     });
@@ -420,7 +424,13 @@ fn connect(h: &Harness) -> (Client, Rc<std::cell::Cell<bool>>) {
     let (core, done) = (h.core.clone(), Rc::new(std::cell::Cell::new(false)));
     let ended = done.clone();
     monoio::spawn(async move {
-        super::serve(stream, SocketAddr::from(([127, 0, 0, 1], 40000)), core).await;
+        super::serve(
+            stream,
+            crate::client::Peer::Ip(SocketAddr::from(([127, 0, 0, 1], 40000))),
+            SocketAddr::from(([127, 0, 0, 1], 8000)),
+            core,
+        )
+        .await;
         ended.set(true);
     });
     (client, done)

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::client::client_ip;
+use crate::client::{Peer, client_ip};
 use crate::config::canonical;
 use crate::handoff::exchange::Mailbox;
 use crate::handoff::scheduler::Scheduler;
@@ -97,8 +97,6 @@ pub struct Core {
     pub mailbox: Arc<Mailbox>,
     /// What this core knows of the `--static-map` folders (`None` without mappings).
     pub files: Option<crate::static_files::FileCache>,
-    /// The listener's address: every connection's local address unless it is a wildcard.
-    pub listen_addr: SocketAddr,
     /// The last time read on this core (see [`Core::recent`]).
     pub clock: Cell<Instant>,
     /// The connections' timeouts.
@@ -192,15 +190,15 @@ impl crate::log::Blame for BodyError {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve<T: Transport>(stream: T, peer: SocketAddr, core: Rc<Core>) {
-    let listen = core.listen_addr;
+/// `local`: the listener's address (a unix socket's is [`transport::UNIX_LOCAL`]).
+pub async fn serve<T: Transport>(stream: T, peer: Peer, local: SocketAddr, core: Rc<Core>) {
     let accepted = core.recent();
     let key = core.watch.register(stream.kick());
     let mut conn = Conn {
         stream,
         key,
-        peer: SocketAddr::new(canonical(peer.ip()), peer.port()),
-        local: SocketAddr::new(canonical(listen.ip()), listen.port()),
+        peer,
+        local: SocketAddr::new(canonical(local.ip()), local.port()),
         buf: BytesMut::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(1024),
         core,
@@ -214,7 +212,7 @@ struct Conn<T: Transport> {
     stream: T,
     /// This connection's entry in the core's [`Watch`].
     key: usize,
-    peer: SocketAddr,
+    peer: Peer,
     /// The listener's address until [`Conn::local_for`] needs the exact one.
     local: SocketAddr,
     buf: BytesMut,
@@ -526,11 +524,7 @@ impl<T: Transport> Conn<T> {
     fn client_of(&self, head: &RequestHead) -> std::net::IpAddr {
         let forwarded =
             head.fields.iter().filter(|f| head.bytes(f.name).eq_ignore_ascii_case(b"x-forwarded-for"));
-        client_ip(
-            self.peer.ip(),
-            forwarded.map(|f| head.bytes(f.value)),
-            &self.core.state.config.trusted_proxies,
-        )
+        client_ip(self.peer, forwarded.map(|f| head.bytes(f.value)), &self.core.state.config.trusted_proxies)
     }
 
     /// A request from a blocked client: held back for the rest of the block (at most 25 s; at

@@ -93,7 +93,7 @@ impl<T: Transport> Conn<T> {
             Action::Retry => {
                 let p = *p;
                 let proto = p.head.field(b"x-forwarded-proto");
-                let https = forwarded_https(self.peer.ip(), proto, &self.core.state.config.trusted_proxies);
+                let https = forwarded_https(self.peer, proto, &self.core.state.config.trusted_proxies);
                 Unparked::Retry(Box::new(Job {
                     head: p.head,
                     body: p.body,

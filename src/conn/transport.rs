@@ -50,6 +50,36 @@ pub trait Transport {
     fn kick(&self) -> Kick;
 }
 
+impl Transport for monoio::net::UnixStream {
+    async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        let len = buf.len();
+        let (res, spare) = AsyncReadRent::read(self, buf.slice_mut(len..)).await;
+        (res, spare.into_inner())
+    }
+
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let (res, buf) = AsyncWriteRentExt::write_all(self, buf).await;
+        (res.map(drop), buf)
+    }
+
+    async fn writev(&mut self, parts: Parts) -> (io::Result<usize>, Parts) {
+        AsyncWriteRent::writev(self, parts).await
+    }
+
+    /// A unix socket has no IP address: port 0 says so (see `wsgi::environ`).
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(UNIX_LOCAL)
+    }
+
+    fn kick(&self) -> Kick {
+        Kick::Fd(self.as_raw_fd())
+    }
+}
+
+/// What a unix socket's connection reports as its local address: this host, port 0 (no TCP
+/// port; the environ's `SERVER_PORT` then comes from the Host field).
+pub const UNIX_LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 impl Transport for monoio::net::TcpStream {
     async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
         // monoio reads into a buffer from its start: read into the spare capacity past `len`.

@@ -34,8 +34,8 @@ pub struct Job {
     pub body: Bytes,
     /// `body` is the whole body.
     pub body_complete: bool,
-    /// The client's socket address (the TCP peer).
-    pub peer: SocketAddr,
+    /// The client's end of the connection.
+    pub peer: crate::client::Peer,
     /// The address the request came in on.
     pub local: SocketAddr,
     /// The request came through a trusted proxy that says the client used https.

@@ -390,7 +390,7 @@ mod tests {
             head: h.attach(bytes::Bytes::copy_from_slice(&raw.as_bytes()[..len])),
             body: bytes::Bytes::new(),
             body_complete: true,
-            peer: "127.0.0.1:1".parse().unwrap(),
+            peer: crate::client::Peer::Ip("127.0.0.1:1".parse().unwrap()),
             local: "127.0.0.1:2".parse().unwrap(),
             https: false,
             exchange: Arc::new(Exchange::new()),

@@ -1,4 +1,4 @@
-//! One core thread: pinned to its CPU, running its own monoio runtime and listener.
+//! One core thread: pinned to its CPU, running its own monoio runtime and listening sockets.
 //!
 //! The ring is built with IORING_SETUP_COOP_TASKRUN: with monoio's default flags io_uring measured
 //! about 40% slower than epoll here, with it on a par and at half the CPU per request. If the ring
@@ -6,17 +6,20 @@
 //! line; MONOIO_FORCE_LEGACY_DRIVER=1 forces epoll (the test suite runs on both).
 
 use std::cell::Cell;
-use std::net::TcpListener as StdListener;
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use monoio::net::{TcpStream, UnixStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use super::CoreSignal;
+use super::listeners::Listening;
+use crate::client::Peer;
+use crate::conn::transport::{Transport, UNIX_LOCAL};
 use crate::conn::watch::{SWEEP_EVERY, Watch};
 use crate::conn::{self, Core};
 use crate::handoff::exchange::Mailbox;
@@ -39,7 +42,7 @@ fn force_legacy() -> bool {
 pub(super) fn run(
     index: usize,
     core: Option<core_affinity::CoreId>,
-    listener: StdListener,
+    sockets: Vec<Listening>,
     state: Arc<State>,
     queue: Arc<Scheduler>,
     signal: Arc<CoreSignal>,
@@ -48,6 +51,7 @@ pub(super) fn run(
         core_affinity::set_for_current(core);
     }
     crate::sys::process::batch_scheduling();
+    let count = sockets.len();
     if !force_legacy() {
         let mut ring = io_uring::IoUring::builder();
         ring.setup_coop_taskrun();
@@ -59,7 +63,7 @@ pub(super) fn run(
             .build();
         match uring {
             Ok(mut rt) => {
-                rt.block_on(serve(listener, state, queue, signal, false));
+                rt.block_on(serve(sockets, state, queue, signal, false));
                 return;
             }
             Err(e) => {
@@ -73,48 +77,30 @@ pub(super) fn run(
         .enable_timer()
         .attach_thread_pool(Box::new(state.blocking.clone()));
     match legacy.build() {
-        Ok(mut rt) => rt.block_on(serve(listener, state, queue, signal, true)),
+        Ok(mut rt) => rt.block_on(serve(sockets, state, queue, signal, true)),
         Err(e) => {
             crate::log::error!("core thread {index} cannot start a runtime: {e}");
-            state.listening.fetch_sub(1, SeqCst);
+            state.listening.fetch_sub(count, SeqCst);
         }
     }
 }
 
 /// `nonblocking`: the driver wants non-blocking sockets (epoll); io_uring takes blocking ones.
 async fn serve(
-    listener: StdListener,
+    sockets: Vec<Listening>,
     state: Arc<State>,
     queue: Arc<Scheduler>,
     signal: Arc<CoreSignal>,
     nonblocking: bool,
 ) {
-    let listen_fd = listener.as_raw_fd();
-    let listen_addr = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            crate::log::error!("cannot read the listener's address: {e}");
-            state.listening.fetch_sub(1, SeqCst);
-            return;
-        }
-    };
-    let listener = match monoio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            crate::log::error!("cannot register the listener: {e}");
-            state.listening.fetch_sub(1, SeqCst);
-            return;
-        }
-    };
     let core = Rc::new(Core {
         queue,
         state: state.clone(),
-        log: AccessLog::new(),
+        log: AccessLog::new(state.access.clone(), state.config.access_log_format, state.stats.core_counts()),
         watch: Watch::new(),
         open: Cell::new(0),
         files: (!state.roots.0.is_empty()).then(|| FileCache::new(state.roots.clone())),
         mailbox: Arc::new(Mailbox::new()),
-        listen_addr,
         clock: Cell::new(Instant::now()),
         timeouts: Default::default(),
     });
@@ -139,6 +125,70 @@ async fn serve(
             }
         }
     });
+
+    let loops: Vec<_> = sockets
+        .into_iter()
+        .map(|l| monoio::spawn(accept_loop(l, core.clone(), signal.clone(), nonblocking)))
+        .collect();
+    for l in loops {
+        l.await;
+    }
+    core.log.flush();
+}
+
+/// A listening socket registered with the runtime (which only says when it is readable).
+enum Registered {
+    Tcp(monoio::net::TcpListener),
+    Unix(monoio::net::UnixListener),
+}
+
+impl Registered {
+    async fn readable(&self) {
+        let _ = match self {
+            Registered::Tcp(l) => l.readable(false).await,
+            Registered::Unix(l) => l.readable(false).await,
+        };
+    }
+}
+
+/// Accepts connections from one listening socket until the drain, then serves those that were
+/// under way.
+async fn accept_loop(socket: Listening, core: Rc<Core>, signal: Arc<CoreSignal>, nonblocking: bool) {
+    let state = core.state.clone();
+    let listen_fd = socket.fd();
+    let unix = matches!(socket, Listening::Unix(_));
+    // The address a TCP connection is served on (the environ's SERVER_PORT); a unix socket's
+    // connections report UNIX_LOCAL.
+    let local = match &socket {
+        Listening::Tcp(l) => l.local_addr().unwrap_or(UNIX_LOCAL),
+        Listening::Unix(_) => UNIX_LOCAL,
+    };
+    let registered = match socket {
+        Listening::Tcp(l) => monoio::net::TcpListener::from_std(l).map(Registered::Tcp),
+        Listening::Unix(l) => monoio::net::UnixListener::from_std(l).map(Registered::Unix),
+    };
+    let listener = match registered {
+        Ok(l) => l,
+        Err(e) => {
+            crate::log::error!("cannot register the listener: {e}");
+            state.listening.fetch_sub(1, SeqCst);
+            return;
+        }
+    };
+    let start = |fd: OwnedFd, peer: Option<SocketAddr>| {
+        if unix {
+            match UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)) {
+                Ok(s) => start_conn(&core, s, Peer::Unix, local),
+                Err(e) => crate::log::error!("cannot register a connection: {e}"),
+            }
+        } else {
+            let Some(peer) = peer else { return };
+            match TcpStream::from_std(std::net::TcpStream::from(fd)) {
+                Ok(s) => start_conn(&core, s, Peer::Ip(peer), local),
+                Err(e) => crate::log::error!("cannot register a connection: {e}"),
+            }
+        }
+    };
 
     // Connections are taken with accept4(SOCK_CLOEXEC) rather than the runtime's accept (whose
     // io_uring form leaves them inheritable by the app's child processes); the runtime only
@@ -167,10 +217,10 @@ async fn serve(
             // Up to a burst at a time: then the wait below lets the new connections run.
             Ok(Some((fd, peer))) if burst < ACCEPT_BURST => {
                 burst += 1;
-                start_std(&core, std::net::TcpStream::from(fd), peer);
+                start(fd, peer);
                 continue;
             }
-            Ok(Some((fd, peer))) => start_std(&core, std::net::TcpStream::from(fd), peer),
+            Ok(Some((fd, peer))) => start(fd, peer),
             Ok(None) => {}
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning; the
@@ -186,7 +236,7 @@ async fn serve(
         }
         burst = 0;
         let stop = monoio::select! {
-            _ = listener.readable(false) => false,
+            _ = listener.readable() => false,
             _ = signal.wait() => true,
         };
         if stop {
@@ -196,10 +246,12 @@ async fn serve(
     // Idle keep-alive connections are closed now; busy ones close after their response.
     core.watch.close_idle();
     core.log.flush();
-    // Serve the connections that were already waiting in the kernel's queue; unsupervised, this
-    // process is the last holder of its socket, so new attempts are dropped first (the
-    // supervisor does that for its sockets when everything stops).
-    if !state.supervised
+    // Serve the connections that were already waiting in the kernel's queue. When the socket is
+    // this process's own, it is the last holder, so new attempts are dropped first (the
+    // supervisor does that for its sockets when everything stops, systemd keeps its sockets for
+    // the next start; a unix socket's file is removed by its owner instead).
+    if !state.shared_sockets
+        && !unix
         && let Err(e) = crate::sys::net::refuse_new(listen_fd)
     {
         crate::log::error!("cannot stop new connections before draining: {e}");
@@ -211,7 +263,7 @@ async fn serve(
     let mut drained = 0;
     loop {
         while let Ok(Some((fd, peer))) = crate::sys::net::accept(listen_fd, nonblocking) {
-            start_std(&core, std::net::TcpStream::from(fd), peer);
+            start(fd, peer);
             drained += 1;
         }
         if core.open.get() == 0 && stopped.elapsed() >= LINGER {
@@ -224,25 +276,16 @@ async fn serve(
     }
     drop(listener);
     state.listening.fetch_sub(1, SeqCst);
-    core.log.flush();
-}
-
-/// Registers an accepted connection with the runtime and serves it.
-fn start_std(core: &Rc<Core>, stream: std::net::TcpStream, peer: std::net::SocketAddr) {
-    match TcpStream::from_std(stream) {
-        Ok(s) => start_conn(core, s, peer),
-        Err(e) => crate::log::error!("cannot register a connection: {e}"),
-    }
 }
 
 /// Starts serving an accepted connection.
-fn start_conn(core: &Rc<Core>, stream: TcpStream, peer: std::net::SocketAddr) {
+fn start_conn<T: Transport + 'static>(core: &Rc<Core>, stream: T, peer: Peer, local: SocketAddr) {
     core.state.open.fetch_add(1, SeqCst);
     core.open.set(core.open.get() + 1);
     let c = core.clone();
     monoio::spawn(async move {
         // A panic costs this connection only (see `CatchUnwind`); the counts stay true.
-        let _ = conn::CatchUnwind(conn::serve(stream, peer, c.clone())).await;
+        let _ = conn::CatchUnwind(conn::serve(stream, peer, local, c.clone())).await;
         c.open.set(c.open.get() - 1);
         c.state.open.fetch_sub(1, SeqCst);
     });

@@ -18,14 +18,7 @@ pub(crate) fn dump_stacks<R: Runner>(pool: &Pool, runner: &R) {
     crate::log::report_stderr(&format!("wsgo: SIGUSR1: Python threads\n{}", pool.stacks(runner)));
 }
 
-/// Resident memory in bytes, from /proc/self/statm.
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    pages * crate::sys::process::page_size()
-}
-
-/// SIGUSR2: counters, the queue, parked and blocked requests, the cache and memory, to stdout.
+/// SIGUSR2: counters, the queue, parked and blocked requests, the cache and memory, to stderr.
 pub(crate) fn print_stats<R: Runner>(
     state: &State,
     queue: &Scheduler,
@@ -70,9 +63,9 @@ pub(crate) fn print_stats<R: Runner>(
         )),
         None => line("Cache: off".into()),
     }
-    line(format!("Resident memory (in bytes): {}", rss_bytes()));
+    line(format!("Resident memory (in bytes): {}", crate::sys::process::rss_bytes()));
     let (threads, blocks) = pool.python_counts(runner);
     line(format!("Python live Thread count: {threads}"));
     line(format!("Python allocated blocks: {blocks}"));
-    crate::log::report_stdout(&out);
+    crate::log::report_stderr(&out);
 }

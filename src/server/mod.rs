@@ -3,13 +3,18 @@
 //!
 //! Order at start (as the original): bind the listeners first so early connections wait in the
 //! backlog, then start Python and import the app, then the workers, then the core threads. The
-//! main thread then waits for SIGINT/SIGTERM/SIGHUP and drains: stop accepting, close idle
+//! main thread then waits for SIGINT/SIGTERM and drains: stop accepting, close idle
 //! keep-alive connections, let in-flight requests finish within `--request-timeout`, run
 //! `atexit`, exit 0.
 
+pub mod control;
 mod core_thread;
 mod diagnostics;
+pub mod listeners;
+pub mod metrics;
+pub mod reload;
 pub mod supervisor;
+pub mod upkeep;
 
 use std::future::poll_fn;
 use std::process::ExitCode;
@@ -20,6 +25,11 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use monoio::blocking::DefaultThreadPool;
+
+use std::os::fd::RawFd;
+
+use control::{Channel, Message};
+use listeners::Bound;
 
 use crate::config::Config;
 use crate::cron::Registry;
@@ -33,19 +43,20 @@ use crate::stats::Stats;
 use crate::sys::signals::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2, Signals};
 use crate::wsgi;
 
-/// A one-shot signal from the main thread to a core thread's runtime.
+/// A one-shot signal from the main thread to a core thread's runtime (its accept loops, one
+/// per listening socket, each wait on it).
 #[derive(Default)]
 pub struct CoreSignal {
     fired: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+    wakers: Mutex<Vec<Waker>>,
 }
 
 impl CoreSignal {
     /// Fires the signal (once; later calls do nothing more).
     pub fn fire(&self) {
         self.fired.store(true, SeqCst);
-        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(w) = waker {
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in wakers {
             w.wake();
         }
     }
@@ -56,7 +67,11 @@ impl CoreSignal {
             if self.fired.load(SeqCst) {
                 return Poll::Ready(());
             }
-            *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+            drop(wakers);
             if self.fired.load(SeqCst) { Poll::Ready(()) } else { Poll::Pending }
         })
         .await
@@ -93,100 +108,46 @@ fn malloc_set_by_user(tunables: &str, trim_var: bool, mmap_var: bool) -> bool {
     named("trim_threshold") || named("mmap_threshold") || trim_var || mmap_var
 }
 
-/// The listening sockets, one per core thread: inherited from the supervisor
-/// (`WSGO_LISTEN_FDS`, each core taking a copy of one of them) or bound here. Port 0 is resolved.
-pub(crate) fn bind_listeners(
-    config: &Config,
-    inherited: Option<&std::ffi::OsStr>,
-) -> Result<(Vec<std::net::TcpListener>, std::net::SocketAddr), ExitCode> {
-    use std::os::fd::FromRawFd;
-    let mut bind = config.bind;
-    if let Some(list) = inherited {
-        let fds: Vec<i32> = list.to_str().unwrap_or("").split(',').filter_map(|f| f.parse().ok()).collect();
-        if fds.is_empty() {
-            crate::log::error!("{} names no descriptors", supervisor::LISTEN_FDS);
-            return Err(ExitCode::from(1));
-        }
-        let inherited: Vec<std::net::TcpListener> = fds
-            .iter()
-            .map(|&fd| {
-                // CLOEXEC again, so the app's subprocesses don't inherit them.
-                let _ = crate::sys::net::set_cloexec(fd);
-                // SAFETY: the supervisor passed us these open listening sockets and nothing else
-                // in this process owns them.
-                unsafe { std::net::TcpListener::from_raw_fd(fd) }
-            })
-            .collect();
-        let mut listeners = Vec::with_capacity(config.io_threads);
-        for i in 0..config.io_threads {
-            match inherited[i % inherited.len()].try_clone() {
-                Ok(l) => listeners.push(l),
-                Err(e) => {
-                    crate::log::error!("cannot use the inherited listener: {e}");
-                    return Err(ExitCode::from(1));
-                }
-            }
-        }
-        if let Ok(addr) = listeners[0].local_addr() {
-            bind = addr;
-        }
-        return Ok((listeners, bind));
-    }
-    let mut listeners = Vec::with_capacity(config.io_threads);
-    for _ in 0..config.io_threads {
-        match crate::sys::net::listen(bind, config.defer_accept) {
-            Ok(l) => {
-                // Port 0: the first listener picks the port, the others join it.
-                if bind.port() == 0
-                    && let Ok(addr) = l.local_addr()
-                {
-                    bind.set_port(addr.port());
-                }
-                listeners.push(l);
-            }
-            Err(e) => {
-                crate::log::error!("cannot listen on {bind}: {e}");
-                return Err(ExitCode::from(1));
-            }
-        }
-    }
-    Ok((listeners, bind))
+/// The listening sockets of a server process: handed over by the supervisor
+/// (`WSGO_LISTEN_FDS`) or by systemd (`LISTEN_FDS`), or bound here.
+pub(crate) fn open_sockets(config: &Config, handed: Option<Vec<RawFd>>) -> Result<Bound, ExitCode> {
+    let bound = match handed {
+        Some(fds) => listeners::inherit(&fds).map(Bound::inherited),
+        None => listeners::bind(config),
+    };
+    bound.map_err(|e| {
+        crate::log::error!("{e}");
+        ExitCode::from(1)
+    })
 }
 
 /// What the supervisor passes to a server process in its environment, taken out of it (the
 /// application and the processes it starts never see these).
 struct FromSupervisor {
     /// `WSGO_LISTEN_FDS`: the inherited listening sockets.
-    listen_fds: Option<std::ffi::OsString>,
-    /// `WSGO_READY_FD`: where to say "serving".
-    ready_fd: Option<i32>,
+    listen_fds: Option<Vec<RawFd>>,
+    /// `WSGO_CONTROL_FD`: the channel to the supervisor.
+    control: Option<Channel>,
 }
 
 impl FromSupervisor {
     /// Reads and removes the variables. Call before any other thread starts.
     fn take() -> FromSupervisor {
-        let listen_fds = std::env::var_os(supervisor::LISTEN_FDS);
-        let ready_fd = std::env::var(supervisor::READY_FD).ok().and_then(|f| f.parse::<i32>().ok());
+        let listen_fds = std::env::var(supervisor::LISTEN_FDS)
+            .ok()
+            .map(|list| list.split(',').filter_map(|f| f.parse().ok()).collect::<Vec<RawFd>>());
         // SAFETY: called at the start of the process, before any other thread exists, so
         // nothing reads the environment concurrently.
-        unsafe {
-            std::env::remove_var(supervisor::LISTEN_FDS);
-            std::env::remove_var(supervisor::READY_FD);
-        }
-        if let Some(fd) = ready_fd {
-            // Held until the app has loaded: not to be inherited by what it starts.
-            let _ = crate::sys::net::set_cloexec(fd);
-        }
-        FromSupervisor { listen_fds, ready_fd }
+        unsafe { std::env::remove_var(supervisor::LISTEN_FDS) };
+        FromSupervisor { listen_fds, control: Channel::from_env() }
     }
 }
 
-/// Runs a server process until SIGINT/SIGTERM/SIGHUP. Returns the process exit code.
+/// Runs a server process until SIGINT/SIGTERM. Returns the process exit code.
 pub fn run(config: Config) -> ExitCode {
     tune_malloc();
     let from_supervisor = FromSupervisor::take();
-    // SIGHUP as SIGTERM: a process's own hang-up is a graceful stop (the supervisor, or
-    // systemd, starts the next one), never the instant death of the default action.
+    // SIGHUP reopens the access log (never the instant death of the default action).
     let signals = match Signals::install(&[SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]) {
         Ok(s) => s,
         Err(e) => {
@@ -196,13 +157,35 @@ pub fn run(config: Config) -> ExitCode {
     };
     crate::sys::process::raise_fd_limit();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let mut config = config;
-    let listeners = match bind_listeners(&config, from_supervisor.listen_fds.as_deref()) {
-        Ok((l, bound)) => {
-            config.bind = bound;
-            l
-        }
+    // Sockets from the supervisor, else from systemd, else bound here.
+    let handed = from_supervisor.listen_fds.clone().or_else(listeners::from_systemd);
+    let shared_sockets = handed.is_some();
+    let mut bound = match open_sockets(&config, handed) {
+        Ok(b) => b,
         Err(code) => return code,
+    };
+    if bound.sockets.is_empty() {
+        crate::log::error!("no socket to listen on");
+        return ExitCode::from(1);
+    }
+    let per_core = match listeners::per_core(&bound.sockets, config.io_threads) {
+        Ok(p) => p,
+        Err(e) => {
+            crate::log::error!("cannot share the listening sockets out to the core threads: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if config.default_bind && !shared_sockets {
+        crate::log::warning!(
+            "listening on every interface (the default --http-socket :8000); give --http-socket 127.0.0.1:8000 to serve this host only"
+        );
+    }
+    let access = match crate::log::Sink::open(config.access_log.clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            crate::log::error!("cannot open the access log {:?}: {e}", config.access_log);
+            return ExitCode::from(1);
+        }
     };
     let stats = Arc::new(Stats::default());
     let parking = Arc::new(Parking::default());
@@ -250,13 +233,13 @@ pub fn run(config: Config) -> ExitCode {
     // Started here, on the unpinned main thread, so the pool's threads may run on any CPU.
     let blocking = DefaultThreadPool::new(config.io_threads.clamp(2, 8));
     let cache_size = usize::try_from(config.cache_size).unwrap_or(usize::MAX);
-    let io_threads = listeners.len();
+    let socket_count = per_core.iter().map(Vec::len).sum();
     let state = Arc::new(State {
         config,
         draining: AtomicBool::new(false),
         open: AtomicUsize::new(0),
-        listening: AtomicUsize::new(io_threads),
-        supervised: from_supervisor.listen_fds.is_some(),
+        listening: AtomicUsize::new(socket_count),
+        shared_sockets,
         at_limit: AtomicBool::new(false),
         roots,
         blocks: Default::default(),
@@ -264,49 +247,61 @@ pub fn run(config: Config) -> ExitCode {
         cache: (cache_size > 0).then(|| crate::cache::Store::new(cache_size)),
         blocking,
         stats,
+        access,
     });
     let mut signals_to_cores = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
+    for (i, sockets) in per_core.into_iter().enumerate() {
         let signal = Arc::new(CoreSignal::default());
         signals_to_cores.push(signal.clone());
         let core_id = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         let (state, queue) = (state.clone(), queue.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("wsgo-core-{i}"))
-            .spawn(move || core_thread::run(i, core_id, listener, state, queue, signal));
+            .spawn(move || core_thread::run(i, core_id, sockets, state, queue, signal));
         if let Err(e) = spawned {
             crate::log::error!("cannot start core thread {i}: {e}");
             return ExitCode::from(1);
         }
     }
-    if let Some(fd) = from_supervisor.ready_fd {
-        crate::sys::process::write_byte_and_close(fd);
+    let control = from_supervisor.control.map(Arc::new);
+    if let Err(e) = upkeep::start(state.clone(), queue.clone(), control.clone()) {
+        crate::log::error!("cannot start the upkeep thread: {e}");
+        return ExitCode::from(1);
+    }
+    if let Some(control) = &control {
+        control.send(&Message::Ready);
+        if state.config.reload {
+            control.send(&Message::Watch(wsgi::interp::source_folders()));
+        }
     }
     crate::log::info!(
-        "process {} (pid {}) serving {}:{} on http://{} ({} io threads, {} workers)",
+        "process {} (pid {}) serving {} on {} ({} io threads, {} workers; {})",
         state.config.process.max(1),
         std::process::id(),
-        state.config.module,
-        state.config.callable,
-        state.config.bind,
+        state.config.module_spec(),
+        listeners::describe(&bound.sockets),
         state.config.io_threads,
-        state.config.workers
+        state.config.workers,
+        wsgi::interp::describe_python(),
     );
 
     let sig = loop {
         match signals.wait() {
             SIGUSR1 => diagnostics::dump_stacks(&pool, &*app),
             SIGUSR2 => diagnostics::print_stats(&state, &queue, &pool, &*app, &jobs),
+            // logrotate's signal: the access log file is opened again; serving goes on (the
+            // supervisor replaces its processes on SIGHUP, and they open it afresh).
+            SIGHUP => match state.access.reopen() {
+                Ok(()) => crate::log::info!("SIGHUP: access log reopened"),
+                Err(e) => crate::log::error!("SIGHUP: cannot reopen the access log: {e}"),
+            },
             other => break other,
         }
     };
-    let name = match sig {
-        SIGINT => "interrupt",
-        SIGHUP => "hangup",
-        _ => "terminated",
-    };
+    let name = if sig == SIGINT { "interrupt" } else { "terminated" };
     crate::log::info!("got {name} signal, shutting down...");
     state.draining.store(true, SeqCst);
+    bound.remove_files();
     for s in &signals_to_cores {
         s.fire();
     }

@@ -1,114 +1,121 @@
-//! The supervisor (`--processes N`; README.md, "Processes"): binds the listening
-//! sockets, starts N server processes by re-executing this binary, restarts them when they die,
-//! and replaces them one at a time on SIGHUP.
+//! The supervisor (`--processes N`; README.md, "Processes"): binds the listening sockets (or
+//! takes systemd's), starts N server processes by re-executing this binary, restarts them when
+//! they die, and replaces them one at a time on SIGHUP, when one asks (`--max-requests`,
+//! `--max-rss`) and when the source changes (`--reload`). With `--metrics` it serves every
+//! process's metrics.
 //!
 //! The supervisor owns the listening sockets and hands them to every server process (inherited
 //! descriptors, `WSGO_LISTEN_FDS`): all processes accept from the same sockets, one per core
 //! thread slot (an SO_REUSEPORT group, so the kernel spreads connections over the slots). A
 //! process that stops closes only its copies, so connections waiting in the kernel's queue are
-//! never reset: another process accepts them. That is what lets SIGHUP swap processes without a
-//! refused or reset connection. The supervisor never starts Python.
+//! never reset: another process accepts them. That is what lets a replacement swap processes
+//! without a refused or reset connection: the new process serves before the old one is asked to
+//! drain. The supervisor never starts Python.
+//!
+//! Each process has a control channel to the supervisor (`control`): it says when it serves,
+//! asks to be replaced, and reports metrics and the folders of its source. The supervisor's loop
+//! never blocks on a process: it reads the channels, reaps, advances the one replacement under
+//! way, and waits for a signal for at most [`TICK`].
 //!
 //! Children are started with `PR_SET_PDEATHSIG`, so they die with the supervisor. A child that
 //! exits is restarted after 100 ms, doubling with each quick failure up to 10 s; a child that
-//! cannot load the app (exit 27) before it ever served makes the supervisor exit with that status.
+//! cannot load the app (exit 27) before it ever served makes the supervisor exit with that status
+//! (with `--reload`, it waits for the next edit instead).
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitCode};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::control::{Channel, Closed, MAX_MESSAGE, Message};
+use super::listeners::{self, Listening};
+use super::reload::Reloader;
 use crate::config::Config;
 use crate::sys::signals::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1, SIGUSR2, Signals};
 use crate::wsgi::interp::EXIT_LOAD_FAILED;
 
 /// The environment variable naming the inherited listening descriptors (`3,4`).
 pub const LISTEN_FDS: &str = "WSGO_LISTEN_FDS";
-/// The environment variable naming the descriptor a child writes one byte to once it serves.
-pub const READY_FD: &str = "WSGO_READY_FD";
 /// First restart delay, doubled per quick failure.
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(10);
 /// A child that ran this long counts as having worked: its next failure restarts quickly.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
-/// How long a new child may take to serve during SIGHUP before the old one is kept.
+/// How long a replacement may take to serve before the old process is kept.
 const READY_WAIT: Duration = Duration::from_secs(60);
+/// The loop's longest wait.
+const TICK: Duration = Duration::from_millis(50);
 
 /// One running server process.
 struct Running {
     child: Child,
     started: Instant,
-    ready: Option<OwnedFd>,
+    control: Channel,
     served: bool,
 }
 
-/// A process slot: its current child, and when to start the next one if it has none.
+impl Running {
+    fn signal(&self, sig: i32) {
+        // The pid of a child we started and have not reaped.
+        crate::sys::signals::kill(self.child.id(), sig);
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+/// A process slot: its current child, a replacement under way, and when to start the next
+/// child if it has none.
 struct Slot {
     number: usize,
     current: Option<Running>,
+    next: Option<(Running, Instant)>,
     restart_at: Option<Instant>,
     failures: u32,
+    /// `--reload`: the app did not load; start again on the next edit.
+    waiting_for_edit: bool,
+    /// The current process's metrics.
+    sample: Option<String>,
 }
 
 /// Everything a child is started with.
 struct Spawner {
     args: Vec<OsString>,
-    listeners: Vec<TcpListener>,
+    sockets: Vec<Listening>,
 }
 
 impl Spawner {
     fn spawn(&self, number: usize) -> std::io::Result<Running> {
-        let (ready_read, ready_write) = crate::sys::process::pipe()?;
+        let (ours, theirs) = Channel::pair()?;
         let mut cmd = Command::new("/proc/self/exe");
         // Shown by ps as the supervisor's own name, not `exe`.
         cmd.arg0(std::env::args_os().next().unwrap_or_else(|| "wsgo".into()));
         cmd.args(&self.args).arg("--process").arg(number.to_string());
         let first = 3;
-        let fds: Vec<RawFd> = self.listeners.iter().map(AsRawFd::as_raw_fd).collect();
-        let ready_target = first + fds.len() as RawFd;
+        let mut fds: Vec<RawFd> = self.sockets.iter().map(Listening::fd).collect();
         let names: Vec<String> = (0..fds.len()).map(|i| (first + i as RawFd).to_string()).collect();
         cmd.env(LISTEN_FDS, names.join(","));
-        cmd.env(READY_FD, ready_target.to_string());
+        cmd.env(super::control::CONTROL_FD, (first + fds.len() as RawFd).to_string());
         // Fewer malloc arenas: Python's threads otherwise each grow their own (the original
         // sets the same for its children). Kept if the user set GLIBC_TUNABLES.
         if std::env::var_os("GLIBC_TUNABLES").is_none() {
             cmd.env("GLIBC_TUNABLES", "glibc.malloc.arena_max=2");
         }
-        // The listening sockets, then the readiness pipe's write end, to 3, 4, ...
-        let mut moved = fds;
-        moved.push(ready_write.as_raw_fd());
+        // The listening sockets, then the child's end of the channel, to 3, 4, ...
+        fds.push(theirs.fd());
         let parent = std::process::id();
         // SAFETY: the closure runs in the child between fork and exec; `prepare_child` only makes
         // async-signal-safe calls, on descriptors and values prepared before the fork.
         unsafe {
-            cmd.pre_exec(move || crate::sys::process::prepare_child(&moved, first, parent));
+            cmd.pre_exec(move || crate::sys::process::prepare_child(&fds, first, parent));
         }
         let child = cmd.spawn()?;
-        drop(ready_write);
-        Ok(Running { child, started: Instant::now(), ready: Some(ready_read), served: false })
-    }
-}
-
-impl Running {
-    /// Whether the child said it serves (reads its readiness pipe without blocking).
-    fn check_ready(&mut self) -> bool {
-        if self.served {
-            return true;
-        }
-        if let Some(fd) = &self.ready
-            && crate::sys::process::read_byte(fd.as_raw_fd())
-        {
-            self.served = true;
-            self.ready = None;
-        }
-        self.served
-    }
-
-    fn signal(&self, sig: i32) {
-        // The pid of a child we started and have not reaped.
-        crate::sys::signals::kill(self.child.id(), sig);
+        drop(theirs);
+        Ok(Running { child, started: Instant::now(), control: ours, served: false })
     }
 }
 
@@ -118,6 +125,36 @@ fn describe(status: std::process::ExitStatus) -> String {
         (None, Some(s)) => format!("signal {s}"),
         _ => "an unknown status".into(),
     }
+}
+
+/// What the loop learns from a process's messages.
+#[derive(Default)]
+struct Heard {
+    replace: Option<String>,
+    watch: Vec<std::path::PathBuf>,
+}
+
+/// Reads a process's messages; `Err` once its end closed (it exited, or is exiting).
+fn listen(
+    r: &mut Running,
+    buf: &mut [u8],
+    sample: Option<&mut Option<String>>,
+    heard: &mut Heard,
+) -> Result<(), Closed> {
+    let mut sample = sample;
+    for m in r.control.receive(buf)? {
+        match m {
+            Message::Ready => r.served = true,
+            Message::Replace(why) => heard.replace = Some(why),
+            Message::Metrics(lines) => {
+                if let Some(s) = sample.as_deref_mut() {
+                    *s = Some(lines);
+                }
+            }
+            Message::Watch(dirs) => heard.watch.extend(dirs),
+        }
+    }
+    Ok(())
 }
 
 /// Runs the supervisor; `args` are the command line without the program name.
@@ -134,91 +171,124 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
         crate::log::info!("--processes 0: nothing to run");
         return ExitCode::SUCCESS;
     }
-    let listeners = match super::bind_listeners(config, None) {
-        Ok((l, _)) => l,
+    // What would fail in every process fails here, once.
+    if let Err(e) = crate::interpreter::choose() {
+        crate::log::error!("{e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = crate::log::Sink::open(config.access_log.clone()) {
+        crate::log::error!("cannot open the access log {:?}: {e}", config.access_log);
+        return ExitCode::from(1);
+    }
+    let systemd = listeners::from_systemd();
+    let from_systemd = systemd.is_some();
+    let mut bound = match super::open_sockets(config, systemd) {
+        Ok(b) => b,
         Err(code) => return code,
     };
-    let bound = listeners.first().and_then(|l| l.local_addr().ok()).map_or(config.bind, |a| a);
-    // Children listen on what was bound (port 0 resolved), through the inherited sockets.
+    if config.default_bind && !from_systemd {
+        crate::log::warning!(
+            "listening on every interface (the default --http-socket :8000); give --http-socket 127.0.0.1:8000 to serve this host only"
+        );
+    }
+    let samples: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; config.processes]));
+    if let Some(addr) = config.metrics {
+        let shared = samples.clone();
+        let page = Arc::new(move || {
+            let samples = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            super::metrics::render(samples.iter().flatten().map(String::as_str))
+        });
+        if let Err(e) = super::metrics::serve(addr, page) {
+            crate::log::error!("cannot serve --metrics on {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let mut reloader = if config.reload {
+        match Reloader::start(&super::reload::initial_folders(&config.module)) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                crate::log::error!("--reload: cannot watch the source: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    // Children serve the sockets handed to them.
     let mut args = strip_flags(args, &["--http-socket", "--processes", "--process"]);
-    args.push("--http-socket".into());
-    args.push(bound.to_string().into());
     args.push("--processes".into());
     args.push(config.processes.to_string().into());
-    let spawner = Spawner { args, listeners };
+    let where_ = listeners::describe(&bound.sockets);
+    let spawner = Spawner { args, sockets: std::mem::take(&mut bound.sockets) };
     crate::log::info!(
-        "supervisor {} starting {} processes on http://{bound}",
+        "supervisor {} starting {} processes on {where_}",
         std::process::id(),
         config.processes
     );
     let mut slots: Vec<Slot> = (1..=config.processes)
-        .map(|number| Slot { number, current: None, restart_at: Some(Instant::now()), failures: 0 })
+        .map(|number| Slot {
+            number,
+            current: None,
+            next: None,
+            restart_at: Some(Instant::now()),
+            failures: 0,
+            waiting_for_edit: false,
+            sample: None,
+        })
         .collect();
-    let mut retiring: Vec<Running> = Vec::new();
-    let grace = config.request_timeout.unwrap_or(Duration::from_secs(60)) + Duration::from_secs(15);
+    let mut supervisor = Supervisor {
+        spawner,
+        retiring: Vec::new(),
+        pending: VecDeque::new(),
+        replacing: None,
+        reload: config.reload,
+        grace: config.request_timeout.unwrap_or(Duration::from_secs(60)) + Duration::from_secs(15),
+    };
+    let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        let now = Instant::now();
-        for slot in &mut slots {
-            if slot.current.is_none() && slot.restart_at.is_some_and(|t| t <= now) {
-                slot.restart_at = None;
-                match spawner.spawn(slot.number) {
-                    Ok(r) => slot.current = Some(r),
-                    Err(e) => {
-                        crate::log::error!("cannot start process {}: {e}", slot.number);
-                        slot.failures += 1;
-                        slot.restart_at = Some(now + backoff(slot.failures));
+        let mut watch = Vec::new();
+        if let Some(code) = supervisor.tick(&mut slots, &mut buf, &mut watch) {
+            supervisor.stop_all(&mut slots);
+            return code;
+        }
+        *samples.lock().unwrap_or_else(|e| e.into_inner()) = slots.iter().map(|s| s.sample.clone()).collect();
+        if let Some(r) = reloader.as_mut() {
+            r.watch(&watch);
+            if r.changed() {
+                crate::log::info!("--reload: the source changed; replacing the processes");
+                for slot in &mut slots {
+                    if std::mem::take(&mut slot.waiting_for_edit) {
+                        slot.restart_at = Some(Instant::now());
                     }
                 }
-            }
-            if let Some(r) = slot.current.as_mut() {
-                r.check_ready();
+                supervisor.replace_all(&slots);
             }
         }
-        // Reap what exited.
-        for slot in &mut slots {
-            let Some(r) = slot.current.as_mut() else { continue };
-            let Ok(Some(status)) = r.child.try_wait() else { continue };
-            let ran = r.started.elapsed();
-            let served = r.check_ready();
-            slot.current = None;
-            if status.code() == Some(EXIT_LOAD_FAILED) && !served {
-                crate::log::error!("process {} could not load the application; stopping", slot.number);
-                stop_all(&mut slots, &mut retiring, grace);
-                return ExitCode::from(EXIT_LOAD_FAILED as u8);
-            }
-            slot.failures = if ran >= HEALTHY_AFTER { 1 } else { slot.failures + 1 };
-            let delay = backoff(slot.failures);
-            crate::log::warning!(
-                "process {} exited with {}; restarting in {delay:?}",
-                slot.number,
-                describe(status)
-            );
-            slot.restart_at = Some(Instant::now() + delay);
-        }
-        retiring.retain_mut(|r| !matches!(r.child.try_wait(), Ok(Some(_))));
-        match signals.wait_timeout(Duration::from_millis(100)) {
+        match signals.wait_timeout(TICK) {
             Some(SIGINT | SIGTERM) => {
                 crate::log::info!("supervisor stopping its processes...");
-                // New connection attempts are dropped from now on (clients see them refused);
-                // the sockets then live only in the children, which accept what is queued and
-                // close them as they drain.
-                for l in &spawner.listeners {
-                    if let Err(e) = crate::sys::net::refuse_new(l.as_raw_fd()) {
-                        crate::log::error!("cannot stop new connections before draining: {e}");
+                // New connection attempts are dropped from now on (clients see them refused; a
+                // unix socket's file goes); the sockets then live only in the children, which
+                // accept what is queued and close them as they drain. systemd's sockets are left
+                // as they are: it keeps them for the next start.
+                if !from_systemd {
+                    for l in &supervisor.spawner.sockets {
+                        if let Listening::Tcp(_) = l
+                            && let Err(e) = crate::sys::net::refuse_new(l.fd())
+                        {
+                            crate::log::error!("cannot stop new connections before draining: {e}");
+                        }
                     }
                 }
-                drop(spawner);
-                stop_all(&mut slots, &mut retiring, grace);
+                bound.remove_files();
+                supervisor.spawner.sockets.clear();
+                supervisor.stop_all(&mut slots);
                 crate::log::info!("supervisor shut down.");
                 return ExitCode::SUCCESS;
             }
             Some(SIGHUP) => {
                 crate::log::info!("SIGHUP: replacing the processes one at a time");
-                for slot in &mut slots {
-                    if let Some(old) = replace(&spawner, slot) {
-                        retiring.push(old);
-                    }
-                }
+                supervisor.replace_all(&slots);
             }
             Some(sig @ (SIGUSR1 | SIGUSR2)) => {
                 for r in slots.iter().filter_map(|s| s.current.as_ref()) {
@@ -230,61 +300,207 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
     }
 }
 
-/// Starts a new process for `slot`, waits until it serves, then asks the old one to drain.
-/// Returns the old process (draining), or `None` if the new one failed (the old one is kept).
-fn replace(spawner: &Spawner, slot: &mut Slot) -> Option<Running> {
-    let mut fresh = match spawner.spawn(slot.number) {
-        Ok(r) => r,
-        Err(e) => {
-            crate::log::error!("cannot start a new process {}: {e}", slot.number);
-            return None;
+/// The supervisor's state besides its slots.
+struct Supervisor {
+    spawner: Spawner,
+    /// Replaced processes, draining.
+    retiring: Vec<Running>,
+    /// Slots waiting for their replacement, in order.
+    pending: VecDeque<usize>,
+    /// The slot being replaced.
+    replacing: Option<usize>,
+    reload: bool,
+    /// How long a drain may take before SIGKILL.
+    grace: Duration,
+}
+
+impl Supervisor {
+    /// Queues every slot with a process for replacement (once each).
+    fn replace_all(&mut self, slots: &[Slot]) {
+        for (i, slot) in slots.iter().enumerate() {
+            if slot.current.is_some() {
+                self.queue(i);
+            }
         }
-    };
-    let deadline = Instant::now() + READY_WAIT;
-    while !fresh.check_ready() {
-        if let Ok(Some(status)) = fresh.child.try_wait() {
+    }
+
+    fn queue(&mut self, i: usize) {
+        if self.replacing != Some(i) && !self.pending.contains(&i) {
+            self.pending.push_back(i);
+        }
+    }
+
+    /// One round: (re)starts, messages, exits, the replacement under way. `Some(code)`: stop.
+    fn tick(
+        &mut self,
+        slots: &mut [Slot],
+        buf: &mut [u8],
+        watch: &mut Vec<std::path::PathBuf>,
+    ) -> Option<ExitCode> {
+        let now = Instant::now();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if slot.current.is_none() && slot.next.is_none() && slot.restart_at.is_some_and(|t| t <= now) {
+                slot.restart_at = None;
+                match self.spawner.spawn(slot.number) {
+                    Ok(r) => slot.current = Some(r),
+                    Err(e) => {
+                        crate::log::error!("cannot start process {}: {e}", slot.number);
+                        slot.failures += 1;
+                        slot.restart_at = Some(now + backoff(slot.failures));
+                    }
+                }
+            }
+            let mut heard = Heard::default();
+            if let Some(r) = slot.current.as_mut() {
+                let _ = listen(r, buf, Some(&mut slot.sample), &mut heard);
+            }
+            if let Some((r, _)) = slot.next.as_mut() {
+                let _ = listen(r, buf, None, &mut heard);
+            }
+            watch.append(&mut heard.watch);
+            if let Some(why) = heard.replace {
+                crate::log::info!("process {} asks to be replaced: {why}", slot.number);
+                if self.replacing != Some(i) && !self.pending.contains(&i) {
+                    self.pending.push_back(i);
+                }
+            }
+        }
+        for r in &mut self.retiring {
+            let _ = r.control.receive(buf);
+        }
+        // Reap what exited.
+        for slot in slots.iter_mut() {
+            let Some(r) = slot.current.as_mut() else { continue };
+            let Some(status) = r.exited() else { continue };
+            let (ran, served) = (r.started.elapsed(), r.served);
+            slot.current = None;
+            slot.sample = None;
+            if status.code() == Some(EXIT_LOAD_FAILED) && !served {
+                if self.reload {
+                    crate::log::error!(
+                        "process {} could not load the application; waiting for the source to change",
+                        slot.number
+                    );
+                    slot.waiting_for_edit = true;
+                    continue;
+                }
+                crate::log::error!("process {} could not load the application; stopping", slot.number);
+                return Some(ExitCode::from(EXIT_LOAD_FAILED as u8));
+            }
+            slot.failures = if ran >= HEALTHY_AFTER { 1 } else { slot.failures + 1 };
+            if slot.next.is_some() {
+                // Its replacement takes over when it serves.
+                crate::log::warning!(
+                    "process {} exited with {} while being replaced",
+                    slot.number,
+                    describe(status)
+                );
+                continue;
+            }
+            let delay = backoff(slot.failures);
             crate::log::warning!(
-                "the new process {} exited with {} before serving; keeping the old one",
+                "process {} exited with {}; restarting in {delay:?}",
                 slot.number,
                 describe(status)
             );
-            return None;
+            slot.restart_at = Some(Instant::now() + delay);
         }
-        if Instant::now() > deadline {
+        self.retiring.retain_mut(|r| r.exited().is_none());
+        self.advance(slots);
+        None
+    }
+
+    /// Moves the replacement under way along: starts the next one, swaps a new process in once
+    /// it serves (asking the old one to drain), or gives up on one that does not come up.
+    fn advance(&mut self, slots: &mut [Slot]) {
+        if self.replacing.is_none() {
+            while let Some(i) = self.pending.pop_front() {
+                let slot = &mut slots[i];
+                if slot.current.is_none() {
+                    continue;
+                }
+                match self.spawner.spawn(slot.number) {
+                    Ok(r) => {
+                        slot.next = Some((r, Instant::now() + READY_WAIT));
+                        self.replacing = Some(i);
+                    }
+                    Err(e) => crate::log::error!("cannot start a new process {}: {e}", slot.number),
+                }
+                break;
+            }
+        }
+        let Some(i) = self.replacing else { return };
+        let slot = &mut slots[i];
+        let Some((fresh, deadline)) = slot.next.as_mut() else {
+            self.replacing = None;
+            return;
+        };
+        if fresh.served {
+            let Some((fresh, _)) = slot.next.take() else { return };
+            crate::log::info!("process {} replaced (pid {})", slot.number, fresh.child.id());
+            if let Some(old) = slot.current.replace(fresh) {
+                old.signal(SIGTERM);
+                self.retiring.push(old);
+            }
+            slot.sample = None;
+            slot.failures = 0;
+            slot.restart_at = None;
+            self.replacing = None;
+        } else if let Some(status) = fresh.exited() {
+            slot.next = None;
+            self.replacing = None;
+            if status.code() == Some(EXIT_LOAD_FAILED) {
+                crate::log::error!(
+                    "the new process {} could not load the application (traceback above); keeping the old processes",
+                    slot.number
+                );
+                self.pending.clear();
+            } else {
+                crate::log::warning!(
+                    "the new process {} exited with {} before serving; keeping the old one",
+                    slot.number,
+                    describe(status)
+                );
+            }
+            if slot.current.is_none() {
+                slot.restart_at = Some(Instant::now() + backoff(slot.failures.max(1)));
+            }
+        } else if Instant::now() > *deadline {
             crate::log::error!("the new process {} did not start serving; keeping the old one", slot.number);
             fresh.signal(SIGKILL);
             let _ = fresh.child.wait();
-            return None;
+            slot.next = None;
+            self.replacing = None;
+            if slot.current.is_none() {
+                slot.restart_at = Some(Instant::now());
+            }
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let old = slot.current.replace(fresh);
-    if let Some(o) = &old {
-        o.signal(SIGTERM);
-    }
-    slot.failures = 0;
-    old
-}
 
-/// SIGTERM to every process, then waits for them (SIGKILL after `grace`).
-fn stop_all(slots: &mut [Slot], retiring: &mut Vec<Running>, grace: Duration) {
-    let mut all: Vec<Running> = slots.iter_mut().filter_map(|s| s.current.take()).collect();
-    all.append(retiring);
-    for r in &all {
-        r.signal(SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    for r in &mut all {
-        loop {
-            if let Ok(Some(_)) = r.child.try_wait() {
-                break;
+    /// SIGTERM to every process, then waits for them (SIGKILL after the grace period).
+    fn stop_all(&mut self, slots: &mut [Slot]) {
+        let mut all: Vec<Running> = Vec::new();
+        for slot in slots.iter_mut() {
+            all.extend(slot.current.take());
+            all.extend(slot.next.take().map(|(r, _)| r));
+        }
+        all.append(&mut self.retiring);
+        for r in &all {
+            r.signal(SIGTERM);
+        }
+        let deadline = Instant::now() + self.grace;
+        for r in &mut all {
+            loop {
+                if r.exited().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    r.signal(SIGKILL);
+                    let _ = r.child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            if Instant::now() > deadline {
-                r.signal(SIGKILL);
-                let _ = r.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

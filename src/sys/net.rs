@@ -5,6 +5,7 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
 
 /// Accept backlog per listener.
 const BACKLOG: i32 = 1024;
@@ -141,7 +142,8 @@ pub fn is_cloexec(fd: RawFd) -> bool {
 /// Accepts a connection waiting on the listening socket `fd`, close-on-exec from the start (a
 /// child process started by the app at that moment cannot inherit it). `nonblock`: for the
 /// epoll driver; io_uring takes blocking sockets. `Ok(None)`: nothing is waiting.
-pub fn accept(fd: RawFd, nonblock: bool) -> io::Result<Option<(OwnedFd, SocketAddr)>> {
+/// The peer's address is `None` for a unix socket's client.
+pub fn accept(fd: RawFd, nonblock: bool) -> io::Result<Option<(OwnedFd, Option<SocketAddr>)>> {
     // SAFETY: sockaddr_storage is plain data; accept4 fills at most `len` bytes of it.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -158,8 +160,143 @@ pub fn accept(fd: RawFd, nonblock: bool) -> io::Result<Option<(OwnedFd, SocketAd
     }
     // SAFETY: accept4 returned a new descriptor that nothing else owns.
     let conn = unsafe { OwnedFd::from_raw_fd(conn) };
-    let peer = socket_addr(&storage).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    Ok(Some((conn, peer)))
+    Ok(Some((conn, socket_addr(&storage))))
+}
+
+/// What kind of socket a descriptor is (for sockets inherited from a supervisor or systemd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A TCP socket bound to this address.
+    Tcp(SocketAddr),
+    /// A unix socket (its path, if it has one).
+    Unix(Option<std::path::PathBuf>),
+}
+
+/// The kind and local address of a socket descriptor; `None` for anything else.
+pub fn kind(fd: RawFd) -> Option<Kind> {
+    // SAFETY: sockaddr_storage is plain data; getsockname fills at most `len` bytes of it.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: fd is a descriptor the caller owns; storage and len are valid for writing.
+    if unsafe { libc::getsockname(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) } != 0 {
+        return None;
+    }
+    if i32::from(storage.ss_family) == libc::AF_UNIX {
+        // SAFETY: the family says the storage holds a sockaddr_un, which fits in it.
+        let un = unsafe { &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+        let bytes: Vec<u8> = un.sun_path.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        let path = (!bytes.is_empty()).then(|| std::path::PathBuf::from(std::ffi::OsString::from_vec(bytes)));
+        return Some(Kind::Unix(path));
+    }
+    socket_addr(&storage).map(Kind::Tcp)
+}
+
+/// Binds a unix listening socket at `path` with permissions `mode`. A socket file already there
+/// is replaced only when nobody listens on it (a connect is refused); a live one is
+/// `AddrInUse`, anything else at the path `AlreadyExists`.
+pub fn listen_unix(path: &std::path::Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::AddrInUse, "Address already in use")),
+            // Left by a process that is gone: replaced.
+            Err(_) => std::fs::remove_file(path)?,
+        },
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "something other than a socket is there",
+            ));
+        }
+        Err(_) => {}
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Whether something already listens on `addr`: a socket bound without SO_REUSEPORT cannot join
+/// a port another socket holds, whether that socket set SO_REUSEPORT or not (a port in TIME_WAIT
+/// is free: SO_REUSEADDR).
+pub fn address_taken(addr: SocketAddr) -> bool {
+    let domain = if addr.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: fd was just created and is owned by nothing else; closed on drop.
+    let probe = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = set_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+    if addr.is_ipv6() {
+        let _ = set_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, i32::from(!addr.ip().is_unspecified()));
+    }
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: storage holds a valid sockaddr of `len` bytes for this address family.
+    let taken = unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } != 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::EADDRINUSE);
+    drop(probe);
+    taken
+}
+
+/// Claims `name` for this process as long as the returned descriptor is open: an abstract unix
+/// socket, which a second claimant cannot bind (`AddrInUse`) and the kernel frees with the
+/// process, however it ends. Closes the gap between [`address_taken`] and the bind of two
+/// instances started at once.
+pub fn claim(name: &str) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = check(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd was just created and is owned by nothing else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_un is plain data for which all-zeroes is a valid value.
+    let mut un: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    un.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // An abstract name: a leading NUL, then the name (truncated to fit).
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(un.sun_path.len() - 1);
+    for (dst, &b) in un.sun_path[1..=n].iter_mut().zip(bytes) {
+        *dst = b as libc::c_char;
+    }
+    let len = (size_of::<libc::sa_family_t>() + 1 + n) as libc::socklen_t;
+    // SAFETY: `un` is a valid sockaddr_un of `len` bytes.
+    check(unsafe { libc::bind(fd, (&un as *const libc::sockaddr_un).cast(), len) })?;
+    Ok(owned)
+}
+
+/// A pair of connected datagram sockets (`SOCK_SEQPACKET`: messages keep their bounds), both
+/// close-on-exec and non-blocking: the supervisor's control channel with one of its processes.
+pub fn message_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: socketpair writes two descriptors into the array we own.
+    check(unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends one message without waiting; false if it could not go (the peer is gone, or its queue
+/// is full).
+pub fn send_message(fd: RawFd, msg: &[u8]) -> bool {
+    // SAFETY: sends `msg.len()` bytes from a live slice on a socket the caller owns.
+    let n =
+        unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    n == msg.len() as isize
+}
+
+/// Receives one message without waiting: `Ok(Some(n))` with its length, `Ok(None)` when none
+/// waits, `Ok(Some(0))` when the peer closed.
+pub fn receive_message(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: receives at most `buf.len()` bytes into a live buffer on a socket the caller owns.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(n as usize))
 }
 
 /// The address in a `sockaddr_storage` filled by the kernel (IPv4 or IPv6).
@@ -318,7 +455,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let (fd, peer) = got.expect("the connection");
-        assert_eq!(peer, client.local_addr().unwrap());
+        assert_eq!(peer, Some(client.local_addr().unwrap()));
         assert!(is_cloexec(fd.as_raw_fd()));
         // SAFETY: F_GETFL only reads the flags of a descriptor we own.
         let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };

@@ -72,20 +72,11 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Reads one byte from a non-blocking descriptor, if one is there.
-pub fn read_byte(fd: RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: reads one byte into a local from a descriptor the caller owns.
-    unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) == 1 }
-}
-
-/// Writes one byte to an inherited descriptor, then closes it (a child's "I serve").
-pub fn write_byte_and_close(fd: RawFd) {
-    // SAFETY: the descriptor was passed to us for this one write and is closed after it.
-    unsafe {
-        libc::write(fd, b"1".as_ptr().cast(), 1);
-        libc::close(fd);
-    }
+/// This process's resident memory in bytes, from /proc/self/statm (0 if it cannot be read).
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * page_size()
 }
 
 /// In a child between fork and exec: moves `fds` to descriptors `first, first + 1, ...` (without

@@ -22,8 +22,9 @@ const MAX_CACHED_KEYS: usize = 512;
 pub struct RequestInfo<'a> {
     /// The request head.
     pub head: &'a RequestHead,
-    /// The TCP peer (`REMOTE_ADDR`, `REMOTE_PORT`).
-    pub peer: SocketAddr,
+    /// The peer (`REMOTE_ADDR`, `REMOTE_PORT`; for a unix socket `REMOTE_ADDR` is empty and
+    /// `REMOTE_PORT` absent, as gunicorn sets them).
+    pub peer: crate::client::Peer,
     /// The local address (`SERVER_NAME` without a Host, `SERVER_PORT`).
     pub local: SocketAddr,
     /// A trusted proxy says the client used https.
@@ -151,11 +152,19 @@ pub fn build<'py>(
     let protocol = if head.minor == 1 { intern!(py, "HTTP/1.1") } else { intern!(py, "HTTP/1.0") };
     env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     let mut text = Vec::with_capacity(48);
-    push_ip(&mut text, req.peer.ip());
-    env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, &text)?)?;
-    text.clear();
-    push_u64(&mut text, u64::from(req.peer.port()));
-    env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, &text)?)?;
+    match req.peer {
+        crate::client::Peer::Ip(peer) => {
+            push_ip(&mut text, peer.ip());
+            env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, &text)?)?;
+            text.clear();
+            push_u64(&mut text, u64::from(peer.port()));
+            env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, &text)?)?;
+        }
+        crate::client::Peer::Unix => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
+            env.del_item(intern!(py, "REMOTE_PORT"))?;
+        }
+    }
     let host = head.host.map(|h| head.bytes(h)).unwrap_or(b"");
     text.clear();
     if host.is_empty() {
@@ -165,7 +174,11 @@ pub fn build<'py>(
     }
     env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &text)?)?;
     text.clear();
-    push_u64(&mut text, u64::from(req.local.port()));
+    match req.local.port() {
+        // A unix socket: the port the client asked for (its proxy's), else HTTP's.
+        0 => text.extend_from_slice(host_port(host).unwrap_or(b"80")),
+        port => push_u64(&mut text, u64::from(port)),
+    }
     env.set_item(intern!(py, "SERVER_PORT"), latin1(py, &text)?)?;
     env.set_item(intern!(py, "HTTP_HOST"), latin1(py, host)?)?;
     let scheme = if req.https { intern!(py, "https") } else { intern!(py, "http") };
@@ -239,7 +252,13 @@ fn method_str<'py>(py: Python<'py>, method: &[u8]) -> PyResult<Bound<'py, PyStri
     })
 }
 
-/// `example.com:8000` -> `example.com`; `[::1]:80` -> `[::1]`.
+/// The port of a Host value (`h:8000`, `[::1]:8000`), if it names one.
+pub fn host_port(host: &[u8]) -> Option<&[u8]> {
+    let after = &host[host_without_port(host).len()..];
+    after.strip_prefix(b":").filter(|p| !p.is_empty())
+}
+
+/// A Host value without its port: `example.com:8000` -> `example.com`; `[::1]:80` -> `[::1]`.
 pub fn host_without_port(host: &[u8]) -> &[u8] {
     if host.first() == Some(&b'[') {
         return match host.iter().position(|&b| b == b']') {
@@ -259,15 +278,17 @@ mod tests {
 
     #[test]
     fn strips_ports() {
-        let table: &[(&str, &str)] = &[
-            ("example.com", "example.com"),
-            ("example.com:8000", "example.com"),
-            ("[::1]:80", "[::1]"),
-            ("[::1]", "[::1]"),
-            ("127.0.0.1:1", "127.0.0.1"),
+        let table: &[(&str, &str, Option<&str>)] = &[
+            ("example.com", "example.com", None),
+            ("example.com:8000", "example.com", Some("8000")),
+            ("[::1]:80", "[::1]", Some("80")),
+            ("[::1]", "[::1]", None),
+            ("127.0.0.1:1", "127.0.0.1", Some("1")),
+            ("h:", "h", None),
         ];
-        for (host, want) in table {
+        for (host, want, port) in table {
             assert_eq!(host_without_port(host.as_bytes()), want.as_bytes(), "{host}");
+            assert_eq!(host_port(host.as_bytes()), port.map(str::as_bytes), "{host}");
         }
     }
 

@@ -6,7 +6,7 @@
 //! `wsgo` module is registered before start-up.
 
 use std::mem::MaybeUninit;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -16,43 +16,12 @@ use super::module::wsgo;
 /// Exit code when the application cannot be loaded (the original's, so supervisors can tell).
 pub const EXIT_LOAD_FAILED: i32 = 27;
 
-/// The python executable whose prefix the interpreter should adopt.
-pub fn program_path() -> PathBuf {
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
-        let exe = Path::new(&venv).join("bin").join("python");
-        if exe.exists() {
-            return exe;
-        }
-    }
-    // Installed into a venv (`pip install`): `venv/bin/wsgo` beside `venv/bin/python`.
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(bin) = exe.parent()
-        && bin.parent().is_some_and(|p| p.join("pyvenv.cfg").exists())
-        && bin.join("python").exists()
-    {
-        return bin.join("python");
-    }
-    // A venv that is first on PATH without being activated.
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let exe = dir.join("python3");
-            if exe.exists() {
-                if dir.parent().is_some_and(|p| p.join("pyvenv.cfg").exists()) {
-                    return exe;
-                }
-                break;
-            }
-        }
-    }
-    PathBuf::from(env!("WSGO_BUILD_PYTHON"))
-}
-
 /// Initialises the interpreter. Must run once, on the main thread, before any other Python use.
 /// Leaves the calling thread detached (the GIL released).
 pub fn start_interpreter() -> Result<(), StartError> {
     pyo3::append_to_inittab!(wsgo);
-    let program = program_path();
-    let program = widen(&program.to_string_lossy());
+    let choice = crate::interpreter::choose().map_err(StartError::Venv)?;
+    let program = widen(&choice.program.to_string_lossy());
     // SAFETY: PyConfig is a plain C struct that PyConfig_InitPythonConfig fully initialises before
     // any field is read; the strings we pass are NUL-terminated and copied by PyConfig_SetString;
     // the config is cleared after use. This runs once, before any other thread touches Python.
@@ -107,8 +76,9 @@ fn widen(s: &str) -> Vec<libc::wchar_t> {
     s.chars().map(|c| c as libc::wchar_t).chain(std::iter::once(0)).collect()
 }
 
-/// Imports `module` and returns its `callable`. Prints the traceback on failure.
-pub fn load_app(module: &str, callable: &str) -> Result<Py<PyAny>, StartError> {
+/// Imports `module` and returns its `callable` (or, with `factory_args`, what calling it with
+/// those literal arguments returns). Prints the traceback on failure.
+pub fn load_app(module: &str, callable: &str, factory_args: Option<&str>) -> Result<Py<PyAny>, StartError> {
     Python::attach(|py| {
         let m = match py.import(module) {
             Ok(m) => m,
@@ -117,20 +87,100 @@ pub fn load_app(module: &str, callable: &str) -> Result<Py<PyAny>, StartError> {
                 return Err(StartError::App(format!("Couldn't import module: {module}")));
             }
         };
-        let app = match m.getattr(callable) {
-            Ok(a) => a,
-            Err(e) => {
+        let mut app = m.clone().into_any();
+        for part in callable.split('.') {
+            app = match app.getattr(part) {
+                Ok(a) => a,
+                Err(e) => {
+                    e.print(py);
+                    return Err(StartError::App(format!(
+                        "Couldn't find '{callable}' entrypoint in module {module}"
+                    )));
+                }
+            };
+        }
+        if let Some(args) = factory_args {
+            app = call_factory(py, &app, args).map_err(|e| {
                 e.print(py);
-                return Err(StartError::App(format!(
-                    "Couldn't find '{callable}' entrypoint in module {module}"
-                )));
-            }
-        };
+                StartError::App(format!("The factory {module}:{callable}({args}) failed"))
+            })?;
+        }
         if !app.is_callable() {
             return Err(StartError::App(format!("'{module}:{callable}' is not callable")));
         }
         Ok(app.unbind())
     })
+}
+
+/// Calls a factory with `args`, the source text of literal arguments (`"dev", debug=True`):
+/// parsed with `ast`, never evaluated as code.
+fn call_factory<'py>(
+    py: Python<'py>,
+    factory: &Bound<'py, PyAny>,
+    args: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let code = c"import ast
+def parse(src):
+    call = ast.parse('f(' + src + ')', mode='eval').body
+    if not isinstance(call, ast.Call) or any(isinstance(a, ast.Starred) for a in call.args) \
+            or any(k.arg is None for k in call.keywords):
+        raise ValueError('factory arguments must be literals: ' + repr(src))
+    return ([ast.literal_eval(a) for a in call.args],
+            {k.arg: ast.literal_eval(k.value) for k in call.keywords})
+";
+    let scope = pyo3::types::PyDict::new(py);
+    py.run(code, Some(&scope), None)?;
+    let parse =
+        scope.get_item("parse")?.ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no parser"))?;
+    let parsed = parse.call1((args,))?;
+    let (positional, keywords): (Bound<'py, pyo3::types::PyList>, Bound<'py, pyo3::types::PyDict>) =
+        parsed.extract()?;
+    factory.call(positional.to_tuple(), Some(&keywords))
+}
+
+/// The folders the app's modules were loaded from (for `--reload`): the working directory's
+/// and the app's own, not the interpreter's or a site-packages.
+pub fn source_folders() -> Vec<PathBuf> {
+    let code = c"import os, sys
+def folders():
+    skip = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    out = set()
+    for m in list(sys.modules.values()):
+        f = getattr(m, '__file__', None)
+        if not isinstance(f, str):
+            continue
+        d = os.path.dirname(os.path.realpath(f))
+        parts = d.split(os.sep)
+        if 'site-packages' in parts or 'dist-packages' in parts:
+            continue
+        if any(d == s or d.startswith(s + os.sep) for s in skip):
+            continue
+        out.add(d)
+    return sorted(out)
+";
+    Python::attach(|py| -> PyResult<Vec<String>> {
+        let scope = pyo3::types::PyDict::new(py);
+        py.run(code, Some(&scope), None)?;
+        let f = scope
+            .get_item("folders")?
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no folders"))?;
+        f.call0()?.extract()
+    })
+    .map(|v| v.into_iter().map(PathBuf::from).collect())
+    .unwrap_or_default()
+}
+
+/// The running interpreter for the start-up line: `python 3.11.2, venv /srv/app/.venv (from
+/// VIRTUAL_ENV)`.
+pub fn describe_python() -> String {
+    let version = Python::attach(|py| -> PyResult<String> {
+        py.import("platform")?.call_method0("python_version")?.extract()
+    })
+    .unwrap_or_else(|_| crate::interpreter::BUILD_VERSION.to_string());
+    match crate::interpreter::choose() {
+        Ok(choice) => choice.to_string().replacen(crate::interpreter::BUILD_VERSION, &version, 1),
+        Err(e) => format!("python {version} ({e})"),
+    }
 }
 
 /// Starts the interpreter, installs the process's parked requests and job registry in the `wsgo`
@@ -146,7 +196,7 @@ pub fn start(
     start_interpreter()?;
     Python::attach(|py| super::module::install(py, parking, jobs))
         .map_err(|e| StartError::Interpreter(format!("could not set up the wsgo module: {e}")))?;
-    let callable = load_app(&config.module, &config.callable)?;
+    let callable = load_app(&config.module, &config.callable, config.factory_args.as_deref())?;
     let base_environ = Python::attach(|py| super::environ::base_environ(py, config.processes > 1))
         .map_err(|e| StartError::Interpreter(format!("could not build the environ: {e}")))?;
     Ok(super::App { callable, base_environ, stats })
@@ -161,12 +211,15 @@ pub enum StartError {
     /// The application could not be imported, lacks its callable, or it is not callable.
     #[error("{0}")]
     App(String),
+    /// `VIRTUAL_ENV` is not a venv.
+    #[error(transparent)]
+    Venv(crate::interpreter::NotAVenv),
 }
 
 impl crate::log::Blame for StartError {
     fn cause(&self) -> crate::log::Cause {
         match self {
-            StartError::Interpreter(_) => crate::log::Cause::Server,
+            StartError::Interpreter(_) | StartError::Venv(_) => crate::log::Cause::Server,
             StartError::App(_) => crate::log::Cause::App,
         }
     }
@@ -174,11 +227,12 @@ impl crate::log::Blame for StartError {
 
 impl StartError {
     /// The process's exit status: 27 when the app cannot be loaded (the original's, which
-    /// supervisors look for), else 1.
+    /// supervisors look for), 2 for a bad `VIRTUAL_ENV` (a usage error, like a bad flag), else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
             StartError::Interpreter(_) => 1,
             StartError::App(_) => EXIT_LOAD_FAILED as u8,
+            StartError::Venv(_) => 2,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyBaseException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt};
 
@@ -22,10 +22,12 @@ use crate::park::{Action, Parking, channels};
 create_exception!(
     wsgo,
     RequestTimeoutException,
-    PyException,
+    PyBaseException,
     "Raised into a request that ran past --request-timeout (and into a background job past 30 \
 minutes). It surfaces at the next Python bytecode: a blocking C call finishes first. An app may \
-catch it and still answer; if it escapes, the client gets 504."
+catch it and still answer; if it escapes, the client gets 504. It derives from BaseException, \
+as asyncio.CancelledError does, so that frameworks catching Exception (Flask, Django) let it \
+reach the server instead of turning it into their 500 page."
 );
 
 /// A background job: the app's callable.

@@ -305,6 +305,8 @@ def application(environ, start_response):
     if path == "/cl-long":
         start_response("200 OK", [("Content-Length", "3")])
         return [b"toolong"]
+    if path == "/pid":
+        return respond(start_response, str(os.getpid()).encode())
     if path == "/sleep":
         time.sleep(float(q.get("t", "1")))
         return respond(start_response, b"slept")

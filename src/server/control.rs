@@ -1,0 +1,166 @@
+//! The control channel between the supervisor and one of its server processes: a pair of
+//! `SOCK_SEQPACKET` unix sockets (each message arrives whole), the child's end inherited as
+//! `WSGO_CONTROL_FD`. Only the child speaks:
+//!
+//! - `ready`: it serves (the app is loaded and the core threads accept);
+//! - `replace <why>`: it reached `--max-requests` or `--max-rss` and asks to be replaced the way
+//!   SIGHUP replaces it (a new process serves before this one drains);
+//! - `metrics\n<lines>`: its Prometheus sample lines, every second with `--metrics`;
+//! - `watch\n<dir>\n...`: the folders of the app's source files, for `--reload`.
+//!
+//! The supervisor reads without waiting, in its loop; a child whose end closes is gone (its exit
+//! is reaped there too).
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+/// The environment variable naming the child's end of the channel.
+pub const CONTROL_FD: &str = "WSGO_CONTROL_FD";
+
+/// Largest message: a process's metrics fit with room to spare.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// A message from a server process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// It serves.
+    Ready,
+    /// It asks to be replaced, and says why.
+    Replace(String),
+    /// Its current metrics, as Prometheus sample lines.
+    Metrics(String),
+    /// Folders whose `.py` files are the app's source.
+    Watch(Vec<PathBuf>),
+}
+
+impl Message {
+    /// The bytes sent.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Message::Ready => b"ready".to_vec(),
+            Message::Replace(why) => format!("replace {why}").into_bytes(),
+            Message::Metrics(lines) => format!("metrics\n{lines}").into_bytes(),
+            Message::Watch(dirs) => {
+                use std::os::unix::ffi::OsStrExt;
+                let mut out = b"watch".to_vec();
+                for d in dirs {
+                    out.push(b'\n');
+                    out.extend_from_slice(d.as_os_str().as_bytes());
+                }
+                out
+            }
+        }
+    }
+
+    /// Reads a message; `None` for anything else (a child is not trusted to be well-formed:
+    /// the app runs in it).
+    pub fn decode(bytes: &[u8]) -> Option<Message> {
+        use std::os::unix::ffi::OsStrExt;
+        if bytes == b"ready" {
+            return Some(Message::Ready);
+        }
+        if let Some(why) = bytes.strip_prefix(b"replace ") {
+            return Some(Message::Replace(String::from_utf8_lossy(why).into_owned()));
+        }
+        if let Some(lines) = bytes.strip_prefix(b"metrics\n") {
+            return std::str::from_utf8(lines).ok().map(|s| Message::Metrics(s.to_string()));
+        }
+        if let Some(rest) = bytes.strip_prefix(b"watch") {
+            let dirs = rest
+                .split(|&b| b == b'\n')
+                .filter(|d| !d.is_empty())
+                .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)))
+                .collect();
+            return Some(Message::Watch(dirs));
+        }
+        None
+    }
+}
+
+/// One end of a channel.
+#[derive(Debug)]
+pub struct Channel(OwnedFd);
+
+impl Channel {
+    /// A connected pair: the supervisor's end, the child's end.
+    pub fn pair() -> std::io::Result<(Channel, Channel)> {
+        let (a, b) = crate::sys::net::message_pair()?;
+        Ok((Channel(a), Channel(b)))
+    }
+
+    /// The child's end, named by `WSGO_CONTROL_FD` (taken out of the environment, so the app's
+    /// processes do not see it). Call before any other thread starts.
+    pub fn from_env() -> Option<Channel> {
+        use std::os::fd::FromRawFd;
+        let fd = std::env::var(CONTROL_FD).ok()?.parse::<RawFd>().ok()?;
+        // SAFETY: called at the start of the process, before any other thread exists, so
+        // nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(CONTROL_FD) };
+        // Not to be inherited by what the app starts.
+        crate::sys::net::set_cloexec(fd).ok()?;
+        crate::sys::net::kind(fd)?;
+        // SAFETY: the supervisor handed this descriptor to this process to own, and checked
+        // above to be a socket; nothing else here uses the number.
+        Some(Channel(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Sends a message without waiting; false if it could not go.
+    pub fn send(&self, msg: &Message) -> bool {
+        crate::sys::net::send_message(self.0.as_raw_fd(), &msg.encode())
+    }
+
+    /// The messages waiting, without waiting; `Err` once the other end closed.
+    pub fn receive(&self, buf: &mut [u8]) -> Result<Vec<Message>, Closed> {
+        let mut out = Vec::new();
+        loop {
+            match crate::sys::net::receive_message(self.0.as_raw_fd(), buf) {
+                Ok(None) => return Ok(out),
+                Ok(Some(0)) | Err(_) => return if out.is_empty() { Err(Closed) } else { Ok(out) },
+                Ok(Some(n)) => out.extend(Message::decode(&buf[..n.min(buf.len())])),
+            }
+        }
+    }
+
+    /// Its descriptor (to pass it to a child).
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// The other end closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let table = [
+            Message::Ready,
+            Message::Replace("reached --max-requests 50".into()),
+            Message::Metrics("wsgo_requests_total{process=\"1\",class=\"2xx\"} 4\n".into()),
+            Message::Watch(vec!["/srv/app".into(), "/srv/app/pkg".into()]),
+            Message::Watch(vec![]),
+        ];
+        for m in table {
+            assert_eq!(Message::decode(&m.encode()), Some(m.clone()), "{m:?}");
+        }
+        for junk in [&b""[..], b"read", b"metrics", b"metrics\n\xff", b"replace"] {
+            assert_eq!(Message::decode(junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn a_pair_carries_whole_messages_and_sees_the_close() {
+        let (sup, child) = Channel::pair().unwrap();
+        let mut buf = vec![0; MAX_MESSAGE];
+        assert_eq!(sup.receive(&mut buf), Ok(vec![]));
+        assert!(child.send(&Message::Ready));
+        assert!(child.send(&Message::Replace("why".into())));
+        assert_eq!(sup.receive(&mut buf), Ok(vec![Message::Ready, Message::Replace("why".into())]));
+        drop(child);
+        assert_eq!(sup.receive(&mut buf), Err(Closed));
+    }
+}

@@ -1,0 +1,231 @@
+//! The listening sockets: bound here (TCP and unix), inherited from the supervisor, or handed
+//! over by systemd (socket activation); and shared out to the core threads.
+//!
+//! A TCP address gets one SO_REUSEPORT socket per core thread, so the kernel spreads its
+//! connections over the cores. Before binding, the address is claimed for this process (an
+//! abstract unix socket named after it) and probed (a bind without SO_REUSEPORT fails when anyone
+//! holds the port): a second wsgo, or anything else, on an address a wsgo serves fails at start
+//! with "Address already in use" instead of silently sharing its connections. A unix socket is
+//! one socket that every core accepts from.
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+use crate::config::{Bind, Config};
+use crate::sys::net::Kind;
+
+/// One listening socket.
+#[derive(Debug)]
+pub enum Listening {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A unix socket.
+    Unix(UnixListener),
+}
+
+impl Listening {
+    /// Its descriptor.
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Listening::Tcp(l) => l.as_raw_fd(),
+            Listening::Unix(l) => l.as_raw_fd(),
+        }
+    }
+
+    /// Another descriptor of the same socket.
+    pub fn try_clone(&self) -> io::Result<Listening> {
+        Ok(match self {
+            Listening::Tcp(l) => Listening::Tcp(l.try_clone()?),
+            Listening::Unix(l) => Listening::Unix(l.try_clone()?),
+        })
+    }
+
+    /// What it is bound to.
+    pub fn bind(&self) -> Option<Bind> {
+        match crate::sys::net::kind(self.fd())? {
+            Kind::Tcp(a) => Some(Bind::Tcp(a)),
+            Kind::Unix(path) => Some(Bind::Unix(path.unwrap_or_default())),
+        }
+    }
+}
+
+/// Why the server cannot listen.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// The address cannot be had.
+    #[error("cannot listen on {bind}: {source}")]
+    Bind {
+        /// Which address.
+        bind: Bind,
+        /// Why.
+        source: io::Error,
+    },
+    /// Someone serves it already.
+    #[error("cannot listen on {0}: Address already in use (another process serves it)")]
+    Taken(Bind),
+    /// An inherited descriptor is not a listening TCP or unix socket.
+    #[error("descriptor {0} handed over is not a TCP or unix socket")]
+    NotASocket(RawFd),
+}
+
+/// The sockets this process bound, and what ends with it: the claims on the addresses, and the
+/// unix socket files, removed when dropped.
+#[derive(Debug, Default)]
+pub struct Bound {
+    /// Every socket, each TCP address's group together.
+    pub sockets: Vec<Listening>,
+    claims: Vec<OwnedFd>,
+    files: Vec<(PathBuf, u64, u64)>,
+}
+
+impl Bound {
+    /// Sockets handed to this process: nothing to claim or remove.
+    pub fn inherited(sockets: Vec<Listening>) -> Bound {
+        Bound { sockets, claims: Vec::new(), files: Vec::new() }
+    }
+
+    /// Removes the unix socket files bound here (at shutdown: new clients find no server,
+    /// while the connections already queued are still accepted).
+    pub fn remove_files(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        for (path, dev, ino) in self.files.drain(..) {
+            // Only our own socket file: a successor may have bound the path meanwhile.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.dev() == dev && m.ino() == ino) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        self.remove_files();
+    }
+}
+
+/// Binds every address of `config`: `config.io_threads` SO_REUSEPORT sockets per TCP address
+/// (port 0 resolved once, the others join it), one socket per unix path.
+pub fn bind(config: &Config) -> Result<Bound, ListenError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut bound = Bound::default();
+    for bind in &config.binds {
+        match bind {
+            Bind::Tcp(addr) => {
+                let mut addr = *addr;
+                if addr.port() != 0 {
+                    let claim = crate::sys::net::claim(&format!("wsgo-listen:{addr}"))
+                        .map_err(|_| ListenError::Taken(bind.clone()))?;
+                    if crate::sys::net::address_taken(addr) {
+                        return Err(ListenError::Taken(bind.clone()));
+                    }
+                    bound.claims.push(claim);
+                }
+                for _ in 0..config.io_threads.max(1) {
+                    let l = crate::sys::net::listen(addr, config.defer_accept)
+                        .map_err(|source| ListenError::Bind { bind: Bind::Tcp(addr), source })?;
+                    if addr.port() == 0
+                        && let Ok(a) = l.local_addr()
+                    {
+                        addr.set_port(a.port());
+                    }
+                    bound.sockets.push(Listening::Tcp(l));
+                }
+            }
+            Bind::Unix(path) => {
+                let l = crate::sys::net::listen_unix(path, config.socket_mode).map_err(|source| {
+                    if source.kind() == io::ErrorKind::AddrInUse {
+                        ListenError::Taken(bind.clone())
+                    } else {
+                        ListenError::Bind { bind: bind.clone(), source }
+                    }
+                })?;
+                if let Ok(m) = std::fs::symlink_metadata(path) {
+                    bound.files.push((path.clone(), m.dev(), m.ino()));
+                }
+                bound.sockets.push(Listening::Unix(l));
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// Takes over listening sockets handed to this process (by the supervisor, or by systemd).
+pub fn inherit(fds: &[RawFd]) -> Result<Vec<Listening>, ListenError> {
+    let mut out = Vec::with_capacity(fds.len());
+    for &fd in fds {
+        // Not to be inherited by what the app starts.
+        let _ = crate::sys::net::set_cloexec(fd);
+        let kind = crate::sys::net::kind(fd).ok_or(ListenError::NotASocket(fd))?;
+        // SAFETY: the descriptor was handed to this process for it to own (the supervisor's
+        // `WSGO_LISTEN_FDS`, systemd's `LISTEN_FDS`) and nothing else in it uses the number.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        out.push(match kind {
+            Kind::Tcp(_) => Listening::Tcp(TcpListener::from(owned)),
+            Kind::Unix(_) => Listening::Unix(UnixListener::from(owned)),
+        });
+    }
+    for l in &out {
+        // The core threads wait for readiness and accept without blocking.
+        match l {
+            Listening::Tcp(t) => t.set_nonblocking(true),
+            Listening::Unix(u) => u.set_nonblocking(true),
+        }
+        .map_err(|source| ListenError::Bind {
+            bind: l.bind().unwrap_or(Bind::Unix(PathBuf::new())),
+            source,
+        })?;
+    }
+    Ok(out)
+}
+
+/// The sockets of each core thread: one for each address, a TCP address's own sockets shared
+/// out in turn (a copy of one when there are fewer than cores), a unix socket's copies.
+pub fn per_core(sockets: &[Listening], cores: usize) -> io::Result<Vec<Vec<Listening>>> {
+    let mut groups: Vec<(Option<Bind>, Vec<&Listening>)> = Vec::new();
+    for l in sockets {
+        let b = l.bind();
+        match groups.iter_mut().find(|(g, _)| *g == b) {
+            Some((_, members)) => members.push(l),
+            None => groups.push((b, vec![l])),
+        }
+    }
+    let mut out: Vec<Vec<Listening>> = (0..cores.max(1)).map(|_| Vec::new()).collect();
+    for (_, members) in &groups {
+        for (i, core) in out.iter_mut().enumerate() {
+            core.push(members[i % members.len()].try_clone()?);
+        }
+    }
+    Ok(out)
+}
+
+/// What the addresses are, for the start-up line: the TCP ones as `http://ADDR` first.
+pub fn describe(sockets: &[Listening]) -> String {
+    let mut binds: Vec<Bind> = Vec::new();
+    for b in sockets.iter().filter_map(Listening::bind) {
+        if !binds.contains(&b) {
+            binds.push(b);
+        }
+    }
+    binds.sort_by_key(|b| matches!(b, Bind::Unix(_)));
+    binds.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")
+}
+
+/// The sockets systemd hands over (`LISTEN_FDS`, `LISTEN_PID`; sd_listen_fds(3)), taken out of
+/// the environment so the app's processes do not see them. `None` when there are none for this
+/// process.
+pub fn from_systemd() -> Option<Vec<RawFd>> {
+    const FIRST: RawFd = 3;
+    let pid = std::env::var("LISTEN_PID").ok()?.parse::<u32>().ok()?;
+    let n = std::env::var("LISTEN_FDS").ok()?.parse::<RawFd>().ok()?;
+    // SAFETY: called at the start of the process, before any other thread exists, so nothing
+    // reads the environment concurrently.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    (pid == std::process::id() && n > 0).then(|| (FIRST..FIRST + n).collect())
+}
