@@ -21,7 +21,7 @@ fn environ(c: &mut Criterion) {
     let head = head.attach(Bytes::copy_from_slice(&BROWSER[..len]));
     let info = RequestInfo {
         head: &head,
-        peer: "127.0.0.1:50000".parse().unwrap(),
+        peer: wsgo::client::Peer::Ip("127.0.0.1:50000".parse().unwrap()),
         local: "127.0.0.1:8000".parse().unwrap(),
         https: false,
         park_arg: None,

@@ -22,7 +22,7 @@ fn job(i: u32, public: bool) -> Job {
         head: h.attach(Bytes::copy_from_slice(&raw.as_bytes()[..len])),
         body: Bytes::new(),
         body_complete: true,
-        peer: "127.0.0.1:1".parse().expect("addr"),
+        peer: wsgo::client::Peer::Ip("127.0.0.1:1".parse().expect("addr")),
         local: "127.0.0.1:2".parse().expect("addr"),
         https: false,
         exchange: Arc::new(Exchange::new()),

@@ -76,6 +76,13 @@ fn a_second_instance_on_the_address_fails_and_the_first_keeps_every_request() {
             assert_eq!(status.code(), Some(1), "{err}");
             assert!(err.contains("Address already in use"), "{err}");
         }
+        // The first goes on serving after the attempts.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = ok.load(SeqCst);
+        while ok.load(SeqCst) < seen + 20 {
+            assert!(Instant::now() < deadline, "the first instance stopped serving");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         stop.store(true, SeqCst);
         load.join().unwrap();
         assert!(ok.load(SeqCst) > 10 && failed.load(SeqCst) == 0, "{ok:?} ok, {failed:?} failed");

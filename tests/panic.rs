@@ -45,11 +45,11 @@ fn a_panic_costs_one_connection_and_nothing_else() {
     std::thread::sleep(Duration::from_millis(200));
     server.signal(libc::SIGUSR2);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !server.stdout_text().contains("Open connections: ") {
+    while !server.stderr_text().contains("Open connections: ") {
         assert!(Instant::now() < deadline, "no stats");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(server.stdout_text().contains("Open connections: 1\n"), "{}", server.stdout_text());
+    assert!(server.stderr_text().contains("Open connections: 1\n"), "{}", server.stderr_text());
 
     drop(ra);
     drop(a);

@@ -264,6 +264,9 @@ pub fn run(config: Config) -> ExitCode {
         }
     }
     let control = from_supervisor.control.map(Arc::new);
+    if state.config.reload && control.is_none() {
+        crate::log::warning!("--reload needs the supervisor (it watches the source): ignored with --process");
+    }
     if let Err(e) = upkeep::start(state.clone(), queue.clone(), control.clone()) {
         crate::log::error!("cannot start the upkeep thread: {e}");
         return ExitCode::from(1);

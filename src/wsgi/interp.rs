@@ -122,11 +122,14 @@ fn call_factory<'py>(
     let code = c"import ast
 def parse(src):
     call = ast.parse('f(' + src + ')', mode='eval').body
-    if not isinstance(call, ast.Call) or any(isinstance(a, ast.Starred) for a in call.args) \
-            or any(k.arg is None for k in call.keywords):
-        raise ValueError('factory arguments must be literals: ' + repr(src))
-    return ([ast.literal_eval(a) for a in call.args],
-            {k.arg: ast.literal_eval(k.value) for k in call.keywords})
+    try:
+        if not isinstance(call, ast.Call) or any(isinstance(a, ast.Starred) for a in call.args) \\
+                or any(k.arg is None for k in call.keywords):
+            raise ValueError(src)
+        return ([ast.literal_eval(a) for a in call.args],
+                {k.arg: ast.literal_eval(k.value) for k in call.keywords})
+    except ValueError:
+        raise ValueError('factory arguments must be literals: ' + repr(src)) from None
 ";
     let scope = pyo3::types::PyDict::new(py);
     py.run(code, Some(&scope), None)?;

@@ -2,12 +2,13 @@
 
 import hashlib
 import os
+import re
 import time
 
 import pytest
 import requests
 
-from conftest import start_server
+from conftest import start_server, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -75,4 +76,21 @@ def test_csrf_protection_still_applies(server):
 
 def test_a_failing_view_gives_500(server):
     assert requests.get(server.url + "/boom").status_code == 500
+    assert requests.get(server.url + "/").status_code == 200
+
+
+def test_access_log_timestamps_stay_utc_under_time_zone(server):
+    # TIME_ZONE = "Asia/Tokyo" made Django call tzset() at start; the lines stay in UTC.
+    requests.get(server.url + "/")
+    wait_for(lambda: "GET / " in server.stdout(), what="the access line")
+    stamps = re.findall(r"\[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\]", server.stdout())
+    assert stamps and all(s.endswith("+0000") for s in stamps), stamps
+
+
+def test_the_request_timeout_is_a_504_not_djangos_500(request, driver_env):
+    server = start_server(request, driver_env, "djproject.wsgi", args=["--request-timeout", "1"])
+    t0 = time.monotonic()
+    r = requests.get(server.url + "/spin", timeout=20)
+    assert r.status_code == 504 and time.monotonic() - t0 < 10
+    assert "Task timed out!" in server.stderr()
     assert requests.get(server.url + "/").status_code == 200

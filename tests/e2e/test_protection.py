@@ -226,8 +226,8 @@ def test_sigusr2_reports_and_sigusr1_dumps_stacks_under_load(server):
     slow = ThreadPoolExecutor(1).submit(requests.get, server.url + "/sleep?t=2", headers={"X-Forwarded-For": "9.9.9.9"})
     time.sleep(0.5)
     os.kill(server.proc.pid, signal.SIGUSR2)
-    wait_for(lambda: "1:   9.9.9.9: 1" in server.stdout(), what="the SIGUSR2 report")
-    out = server.stdout()
+    wait_for(lambda: "1:   9.9.9.9: 1" in server.stderr(), what="the SIGUSR2 report")
+    out = server.stderr()
     assert "1: Active requests: 1" in out and "1: Request count:" in out and "1: Cache: off" in out
     os.kill(server.proc.pid, signal.SIGUSR1)
     wait_for(lambda: "GET /sleep?t=2 for" in server.stderr(), what="the SIGUSR1 dump")

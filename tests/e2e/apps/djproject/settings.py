@@ -14,5 +14,7 @@ MIDDLEWARE = [
 DATABASES = {}
 SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 USE_TZ = True
+# Django calls tzset() with it: the server's access-log timestamps must not follow.
+TIME_ZONE = "Asia/Tokyo"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

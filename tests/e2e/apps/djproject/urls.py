@@ -12,4 +12,5 @@ urlpatterns = [
     path("cookies/get", views.get_cookie),
     path("session", views.session_count),
     path("boom", views.boom),
+    path("spin", views.spin),
 ]

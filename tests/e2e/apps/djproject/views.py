@@ -56,3 +56,11 @@ def session_count(request):
 
 def boom(request):
     raise RuntimeError("django view failed")
+
+
+def spin(request):
+    # Runs until --request-timeout raises wsgo.RequestTimeoutException into it.
+    end = time.time() + 30
+    while time.time() < end:
+        pass
+    return HttpResponse("not interrupted")
