@@ -75,12 +75,20 @@ def server_command(name, port, procs, webroot):
     ours = os.environ.get("WSGO_BIN", str(ROOT / "target" / "bench" / "release" / "wsgo"))
     b = VENV / "bin"
     addr = f"127.0.0.1:{port}"
+    # Before/after in one run: WSGO_BASE_BIN names another build of ours (`wsgo-base`).
+    base = os.environ.get("WSGO_BASE_BIN", ours)
     return {
         "wsgo": [ours, "--module", "bench_app", "--http-socket", addr, "--workers", "16",
                  "--static-map", f"/static={webroot}", "--max-age", "60"],
+        "wsgo-base": [base, "--module", "bench_app", "--http-socket", addr, "--workers", "16",
+                      "--static-map", f"/static={webroot}", "--max-age", "60"],
         # All cores only: one process per CPU, as the multi-process peers run.
         "wsgo-multi": [ours, "--module", "bench_app", "--http-socket", addr, "--workers", "16",
                        "--processes", str(procs), "--static-map", f"/static={webroot}", "--max-age", "60"],
+        # The same without the per-process CPU share (to measure what the share is worth).
+        "wsgo-spread": [ours, "--module", "bench_app", "--http-socket", addr, "--workers", "16",
+                        "--processes", str(procs), "--no-cpu-share", "--static-map", f"/static={webroot}",
+                        "--max-age", "60"],
         "wsgo-go": [str(b / "wsgo"), "--module", "bench_app", "--http-socket", addr, "--workers", "16"]
         + (["--process", "1"] if procs == 1 else ["--processes", str(procs)])
         + ["--static-map", f"/static={webroot}", "--max-age", "60"],
@@ -91,14 +99,16 @@ def server_command(name, port, procs, webroot):
         "uwsgi": [str(b / "uwsgi"), "--http11-socket", addr, "--module", "bench_app:application", "--master",
                   "--processes", str(procs), "--threads", "16", "--disable-logging", "--die-on-term",
                   "--static-map", f"/static={webroot}", "--lazy-apps"],
-        "bjoern": [str(b / "python"), "bjoern_run.py", str(port)],
+        "bjoern": [str(b / "python"), "bjoern_run.py", str(port), str(procs)],
         "nginx": None,  # built in nginx_command()
     }[name]
 
 
 SUPPORTS = {
     "wsgo": {"wsgi", "rust", "static", "cache"},
+    "wsgo-base": {"wsgi", "rust", "static", "cache"},
     "wsgo-multi": {"wsgi"},
+    "wsgo-spread": {"wsgi"},
     "wsgo-go": {"wsgi", "static", "cache"},
     "granian": {"wsgi"},
     "gunicorn": {"wsgi"},
@@ -356,7 +366,7 @@ def table(results, layout):
                          f"{r['peak_rss_mb']:.0f}{err}")
             if r["errors"] or not r["cpu_us_per_req"]:
                 continue
-            if sv in ("wsgo", "wsgo-multi"):
+            if sv.startswith("wsgo") and sv not in ("wsgo-go", "wsgo-base"):
                 if ours is None or r["cpu_us_per_req"] < ours["cpu_us_per_req"]:
                     ours = r
             elif best_peer is None or r["cpu_us_per_req"] < best_peer["cpu_us_per_req"]:
@@ -393,7 +403,7 @@ def main():
     for layout in args.layouts.split(","):
         for sc in scenarios:
             for sv in servers:
-                if SCENARIOS[sc][6] not in SUPPORTS[sv] or (sv == "wsgo-multi" and layout == "one-core"):
+                if SCENARIOS[sc][6] not in SUPPORTS[sv] or (sv in ("wsgo-multi", "wsgo-spread") and layout == "one-core"):
                     continue
                 r = measure(sv, sc, layout, args, str(webroot), libdir)
                 results.append(r)

@@ -161,6 +161,13 @@ pub struct Args {
           env = "WSGO_PROCESSES")]
     pub processes: u32,
 
+    /// With several processes, let each run on all the CPUs instead of its own share of them.
+    /// By default process K of N is restricted to its share (its core threads pinned there, its
+    /// Python threads on the same CPUs, `--io-threads` defaulting to the share's size), so a
+    /// request never crosses CPUs between the network and the app.
+    #[arg(long = "no-cpu-share", env = "WSGO_NO_CPU_SHARE")]
+    pub no_cpu_share: bool,
+
     /// Internal: run as server process N without a supervisor (the supervisor starts its
     /// processes so; `--process 1` alone runs one unsupervised process, as the original).
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -318,6 +325,7 @@ impl Args {
             max_rss: self.max_rss.saturating_mul(1 << 20),
             reload: self.reload,
             metrics: self.metrics,
+            cpu_share: self.processes > 1 && !self.no_cpu_share,
             processes: self.processes as usize,
             process: self.process as usize,
         })

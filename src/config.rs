@@ -56,6 +56,8 @@ pub struct Config {
     pub reload: bool,
     /// Where Prometheus metrics are served.
     pub metrics: Option<SocketAddr>,
+    /// Each server process runs on its own share of the CPUs.
+    pub cpu_share: bool,
     /// Server processes the supervisor runs.
     pub processes: usize,
     /// This process's number (1..=processes); 0: this is the supervisor.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    wsgo::server::adopt_cpu_share();
     let config = wsgo::cli::parse();
     wsgo::log::set_level(config.log_level);
     if config.process == 0 {

@@ -264,3 +264,41 @@ fn x_sendfile_serves_the_named_file_with_the_apps_headers() {
     // The server keeps serving.
     assert_eq!(get(&server, "/").text(), "Hello, World!");
 }
+
+#[test]
+fn a_file_the_kernel_sends_leaves_the_core_free_and_a_shrinking_one_closes() {
+    use std::io::Read;
+    let root = Root::new();
+    let huge: Vec<u8> = (0..24_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(root.web.join("huge.bin"), &huge).unwrap();
+    let server = Server::start(&["--static-map", &root.map("/"), "--io-threads", "1"]);
+
+    // A client that asks for 24 MB and does not read: the one core thread serves others.
+    let mut stalled = server.connect();
+    stalled.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    assert_eq!(get(&server, "/a.txt").text(), "hello txt\n");
+    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+    let r = read_response(&mut BufReader::new(stalled), false).unwrap();
+    assert!(r.body == huge, "24 MB body differs ({} bytes)", r.body.len());
+
+    // The file shrinks while it is sent: the response ends early and the connection closes
+    // (its Content-Length is not met), the server goes on.
+    let mut s = server.connect();
+    s.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut first = vec![0u8; 65536];
+    let n = s.read(&mut first).unwrap();
+    assert!(n > 0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(root.web.join("huge.bin"))
+        .unwrap()
+        .set_len(1_000_000)
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let got = n + rest.len();
+    assert!(got < 24_000_000, "closed before the promised length: {got} bytes");
+    assert_eq!(get(&server, "/a.txt").text(), "hello txt\n");
+}

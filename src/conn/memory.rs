@@ -137,6 +137,28 @@ impl Transport for MemStream {
         (res, parts)
     }
 
+    async fn send_file(
+        &mut self,
+        head: Vec<u8>,
+        file: std::sync::Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    ) -> (io::Result<u64>, Vec<u8>) {
+        use std::os::unix::fs::FileExt;
+        let mut body = vec![0; len as usize];
+        let n = match file.read_at(&mut body, offset) {
+            Ok(n) => n,
+            Err(e) => return (Err(e), head),
+        };
+        body.truncate(n);
+        let (res, head) = self.write_all(head).await;
+        if let Err(e) = res {
+            return (Err(e), head);
+        }
+        let (res, _) = self.write_all(body).await;
+        (res.map(|()| n as u64), head)
+    }
+
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(SocketAddr::from(([127, 0, 0, 1], 8000)))
     }

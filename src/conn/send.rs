@@ -18,7 +18,6 @@ use crate::http::response::{
     Framing, HeadParts, ResponseHead, encode_head, encode_parts, encode_simple, push_chunk_size, push_u64,
 };
 use crate::static_files::StaticFile;
-use crate::static_files::files::{READ_CHUNK, read_chunk};
 use crate::static_files::reply::Plan;
 
 /// Bodies below this size are copied behind the head and sent with it; larger ones are written
@@ -162,26 +161,25 @@ impl<T: Transport> Conn<T> {
                 self.write_body(body.slice(start as usize..(start + len) as usize), b"", deadline).await
             }
             (true, Some((start, len)), None) => {
-                // Read in pieces on the blocking pool; the head goes out with the first.
-                let mut offset = start;
-                let end = start + len;
-                while offset < end {
-                    let n = (end - offset).min(READ_CHUNK as u64) as usize;
-                    let read = match &file.file {
-                        Some(f) => read_chunk(f.clone(), offset, n).await,
-                        None => Err(std::io::Error::other("no open file")),
-                    };
-                    let Ok(data) = read else {
-                        // The file changed under us: the response cannot be completed.
-                        crate::log::warning!("a file being sent could not be read; closing the connection");
-                        return Outcome::close(p.status, offset - start);
-                    };
-                    if self.write_parts(data, b"", deadline).await.is_err() {
-                        return Outcome::close(p.status, offset - start);
+                // The kernel sends the file (sendfile); the head shares its first segment.
+                let Some(f) = file.file.clone() else {
+                    crate::log::warning!("a file being sent has no open descriptor; closing the connection");
+                    return Outcome::close(p.status, 0);
+                };
+                self.core.watch.set_deadline(self.key, Some(deadline));
+                let (res, mut head) =
+                    self.stream.send_file(std::mem::take(&mut self.out), f, start, len).await;
+                head.clear();
+                self.out = head;
+                match res {
+                    Ok(n) if n == len => Ok(()),
+                    Ok(n) => {
+                        // The file shrank under us: the response cannot be completed.
+                        crate::log::warning!("a file being sent became shorter; closing the connection");
+                        return Outcome::close(p.status, n);
                     }
-                    offset += n as u64;
+                    Err(_) => return Outcome::close(p.status, 0),
                 }
-                Ok(())
             }
         };
         self.finish(written, p.status, sent, keep)

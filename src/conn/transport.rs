@@ -2,11 +2,13 @@
 //! stream in the tests (`conn::memory`). The connection loop is generic over it, so the same code
 //! runs in both.
 
+use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use monoio::buf::IoBufMut;
@@ -43,6 +45,17 @@ pub trait Transport {
     /// One vectored write of what `parts` still holds; returns how many bytes were taken.
     fn writev(&mut self, parts: Parts) -> impl Future<Output = (io::Result<usize>, Parts)>;
 
+    /// Writes `head`, then `len` bytes of `file` from `offset`; returns the body bytes sent
+    /// (fewer when the file shrank) and `head`'s buffer for reuse. A socket has the kernel move
+    /// the file's pages itself (`sendfile(2)`), the head sharing the first segment.
+    fn send_file(
+        &mut self,
+        head: Vec<u8>,
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = (io::Result<u64>, Vec<u8>)>;
+
     /// The local address (asked only for a wildcard listener's connection without a Host).
     fn local_addr(&self) -> io::Result<SocketAddr>;
 
@@ -67,6 +80,18 @@ impl Transport for monoio::net::UnixStream {
     }
 
     /// A unix socket has no IP address: port 0 says so (see `wsgi::environ`).
+    async fn send_file(
+        &mut self,
+        head: Vec<u8>,
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    ) -> (io::Result<u64>, Vec<u8>) {
+        let res =
+            socket_send_file(self.as_raw_fd(), &head, &file, offset, len, || self.writable(false)).await;
+        (res, head)
+    }
+
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(UNIX_LOCAL)
     }
@@ -74,6 +99,59 @@ impl Transport for monoio::net::UnixStream {
     fn kick(&self) -> Kick {
         Kick::Fd(self.as_raw_fd())
     }
+}
+
+/// `send_file` on a socket: the head with `MSG_MORE`, then `sendfile(2)` until the range is sent,
+/// waiting for `writable` whenever the socket is full. The socket is non-blocking meanwhile (the
+/// io_uring driver's sockets are blocking otherwise; nothing else of the connection is in flight
+/// while it sends). A deadline is the sweep's shutdown of the socket, which ends the wait.
+async fn socket_send_file<W, F>(
+    fd: RawFd,
+    head: &[u8],
+    file: &File,
+    mut offset: u64,
+    len: u64,
+    writable: W,
+) -> io::Result<u64>
+where
+    W: Fn() -> F,
+    F: Future<Output = io::Result<()>>,
+{
+    use crate::sys::net::{send_more, sendfile, set_nonblocking};
+    let was_nonblocking = set_nonblocking(fd, true)?;
+    let start = offset;
+    let end = offset + len;
+    let mut head_sent = 0;
+    let result = loop {
+        let step = if head_sent < head.len() {
+            send_more(fd, &head[head_sent..]).map(|n| head_sent += n)
+        } else if offset < end {
+            // At most 1 GiB a call (sendfile's count is a size_t, but the kernel caps a call
+            // near 2 GiB anyway).
+            let count = (end - offset).min(1 << 30) as usize;
+            match sendfile(fd, file.as_raw_fd(), &mut offset, count) {
+                // The file is shorter than it was: the response cannot be completed.
+                Ok(0) => break Ok(offset - start),
+                other => other.map(drop),
+            }
+        } else {
+            break Ok(offset - start);
+        };
+        match step {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = writable().await {
+                    break Err(e);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    if !was_nonblocking {
+        set_nonblocking(fd, false)?;
+    }
+    result
 }
 
 /// What a unix socket's connection reports as its local address: this host, port 0 (no TCP
@@ -95,6 +173,18 @@ impl Transport for monoio::net::TcpStream {
 
     async fn writev(&mut self, parts: Parts) -> (io::Result<usize>, Parts) {
         AsyncWriteRent::writev(self, parts).await
+    }
+
+    async fn send_file(
+        &mut self,
+        head: Vec<u8>,
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    ) -> (io::Result<u64>, Vec<u8>) {
+        let res =
+            socket_send_file(self.as_raw_fd(), &head, &file, offset, len, || self.writable(false)).await;
+        (res, head)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -181,9 +181,13 @@ pub fn inherit(fds: &[RawFd]) -> Result<Vec<Listening>, ListenError> {
     Ok(out)
 }
 
-/// The sockets of each core thread: one for each address, a TCP address's own sockets shared
-/// out in turn (a copy of one when there are fewer than cores), a unix socket's copies.
+/// The sockets of each core thread: one or more for each address. A TCP address's own sockets
+/// (its SO_REUSEPORT group) are dealt out in turn, so every socket of the group has a core that
+/// accepts from it whatever the numbers (a process given fewer cores than the supervisor bound
+/// sockets takes several on a core); a core left without one gets a copy. A unix socket is
+/// copied to every core.
 pub fn per_core(sockets: &[Listening], cores: usize) -> io::Result<Vec<Vec<Listening>>> {
+    let cores = cores.max(1);
     let mut groups: Vec<(Option<Bind>, Vec<&Listening>)> = Vec::new();
     for l in sockets {
         let b = l.bind();
@@ -192,10 +196,10 @@ pub fn per_core(sockets: &[Listening], cores: usize) -> io::Result<Vec<Vec<Liste
             None => groups.push((b, vec![l])),
         }
     }
-    let mut out: Vec<Vec<Listening>> = (0..cores.max(1)).map(|_| Vec::new()).collect();
+    let mut out: Vec<Vec<Listening>> = (0..cores).map(|_| Vec::new()).collect();
     for (_, members) in &groups {
-        for (i, core) in out.iter_mut().enumerate() {
-            core.push(members[i % members.len()].try_clone()?);
+        for i in 0..members.len().max(cores) {
+            out[i % cores].push(members[i % members.len()].try_clone()?);
         }
     }
     Ok(out)
@@ -228,4 +232,42 @@ pub fn from_systemd() -> Option<Vec<RawFd>> {
         std::env::remove_var("LISTEN_FDNAMES");
     }
     (pid == std::process::id() && n > 0).then(|| (FIRST..FIRST + n).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` sockets of one SO_REUSEPORT group on a free loopback port.
+    fn group(n: usize) -> Vec<Listening> {
+        let first = crate::sys::net::listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = first.local_addr().unwrap();
+        let mut out = vec![Listening::Tcp(first)];
+        for _ in 1..n {
+            out.push(Listening::Tcp(crate::sys::net::listen(addr, false).unwrap()));
+        }
+        out
+    }
+
+    fn inode(l: &Listening) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/self/fd/{}", l.fd())).unwrap().ino()
+    }
+
+    #[test]
+    fn every_socket_gets_a_core_and_every_core_a_socket() {
+        for (sockets, cores) in [(2, 2), (2, 1), (1, 2), (4, 2), (2, 3), (1, 1)] {
+            let g = group(sockets);
+            let all: Vec<u64> = g.iter().map(inode).collect();
+            let shares = per_core(&g, cores).unwrap();
+            assert_eq!(shares.len(), cores);
+            assert!(shares.iter().all(|s| !s.is_empty()), "{sockets} sockets, {cores} cores");
+            let mut served: Vec<u64> = shares.iter().flatten().map(inode).collect();
+            served.sort_unstable();
+            served.dedup();
+            let mut want = all.clone();
+            want.sort_unstable();
+            assert_eq!(served, want, "{sockets} sockets, {cores} cores: each accepted from");
+        }
+    }
 }

@@ -121,6 +121,22 @@ pub(crate) fn open_sockets(config: &Config, handed: Option<Vec<RawFd>>) -> Resul
     })
 }
 
+/// Takes the share of the CPUs the supervisor gave this process (`WSGO_CPUS`) and restricts the
+/// process to it. Call first thing in `main`, before any thread starts and before the flags are
+/// read (`--io-threads` defaults to the CPUs the process may use).
+pub fn adopt_cpu_share() {
+    let Some(list) = std::env::var_os(supervisor::CPUS) else { return };
+    // SAFETY: called first in main, before any other thread exists, so nothing reads the
+    // environment concurrently.
+    unsafe { std::env::remove_var(supervisor::CPUS) };
+    let cpus: Vec<usize> = list.to_str().unwrap_or("").split(',').filter_map(|c| c.parse().ok()).collect();
+    if !cpus.is_empty()
+        && let Err(e) = crate::sys::process::restrict_to_cpus(&cpus)
+    {
+        crate::log::warning!("cannot keep to CPUs {cpus:?}: {e}");
+    }
+}
+
 /// What the supervisor passes to a server process in its environment, taken out of it (the
 /// application and the processes it starts never see these).
 struct FromSupervisor {
@@ -278,13 +294,14 @@ pub fn run(config: Config) -> ExitCode {
         }
     }
     crate::log::info!(
-        "process {} (pid {}) serving {} on {} ({} io threads, {} workers; {})",
+        "process {} (pid {}) serving {} on {} ({} io threads, {} workers, CPUs {}; {})",
         state.config.process.max(1),
         std::process::id(),
         state.config.module_spec(),
         listeners::describe(&bound.sockets),
         state.config.io_threads,
         state.config.workers,
+        crate::sys::process::allowed_cpus().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         wsgi::interp::describe_python(),
     );
 

@@ -39,6 +39,8 @@ use crate::wsgi::interp::EXIT_LOAD_FAILED;
 
 /// The environment variable naming the inherited listening descriptors (`3,4`).
 pub const LISTEN_FDS: &str = "WSGO_LISTEN_FDS";
+/// The environment variable naming a process's share of the CPUs (`0,1`).
+pub const CPUS: &str = "WSGO_CPUS";
 /// First restart delay, doubled per quick failure.
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(10);
@@ -86,6 +88,22 @@ struct Slot {
 struct Spawner {
     args: Vec<OsString>,
     sockets: Vec<Listening>,
+    /// Each slot's share of the CPUs (empty: no restriction).
+    shares: Vec<Vec<usize>>,
+}
+
+/// Each of `processes` processes' share of `cpus`: contiguous runs as even as possible, one CPU
+/// each (in turn) when there are more processes than CPUs.
+pub fn cpu_shares(cpus: &[usize], processes: usize) -> Vec<Vec<usize>> {
+    if cpus.is_empty() {
+        return vec![Vec::new(); processes];
+    }
+    if processes > cpus.len() {
+        return (0..processes).map(|k| vec![cpus[k % cpus.len()]]).collect();
+    }
+    (0..processes)
+        .map(|k| cpus[k * cpus.len() / processes..(k + 1) * cpus.len() / processes].to_vec())
+        .collect()
 }
 
 impl Spawner {
@@ -95,6 +113,10 @@ impl Spawner {
         // Shown by ps as the supervisor's own name, not `exe`.
         cmd.arg0(std::env::args_os().next().unwrap_or_else(|| "wsgo".into()));
         cmd.args(&self.args).arg("--process").arg(number.to_string());
+        if let Some(share) = self.shares.get(number - 1).filter(|s| !s.is_empty()) {
+            let list: Vec<String> = share.iter().map(ToString::to_string).collect();
+            cmd.env(CPUS, list.join(","));
+        }
         let first = 3;
         let mut fds: Vec<RawFd> = self.sockets.iter().map(Listening::fd).collect();
         let names: Vec<String> = (0..fds.len()).map(|i| (first + i as RawFd).to_string()).collect();
@@ -219,7 +241,12 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
     args.push("--processes".into());
     args.push(config.processes.to_string().into());
     let where_ = listeners::describe(&bound.sockets);
-    let spawner = Spawner { args, sockets: std::mem::take(&mut bound.sockets) };
+    let shares = if config.cpu_share {
+        cpu_shares(&crate::sys::process::allowed_cpus(), config.processes)
+    } else {
+        Vec::new()
+    };
+    let spawner = Spawner { args, sockets: std::mem::take(&mut bound.sockets), shares };
     crate::log::info!(
         "supervisor {} starting {} processes on {where_}",
         std::process::id(),
@@ -545,6 +572,26 @@ mod tests {
                 .collect();
         let got = strip_flags(args, &["--http-socket", "--processes", "--process"]);
         assert_eq!(got, ["--module", "app", "--workers", "4"].map(OsString::from).to_vec());
+    }
+
+    #[test]
+    fn cpu_shares_split_the_cpus() {
+        // The CPUs, the processes, each one's share.
+        type Case = (&'static [usize], usize, &'static [&'static [usize]]);
+        let table: &[Case] = &[
+            (&[0, 1], 2, &[&[0], &[1]]),
+            (&[0, 1, 2, 3], 2, &[&[0, 1], &[2, 3]]),
+            (&[0, 1, 2, 3, 4], 2, &[&[0, 1], &[2, 3, 4]]),
+            (&[0, 1, 2], 3, &[&[0], &[1], &[2]]),
+            (&[0, 1], 3, &[&[0], &[1], &[0]]),
+            (&[4, 6], 1, &[&[4, 6]]),
+            (&[], 2, &[&[], &[]]),
+        ];
+        for (cpus, n, want) in table {
+            let got = cpu_shares(cpus, *n);
+            let want: Vec<Vec<usize>> = want.iter().map(|s| s.to_vec()).collect();
+            assert_eq!(got, want, "{cpus:?} over {n}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! `..` nor a symbolic link can lead outside it, and without a race between a check and the
 //! open. Opening is a blocking system call: it runs on a small shared thread pool, never on a
 //! core thread. What was found (the open file, its metadata, and the contents of files up to
-//! 1 MiB) is kept per core thread and re-checked at most once a second, so a hot file costs no
+//! 64 KiB) is kept per core thread and re-checked at most once a second, so a hot file costs no
 //! system call beyond the socket write, and a path with no file behind it (most app URLs under
 //! `--static-map /=...`) costs no file-system call either.
 
@@ -14,7 +14,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,14 +27,14 @@ use crate::http::date::{DATE_LEN, format_http_date};
 
 /// How long what was learnt about a path is trusted before it is checked again.
 pub const REVALIDATE: Duration = Duration::from_secs(1);
-/// Files up to this size are kept in memory.
-pub const KEEP_FILE: u64 = 1 << 20;
+/// Files up to this size are kept in memory (and written from there); bigger ones keep their
+/// descriptor and go out with `sendfile(2)`, the kernel moving the pages without a copy through
+/// this process (1 MiB files: see README.md, "Performance").
+pub const KEEP_FILE: u64 = 64 * 1024;
 /// Memory one core thread may use for kept file contents.
 pub const KEEP_BUDGET: usize = 32 << 20;
 /// Paths remembered per core thread (found or not).
 const MAX_SLOTS: usize = 8192;
-/// Read size when streaming a file that is not kept.
-pub const READ_CHUNK: usize = 256 * 1024;
 
 /// One `--static-map` entry with its folder open.
 pub struct Root {
@@ -161,9 +161,6 @@ fn describe(file: File, meta: &std::fs::Metadata, previous: Option<Ident>, keep:
     })
 }
 
-/// Files an app names with X-Sendfile up to this size are read whole; bigger ones are streamed.
-const SENDFILE_READ_WHOLE: u64 = 64 * 1024;
-
 /// Opens a file an application named (X-Sendfile): absolute or relative to the working
 /// directory, links followed, as the original. `None`: no regular file there.
 pub async fn open_path(path: Vec<u8>) -> Option<Rc<StaticFile>> {
@@ -177,31 +174,13 @@ pub async fn open_path(path: Vec<u8>) -> Option<Rc<StaticFile>> {
         if !meta.file_type().is_file() {
             return None;
         }
-        match describe(file, &meta, None, SENDFILE_READ_WHOLE) {
+        match describe(file, &meta, None, KEEP_FILE) {
             Opened::Found(f) => Some(f),
             _ => None,
         }
     })
     .await;
     opened.ok().flatten().map(Rc::new)
-}
-
-/// Reads `len` bytes at `offset` of a file that is not kept in memory (on the blocking pool).
-pub async fn read_chunk(file: Arc<File>, offset: u64, len: usize) -> io::Result<Bytes> {
-    let read = monoio::spawn_blocking(move || {
-        let mut buf = vec![0; len];
-        let mut got = 0;
-        while got < len {
-            match file.read_at(&mut buf[got..], offset + got as u64) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank")),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Bytes::from(buf))
-    });
-    read.await.unwrap_or_else(|_| Err(io::Error::other("the file reader was cancelled")))
 }
 
 struct Slot {

@@ -354,6 +354,42 @@ pub fn hung_up(fds: &[RawFd], gone: &mut Vec<bool>) {
     }
 }
 
+/// Sets or clears `O_NONBLOCK` on a descriptor; returns whether it was set before.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<bool> {
+    // SAFETY: fcntl(F_GETFL) on a descriptor the caller owns.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let was = flags & libc::O_NONBLOCK != 0;
+    if was != on {
+        let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+        // SAFETY: fcntl(F_SETFL) with flags derived from the descriptor's own.
+        check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) })?;
+    }
+    Ok(was)
+}
+
+/// Sends what it can of `buf` without waiting, telling the kernel more follows (`MSG_MORE`: the
+/// bytes wait to share a segment with the next send). `WouldBlock` when the socket is full.
+pub fn send_more(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    let flags = libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: sends at most `buf.len()` bytes from a live slice on a socket the caller owns.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+/// `sendfile(2)`: up to `count` bytes of the file `file` from `*offset` to the socket `sock`,
+/// which the kernel moves without copying them through this process; `*offset` advances by
+/// what went. On a non-blocking socket, `WouldBlock` when it is full.
+pub fn sendfile(sock: RawFd, file: RawFd, offset: &mut u64, count: usize) -> io::Result<usize> {
+    let mut off = *offset as libc::off_t;
+    // SAFETY: both descriptors are the caller's; `off` is a valid offset for the kernel to update.
+    let n = unsafe { libc::sendfile(sock, file, &mut off, count) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    *offset = off as u64;
+    Ok(n as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
