@@ -33,18 +33,10 @@ pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
                 job.exchange.send(ToConn::Refused);
             }
             let Some((job, _score)) = picked else {
-                // Idle under SCHED_BATCH, so that the wake-up that hands it work does not preempt
-                // the core thread that queued it (the core goes on with its batch: 15% less CPU
-                // per request on one core, hello with wrk -c64, measured against staying normal;
-                // no worse than staying batch); back to normal scheduling before any app code
-                // runs, since the processes it starts inherit the policy. Two system calls per
-                // batch of requests, not per request.
-                let (woken, at) = py.detach(|| {
-                    crate::sys::process::batch_scheduling();
-                    let woken = sched.park(&me, std::mem::take(&mut step_back));
-                    crate::sys::process::normal_scheduling();
-                    (woken, Instant::now())
-                });
+                // Idle: the scheduler parks it (under SCHED_BATCH while it sleeps, see
+                // `Scheduler::park`).
+                let (woken, at) =
+                    py.detach(|| (sched.park(&me, std::mem::take(&mut step_back)), Instant::now()));
                 token = woken;
                 if token {
                     // The GIL was taken back when detach returned: how long did that take?
