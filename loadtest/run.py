@@ -43,22 +43,29 @@ NCPU = len(os.sched_getaffinity(0))
 
 POST_BODY = b"p" * 16384
 
-# name: (path, method, body, expected length, connections, extra wrk headers, needs)
+# name: (path, method, body, expected length, connections, extra wrk headers, needs, app)
+APP = "bench_app:application"
 SCENARIOS = {
-    "hello": ("/", "GET", b"", 13, 64, [], "wsgi"),
-    "json": ("/json", "GET", b"", None, 64, [], "wsgi"),
-    "body_64k": ("/64k", "GET", b"", 65536, 64, [], "wsgi"),
-    "post_16k": ("/echo", "POST", POST_BODY, len(POST_BODY), 64, [], "wsgi"),
-    "slow_io": ("/sleep", "GET", b"", 13, 64, [], "wsgi"),
-    "conn_close": ("/", "GET", b"", 13, 64, ["Connection: close"], "wsgi"),
-    "hello_256": ("/", "GET", b"", 13, 256, [], "wsgi"),
+    "hello": ("/", "GET", b"", 13, 64, [], "wsgi", APP),
+    "json": ("/json", "GET", b"", None, 64, [], "wsgi", APP),
+    "body_64k": ("/64k", "GET", b"", 65536, 64, [], "wsgi", APP),
+    "post_16k": ("/echo", "POST", POST_BODY, len(POST_BODY), 64, [], "wsgi", APP),
+    "slow_io": ("/sleep", "GET", b"", 13, 64, [], "wsgi", APP),
+    "conn_close": ("/", "GET", b"", 13, 64, ["Connection: close"], "wsgi", APP),
+    "hello_256": ("/", "GET", b"", 13, 256, [], "wsgi", APP),
+    # What our users run: a Django page rendered from a SQLite query, and a Flask JSON endpoint
+    # that waits 2 ms as if for a database, with as many clients as workers (16 per process)
+    # and with four times as many (overload).
+    "django": ("/products", "GET", b"", None, 64, [], "wsgi", "realsite.wsgi:application"),
+    "flask_io": ("/api/orders", "GET", b"", None, 16, [], "wsgi", "flask_io:application"),
+    "flask_io_4x": ("/api/orders", "GET", b"", None, 64, [], "wsgi", "flask_io:application"),
     # The ceiling: the same reply from a core thread without Python (a `rust-hello` build only).
-    "rust_hello": ("/__rust_hello", "GET", b"", 13, 64, [], "rust"),
-    "static_4k": ("/static/4k.txt", "GET", b"", 4096, 64, [], "static"),
-    "static_1m": ("/static/1m.txt", "GET", b"", 1 << 20, 64, [], "static"),
+    "rust_hello": ("/__rust_hello", "GET", b"", 13, 64, [], "rust", APP),
+    "static_4k": ("/static/4k.txt", "GET", b"", 4096, 64, [], "static", APP),
+    "static_1m": ("/static/1m.txt", "GET", b"", 1 << 20, 64, [], "static", APP),
     # A 4 KB app response with Cache-Control: max-age, answered from the response cache (nginx
     # serves the same bytes as a file: what a cache in front could do at best).
-    "cache_4k": ("/cached4k", "GET", b"", 4096, 64, [], "cache"),
+    "cache_4k": ("/cached4k", "GET", b"", 4096, 64, [], "cache", APP),
 }
 QUICK_SCENARIOS = ["hello", "post_16k", "slow_io", "rust_hello", "static_4k", "cache_4k"]
 QUICK_SERVERS = ["wsgo", "granian", "bjoern", "nginx"]
@@ -70,36 +77,37 @@ def python_libdir():
     return out.stdout.strip()
 
 
-def server_command(name, port, procs, webroot):
+def server_command(name, port, procs, webroot, app=APP):
     """The command line of each server; None when it cannot run the layout or scenario kind."""
+    module, callable_ = app.split(":")
     ours = os.environ.get("WSGO_BIN", str(ROOT / "target" / "bench" / "release" / "wsgo"))
     b = VENV / "bin"
     addr = f"127.0.0.1:{port}"
     # Before/after in one run: WSGO_BASE_BIN names another build of ours (`wsgo-base`).
     base = os.environ.get("WSGO_BASE_BIN", ours)
     return {
-        "wsgo": [ours, "--module", "bench_app", "--http-socket", addr, "--workers", "16",
+        "wsgo": [ours, "--module", app, "--http-socket", addr, "--workers", "16",
                  "--static-map", f"/static={webroot}", "--max-age", "60"],
-        "wsgo-base": [base, "--module", "bench_app", "--http-socket", addr, "--workers", "16",
+        "wsgo-base": [base, "--module", app, "--http-socket", addr, "--workers", "16",
                       "--static-map", f"/static={webroot}", "--max-age", "60"],
         # All cores only: one process per CPU, as the multi-process peers run.
-        "wsgo-multi": [ours, "--module", "bench_app", "--http-socket", addr, "--workers", "16",
+        "wsgo-multi": [ours, "--module", app, "--http-socket", addr, "--workers", "16",
                        "--processes", str(procs), "--static-map", f"/static={webroot}", "--max-age", "60"],
-        # The same without the per-process CPU share (to measure what the share is worth).
-        "wsgo-spread": [ours, "--module", "bench_app", "--http-socket", addr, "--workers", "16",
-                        "--processes", str(procs), "--no-cpu-share", "--static-map", f"/static={webroot}",
-                        "--max-age", "60"],
-        "wsgo-go": [str(b / "wsgo"), "--module", "bench_app", "--http-socket", addr, "--workers", "16"]
+        # The same with each process on its own share of the CPUs (`--cpu-share`).
+        "wsgo-share": [ours, "--module", app, "--http-socket", addr, "--workers", "16",
+                       "--processes", str(procs), "--cpu-share", "--static-map", f"/static={webroot}",
+                       "--max-age", "60"],
+        "wsgo-go": [str(b / "wsgo"), "--module", module, "--http-socket", addr, "--workers", "16"]
         + (["--process", "1"] if procs == 1 else ["--processes", str(procs)])
         + ["--static-map", f"/static={webroot}", "--max-age", "60"],
         "granian": [str(b / "granian"), "--interface", "wsgi", "--workers", str(procs), "--host", "127.0.0.1",
-                    "--port", str(port), "--no-ws", "--blocking-threads", "16", "bench_app:application"],
+                    "--port", str(port), "--no-ws", "--blocking-threads", "16", app],
         "gunicorn": [str(b / "gunicorn"), "-k", "gthread", "--threads", "16", "-w", str(procs), "-b", addr,
-                     "--log-level", "warning", "bench_app:application"],
-        "uwsgi": [str(b / "uwsgi"), "--http11-socket", addr, "--module", "bench_app:application", "--master",
+                     "--log-level", "warning", app],
+        "uwsgi": [str(b / "uwsgi"), "--http11-socket", addr, "--module", app, "--master",
                   "--processes", str(procs), "--threads", "16", "--disable-logging", "--die-on-term",
                   "--static-map", f"/static={webroot}", "--lazy-apps"],
-        "bjoern": [str(b / "python"), "bjoern_run.py", str(port), str(procs)],
+        "bjoern": [str(b / "python"), "bjoern_run.py", str(port), str(procs), app],
         "nginx": None,  # built in nginx_command()
     }[name]
 
@@ -108,7 +116,7 @@ SUPPORTS = {
     "wsgo": {"wsgi", "rust", "static", "cache"},
     "wsgo-base": {"wsgi", "rust", "static", "cache"},
     "wsgo-multi": {"wsgi"},
-    "wsgo-spread": {"wsgi"},
+    "wsgo-share": {"wsgi"},
     "wsgo-go": {"wsgi", "static", "cache"},
     "granian": {"wsgi"},
     "gunicorn": {"wsgi"},
@@ -281,12 +289,12 @@ def run_wrk(port, path, script, conns, duration, pin):
 
 
 def measure(server, scenario, layout, args, webroot, libdir):
-    path, method, body, expected, conns, headers, _ = SCENARIOS[scenario]
+    path, method, body, expected, conns, headers, _, app = SCENARIOS[scenario]
     one = layout == "one-core"
     procs = 1 if one else NCPU
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = nginx_command(port, procs, webroot, tmp) if server == "nginx" else server_command(server, port, procs, webroot)
+        cmd = nginx_command(port, procs, webroot, tmp) if server == "nginx" else server_command(server, port, procs, webroot, app)
         env = dict(os.environ, VIRTUAL_ENV=str(VENV), PATH=f"{VENV}/bin:{os.environ['PATH']}", LD_LIBRARY_PATH=libdir)
         prefix = ["taskset", "-c", "0"] if one else []
         proc = subprocess.Popen(prefix + cmd, cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -403,7 +411,7 @@ def main():
     for layout in args.layouts.split(","):
         for sc in scenarios:
             for sv in servers:
-                if SCENARIOS[sc][6] not in SUPPORTS[sv] or (sv in ("wsgo-multi", "wsgo-spread") and layout == "one-core"):
+                if SCENARIOS[sc][6] not in SUPPORTS[sv] or (sv in ("wsgo-multi", "wsgo-share") and layout == "one-core"):
                     continue
                 r = measure(sv, sc, layout, args, str(webroot), libdir)
                 results.append(r)

@@ -13,5 +13,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 PYTHON="$(sed -n 's/^PYO3_PYTHON = { value = "\(.*\)", .*/\1/p' .cargo/config.toml)"
 [ -x loadtest/.venv/bin/python ] || "$PYTHON" -m venv loadtest/.venv
-loadtest/.venv/bin/pip install -q granian==2.8.7 wsgo==0.0.25 gunicorn==27.0.1 pyuwsgi==2.0.30.post1 bjoern==3.2.2
+loadtest/.venv/bin/pip install -q granian==2.8.7 wsgo==0.0.25 gunicorn==27.0.1 pyuwsgi==2.0.30.post1 bjoern==3.2.2 Django==5.1.4 Flask==3.1.0
 echo "loadtest setup: ok"

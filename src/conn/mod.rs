@@ -56,8 +56,12 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(600);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How much of a POST/PUT/PATCH body is read before the request is queued.
 pub const PREBUFFER: usize = 1 << 20;
-/// Read size.
+/// Read size for bodies.
 const READ_CHUNK: usize = 16 * 1024;
+/// Read size for request heads, and a new or idle connection's buffer: most heads are a few
+/// hundred bytes, and a keep-alive connection waiting for its next request holds its buffer
+/// in the pending read (16 KiB there made an idle connection cost 28 KB of memory).
+const HEAD_CHUNK: usize = 4 * 1024;
 /// Most the read buffer grows by at once while a body is pre-read.
 const PREBUFFER_STEP: usize = 256 * 1024;
 
@@ -199,7 +203,7 @@ pub async fn serve<T: Transport>(stream: T, peer: Peer, local: SocketAddr, core:
         key,
         peer,
         local: SocketAddr::new(canonical(local.ip()), local.port()),
-        buf: BytesMut::with_capacity(READ_CHUNK),
+        buf: BytesMut::with_capacity(HEAD_CHUNK),
         out: Vec::with_capacity(1024),
         core,
         accepted,
@@ -322,9 +326,12 @@ impl<T: Transport> Conn<T> {
                 return Ok(None);
             }
             self.core.watch.set_idle(self.key, idle);
-            let read = self
-                .read_more(Some(deadline.unwrap_or_else(|| self.core.deadline(self.core.timeouts.idle))))
-                .await;
+            if idle && self.buf.capacity() > 2 * HEAD_CHUNK {
+                // A body made it grow: the wait for the next request holds a small one.
+                self.buf = BytesMut::with_capacity(HEAD_CHUNK);
+            }
+            let until = deadline.unwrap_or_else(|| self.core.deadline(self.core.timeouts.idle));
+            let read = self.read_more(Some(until), HEAD_CHUNK).await;
             self.core.watch.set_idle(self.key, false);
             match read {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
@@ -338,9 +345,10 @@ impl<T: Transport> Conn<T> {
 
     /// One read into the buffer. A passed deadline shuts the socket down (see [`Watch`]), which
     /// ends the read with 0 or an error.
-    async fn read_more(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-            self.buf.reserve(READ_CHUNK);
+    /// Reads more into the buffer, making room for about `chunk` bytes first.
+    async fn read_more(&mut self, deadline: Option<Instant>, chunk: usize) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < chunk / 2 {
+            self.buf.reserve(chunk);
         }
         self.core.watch.set_deadline(self.key, deadline);
         let (res, buf) = self.stream.read(std::mem::take(&mut self.buf)).await;
@@ -390,7 +398,7 @@ impl<T: Transport> Conn<T> {
             match state.take(&mut self.buf, max).map_err(BodyError::Framing)? {
                 Step::Data(d) => return Ok(Some(d)),
                 Step::Done => return Ok(None),
-                Step::NeedMore => match self.read_more(Some(deadline)).await {
+                Step::NeedMore => match self.read_more(Some(deadline), READ_CHUNK).await {
                     Ok(n) if n > 0 => {}
                     _ => return Err(BodyError::Gone),
                 },
@@ -424,7 +432,7 @@ impl<T: Transport> Conn<T> {
                 if self.buf.capacity() - self.buf.len() < short.min(READ_CHUNK) {
                     self.buf.reserve(short.clamp(READ_CHUNK, PREBUFFER_STEP));
                 }
-                match self.read_more(Some(deadline)).await {
+                match self.read_more(Some(deadline), READ_CHUNK).await {
                     Ok(n) if n > 0 => {}
                     _ => return Err(BodyError::Gone),
                 }

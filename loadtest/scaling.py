@@ -1,0 +1,153 @@
+"""How a server grows with its connections: CPU per request and p99 of a hello load (wrk -c64)
+while 0, 1,000 and 10,000 more keep-alive connections sit idle, and the memory each idle
+connection costs.
+
+The idle connections are held by this script: each sends one request, reads the response and
+stays open (keep-alive). The server is pinned to CPU 0, wrk and this script to CPU 1.
+
+Usage:
+    loadtest/.venv/bin/python loadtest/scaling.py [--servers wsgo,bjoern,granian] [--idle 0,1000,10000]
+Prints a markdown table. Only 127.0.0.1; servers are stopped by process id.
+"""
+
+import argparse
+import os
+import re
+import resource
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402  (the load test's server commands and measurements)
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def rss_kb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            m = re.search(r"VmRSS:\s+(\d+) kB", (Path("/proc") / str(pid) / "status").read_text())
+            total += int(m.group(1)) if m else 0
+        except OSError:
+            pass
+    return total
+
+
+def hold_idle(port, n, deadline=60):
+    """Opens `n` keep-alive connections, each with one request answered; returns the sockets."""
+    socks, sel = [], selectors.DefaultSelector()
+    pending = {}
+    end = time.monotonic() + deadline
+    for i in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks.append(s)
+        sel.register(s, selectors.EVENT_WRITE, i)
+        pending[i] = b""
+        # Keep the accept queue from overflowing: let the server catch up every 500.
+        if i % 500 == 499:
+            _pump(sel, socks, pending, end, until=100)
+    _pump(sel, socks, pending, end, until=0)
+    return socks
+
+
+def _pump(sel, socks, pending, end, until):
+    while len(pending) > until and time.monotonic() < end:
+        for key, ev in sel.select(0.5):
+            i, s = key.data, key.fileobj
+            if ev & selectors.EVENT_WRITE:
+                try:
+                    s.send(REQUEST)
+                except OSError:
+                    continue
+                sel.modify(s, selectors.EVENT_READ, i)
+            else:
+                try:
+                    data = s.recv(4096)
+                except OSError:
+                    data = b""
+                pending[i] += data
+                if pending[i].endswith(b"Hello, World!") or not data:
+                    del pending[i]
+                    sel.unregister(s)
+    if len(pending) > until:
+        raise RuntimeError(f"{len(pending)} idle connections got no answer")
+
+
+def measure(server, idle_counts, libdir):
+    port = run.free_port()
+    webroot = str(run.RESULTS / "webroot")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = run.server_command(server, port, 1, webroot)
+        if server == "wsgo":
+            # Its default limit is 10,000 connections per process.
+            cmd += ["--max-connections", "20000"]
+        env = dict(os.environ, VIRTUAL_ENV=str(run.VENV), PATH=f"{run.VENV}/bin:{os.environ['PATH']}",
+                   LD_LIBRARY_PATH=libdir)
+        proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=run.APPS, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        rows = []
+        held = []
+        try:
+            run.wait_ready(port, "/", proc)
+            script = run.lua_script(tmp, "GET", b"", 13, [])
+            run.run_wrk(port, "/", script, 64, 1, "1")  # warm-up
+            for n in idle_counts:
+                pids = run.children(proc.pid)
+                before_kb = rss_kb(pids)
+                new = n - len(held)
+                held += hold_idle(port, new) if new > 0 else []
+                time.sleep(0.5)
+                per_conn = (rss_kb(pids) - before_kb) * 1024 / new if new > 0 else None
+                cpu0 = run.cpu_seconds(pids)
+                out = run.run_wrk(port, "/", script, 64, 3, "1")
+                cpu = run.cpu_seconds(run.children(proc.pid)) - cpu0
+                total = int(re.search(r"(\d+) requests in", out).group(1))
+                bad = int(re.search(r"BAD (\d+)", out).group(1))
+                rows.append({"idle": n, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+                             "cpu_us": cpu / total * 1e6, "p99_ms": run.parse_latency(re.search(r"99%\s+(\S+)", out).group(1)),
+                             "errors": bad, "bytes_per_idle": per_conn, "rss_mb": rss_kb(pids) / 1024})
+                print(f"{server} idle={n}: {rows[-1]}", file=sys.stderr)
+        finally:
+            for s in held:
+                s.close()
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--servers", default="wsgo,bjoern,granian")
+    ap.add_argument("--idle", default="0,1000,10000")
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    os.sched_setaffinity(0, {1})
+    run.RESULTS.mkdir(exist_ok=True)
+    (run.RESULTS / "webroot").mkdir(exist_ok=True)
+    idle = [int(n) for n in args.idle.split(",")]
+    libdir = run.python_libdir()
+    print("| server | idle connections | requests/s | CPU µs per request | p99 ms | errors | RSS MB | bytes per idle connection |")
+    print("|---|---|---|---|---|---|---|---|")
+    for server in args.servers.split(","):
+        for r in measure(server, idle, libdir):
+            per = "-" if r["bytes_per_idle"] is None else f"{r['bytes_per_idle']:,.0f}"
+            print(f"| {server} | {r['idle']:,} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {r['p99_ms']:.2f} | "
+                  f"{r['errors']} | {r['rss_mb']:.0f} | {per} |")
+
+
+if __name__ == "__main__":
+    main()
