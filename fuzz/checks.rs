@@ -15,6 +15,27 @@ fn pieces(data: &[u8], n: usize) -> Vec<&[u8]> {
     out
 }
 
+/// The PROXY protocol header parser: never panics; a header's length lies within the input and
+/// its limits; the same bytes cut anywhere before the header's end need more, or fail the same
+/// way (never a different header); a header reads the same with anything behind it.
+pub fn proxy_header(data: &[u8]) {
+    use wsgo::http::proxy::{Start, V1_MAX, V2_MAX_BODY, parse};
+    let whole = parse(data);
+    if let Ok(Start::Header(header, len)) = whole {
+        assert!(len <= data.len() && len <= V1_MAX.max(16 + V2_MAX_BODY));
+        assert_eq!(parse(&data[..len]), Ok(Start::Header(header, len)));
+        for cut in 0..len {
+            match parse(&data[..cut]) {
+                Ok(Start::NeedMore) => {}
+                other => panic!("cut {cut} of a {len}-byte header: {other:?}"),
+            }
+        }
+    }
+    if let Ok(Start::Http) = whole {
+        assert!(!data.is_empty());
+    }
+}
+
 /// The request-head parser: never panics; a parsed head's spans lie inside the consumed bytes;
 /// feeding the same bytes in two pieces gives the same outcome as whole.
 pub fn request_head(data: &[u8]) {

@@ -9,7 +9,7 @@ seconds="${1:-10}"
 cpu=$(( $(nproc) - 1 ))
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O
-for target in request_head response_head chunked static_path cache_rules wsgo_headers cron; do
+for target in request_head response_head chunked static_path cache_rules wsgo_headers cron proxy_header; do
     mkdir -p "corpus/$target"
     echo "== fuzz $target for ${seconds}s"
     taskset -c "$cpu" cargo fuzz run -O "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 2>&1 \

@@ -151,6 +151,12 @@ pub struct Args {
     #[arg(long, env = "WSGO_RELOAD")]
     pub reload: bool,
 
+    /// Read a PROXY protocol header (v1 or v2, as HAProxy and cloud TCP load balancers send)
+    /// at the start of connections from --trusted-proxy peers: its client address becomes the
+    /// connection's. From other peers such a header is refused (400).
+    #[arg(long = "proxy-protocol", env = "WSGO_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
     /// Serve Prometheus metrics at `http://ADDR/metrics` (every process's, labelled `process`).
     #[arg(long, value_name = "ADDR", value_parser = parse_bind, env = "WSGO_METRICS")]
     pub metrics: Option<SocketAddr>,
@@ -327,6 +333,7 @@ impl Args {
             reload: self.reload,
             metrics: self.metrics,
             cpu_share: self.processes > 1 && self.cpu_share,
+            proxy_protocol: self.proxy_protocol,
             processes: self.processes as usize,
             process: self.process as usize,
         })

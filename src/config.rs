@@ -58,6 +58,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Each server process runs on its own share of the CPUs.
     pub cpu_share: bool,
+    /// Connections from trusted peers may start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Server processes the supervisor runs.
     pub processes: usize,
     /// This process's number (1..=processes); 0: this is the supervisor.

@@ -17,6 +17,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("cache_rules", checks::cache_rules),
     ("wsgo_headers", checks::wsgo_headers),
     ("cron", checks::cron),
+    ("proxy_header", checks::proxy_header),
 ];
 
 fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {

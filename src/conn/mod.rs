@@ -281,6 +281,9 @@ enum HeadError {
 
 impl<T: Transport> Conn<T> {
     async fn run(&mut self) {
+        if self.core.state.config.proxy_protocol && !self.read_proxy_header().await {
+            return;
+        }
         let mut first = true;
         loop {
             let (parsed, len) = match self.read_head(first).await {
@@ -343,9 +346,46 @@ impl<T: Transport> Conn<T> {
         }
     }
 
-    /// One read into the buffer. A passed deadline shuts the socket down (see [`Watch`]), which
-    /// ends the read with 0 or an error.
-    /// Reads more into the buffer, making room for about `chunk` bytes first.
+    /// With `--proxy-protocol`: reads the PROXY header a load balancer sends before the first
+    /// request. From a trusted peer its source address becomes the connection's peer (for the
+    /// environ, the access log, priorities, blocks, and `X-Forwarded-For`, which is resolved from
+    /// there); from any other peer a header is refused. No header: the bytes are the first
+    /// request. Returns false when the connection is to close.
+    async fn read_proxy_header(&mut self) -> bool {
+        use crate::http::proxy::{Header, Start, parse};
+        let deadline = self.accepted + self.core.timeouts.head;
+        loop {
+            let refused = match parse(&self.buf) {
+                Ok(Start::Http) => return true,
+                Ok(Start::NeedMore) => match self.read_more(Some(deadline), HEAD_CHUNK).await {
+                    Ok(n) if n > 0 => continue,
+                    _ => return false,
+                },
+                Ok(Start::Header(header, len)) => {
+                    if self.peer.trusted(&self.core.state.config.trusted_proxies) {
+                        bytes::Buf::advance(&mut self.buf, len);
+                        if let Header::Proxied { source, .. } = header {
+                            self.peer = Peer::Ip(source);
+                        }
+                        return true;
+                    }
+                    HttpError::BadRequest("PROXY protocol header from a peer that is not a --trusted-proxy")
+                }
+                Err(crate::http::proxy::ProxyError::TooLong) => {
+                    HttpError::BadRequest("PROXY protocol header too long")
+                }
+                Err(crate::http::proxy::ProxyError::Malformed) => {
+                    HttpError::BadRequest("malformed PROXY protocol header")
+                }
+            };
+            self.reject(refused).await;
+            return false;
+        }
+    }
+
+    /// Reads more into the buffer, making room for about `chunk` bytes first. One read into the
+    /// buffer: a passed deadline shuts the socket down (see [`Watch`]), which ends the read with
+    /// 0 or an error.
     async fn read_more(&mut self, deadline: Option<Instant>, chunk: usize) -> io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < chunk / 2 {
             self.buf.reserve(chunk);

@@ -6,6 +6,7 @@ pub mod chunked;
 pub mod date;
 pub mod error;
 pub mod path;
+pub mod proxy;
 pub mod request;
 pub mod response;
 
