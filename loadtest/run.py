@@ -10,13 +10,24 @@ processes, and server CPU time per request, the headline: one wrk core saturates
 requests/s here, so requests/s alone hides a faster server. Every response is checked by a wrk Lua
 script (status 200 and the exact body length): a server that fails fast does not win.
 
+Load generators (--loadgen): wrk (the default) and oha (loadtest/tools/bin/oha, installed by
+setup.sh; its JSON output; status and total length of the responses checked), or both, each cell
+measured by each, with the cells where they disagree on throughput by more than 10% listed. Both
+are closed loops: a connection sends its next request only after the last response, so a server
+that stalls is sent less and its stall hides from the percentiles. Open loop: --rate R sends R
+requests/s (oha -q R with its latency correction: a request's latency counts from when it was due,
+not from when a free connection sent it); --at-load 0.5,0.8 measures each server at those fractions
+of the best peer's saturation throughput measured in the same run (the same rates for every server)
+and writes the "latency at load" table: p50/p99/p99.9 and errors.
+
 Usage:
-    loadtest/setup.sh                       # peers into loadtest/.venv, wrk/nginx/libev from Debian
+    loadtest/setup.sh                       # peers into loadtest/.venv, wrk/nginx/libev from Debian, oha
     cargo build --release --features rust-hello --target-dir target/bench
     loadtest/.venv/bin/python loadtest/run.py [--quick] [--layouts one-core,all-cores]
         [--scenarios hello,json,...] [--servers wsgo,granian,...] [--runs 3] [--duration 3]
+        [--loadgen wrk|oha|wrk,oha] [--rate R | --at-load 0.5,0.8]
 Writes loadtest/results/<timestamp>.json and .md, and prints the markdown. Only 127.0.0.1; servers
-are stopped by process id; every run is bounded by wrk's duration.
+are stopped by process id; every run is bounded by the load generator's duration.
 """
 
 import argparse
@@ -38,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
 VENV = HERE / ".venv"
 RESULTS = HERE / "results"
+OHA = HERE / "tools" / "bin" / "oha"
 TICK = os.sysconf("SC_CLK_TCK")
 NCPU = len(os.sched_getaffinity(0))
 
@@ -288,7 +300,68 @@ def run_wrk(port, path, script, conns, duration, pin):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
 
 
-def measure(server, scenario, layout, args, webroot, libdir):
+def wrk_cell(port, scenario, tmp, duration, pin):
+    """One closed-loop wrk run: requests/s, p50/p99 (ms), errors, responses."""
+    path, method, body, expected, conns, headers, _, _ = SCENARIOS[scenario]
+    script = lua_script(tmp, method, body, expected, headers)
+    out = run_wrk(port, path, script, conns, duration, pin)
+    bad = int(re.search(r"BAD (\d+)", out).group(1))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "responses": int(re.search(r"(\d+) requests in", out).group(1)),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": parse_latency(re.search(r"50%\s+(\S+)", out).group(1)),
+        "p99_ms": parse_latency(re.search(r"99%\s+(\S+)", out).group(1)),
+        "p999_ms": None,
+        "errors": bad + (sum(map(int, sock.groups())) if sock else 0),
+    }
+
+
+def oha_cell(port, scenario, tmp, duration, pin, rate=None):
+    """One oha run, closed loop or (with `rate`) open loop with latency correction: requests/s,
+    p50/p99/p99.9 (ms), errors (transport errors, statuses other than 200, and a total body size
+    other than 200s x the expected length, or bodies under 10 bytes where the length varies)."""
+    path, method, body, expected, conns, headers, _, _ = SCENARIOS[scenario]
+    cmd = (["taskset", "-c", pin] if pin else []) + [
+        str(OHA), "--no-tui", "--output-format", "json", "-z", f"{duration}s", "-c", str(conns),
+        "-m", method, "--wait-ongoing-requests-after-deadline", "-t", "5s"] + (
+        ["--worker-threads", "1"] if pin else [])
+    for h in headers:
+        cmd += ["-H", h]
+    if body:
+        body_file = Path(tmp) / "body.bin"
+        body_file.write_bytes(body)
+        cmd += ["-D", str(body_file), "-T", "application/octet-stream"]
+    if any(h.lower().replace(" ", "") == "connection:close" for h in headers):
+        cmd += ["--disable-keepalive"]
+    if rate:
+        cmd += ["-q", str(rate), "--latency-correction"]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    data = json.loads(out.stdout)
+    summary = data["summary"]
+    statuses = {int(k): v for k, v in data.get("statusCodeDistribution", {}).items()}
+    ok = statuses.get(200, 0)
+    responses = sum(statuses.values())
+    errors = sum(data.get("errorDistribution", {}).values()) + responses - ok
+    total_data = summary.get("totalData") or 0
+    if expected and total_data != ok * expected:
+        errors += max(1, abs(total_data - ok * expected) // expected)
+    elif not expected and ok and total_data / ok < 10:
+        errors += ok
+    pct = data.get("latencyPercentiles", {})
+    ms = lambda key: pct[key] * 1000 if pct.get(key) is not None else None  # noqa: E731
+    return {
+        "responses": responses,
+        "rps": responses / duration if rate else summary["requestsPerSec"],
+        "p50_ms": ms("p50"),
+        "p99_ms": ms("p99"),
+        "p999_ms": ms("p99.9"),
+        "errors": errors,
+    }
+
+
+def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rates=()):
     path, method, body, expected, conns, headers, _, app = SCENARIOS[scenario]
     one = layout == "one-core"
     procs = 1 if one else NCPU
@@ -299,28 +372,31 @@ def measure(server, scenario, layout, args, webroot, libdir):
         prefix = ["taskset", "-c", "0"] if one else []
         proc = subprocess.Popen(prefix + cmd, cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        runs = []
+        runs, at_load = [], []
+        pin = "1" if one else None
         try:
             wait_ready(port, path if method == "GET" else "/", proc)
             answered = answered_at_once(port, conns)
-            script = lua_script(tmp, method, body, expected, headers)
-            run_wrk(port, path, script, conns, 1, "1" if one else None)  # warm-up
-            for _ in range(args.runs):
+
+            def cell(duration, rate=None):
                 pids = children(proc.pid)
                 before = cpu_seconds(pids)
-                out = run_wrk(port, path, script, conns, args.duration, "1" if one else None)
+                if rate or loadgen == "oha":
+                    r = oha_cell(port, scenario, tmp, duration, pin, rate)
+                else:
+                    r = wrk_cell(port, scenario, tmp, duration, pin)
                 cpu = cpu_seconds(children(proc.pid)) - before
-                total = int(re.search(r"(\d+) requests in", out).group(1))
-                bad = int(re.search(r"BAD (\d+)", out).group(1))
-                sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-                errors = bad + (sum(map(int, sock.groups())) if sock else 0)
-                runs.append({
-                    "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-                    "p50_ms": parse_latency(re.search(r"50%\s+(\S+)", out).group(1)),
-                    "p99_ms": parse_latency(re.search(r"99%\s+(\S+)", out).group(1)),
-                    "errors": errors,
-                    "cpu_us_per_req": cpu / total * 1e6 if total else None,
-                })
+                r["cpu_us_per_req"] = cpu / r["responses"] * 1e6 if r["responses"] else None
+                return r
+
+            cell(1)  # warm-up
+            if not rates:
+                runs = [cell(args.duration) for _ in range(args.runs)]
+            for rate in rates:
+                rs = [cell(args.duration, rate) for _ in range(args.runs)]
+                at_load.append({"rate": rate, **{k: statistics.median([r[k] for r in rs if r[k] is not None] or [0])
+                                                  for k in ("rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_req")},
+                                "errors": sum(r["errors"] for r in rs), "runs": rs})
             rss = peak_rss_mb(children(proc.pid))
         except Exception as e:  # a server that cannot run a cell is reported, not fatal
             return {"server": server, "scenario": scenario, "layout": layout, "failed": str(e)}
@@ -339,15 +415,22 @@ def measure(server, scenario, layout, args, webroot, libdir):
         return statistics.median(values) if values else None
 
     med = {k: median(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
-    return {"server": server, "scenario": scenario, "layout": layout, **med,
-            "errors": sum(r["errors"] for r in runs), "peak_rss_mb": rss, "runs": runs, "answered": answered}
+    return {"server": server, "scenario": scenario, "layout": layout, "loadgen": loadgen, **med,
+            "errors": sum(r["errors"] for r in runs), "peak_rss_mb": rss, "runs": runs, "answered": answered,
+            "at_load": at_load}
 
 
-def table(results, layout):
-    rows = [r for r in results if r["layout"] == layout]
+def is_ours(server):
+    return server.startswith("wsgo") and server not in ("wsgo-go", "wsgo-base")
+
+
+def table(results, layout, loadgen="wrk"):
+    rows = [r for r in results if r["layout"] == layout and r.get("loadgen", "wrk") == loadgen and not r.get("at_load")]
+    if not rows:
+        return ""
     scenarios = [s for s in SCENARIOS if any(r["scenario"] == s for r in rows)]
     servers = [s for s in SUPPORTS if any(r["server"] == s for r in rows)]
-    out = [f"### {layout}", "",
+    out = [f"### {layout}" + (f" ({loadgen})" if loadgen != "wrk" else ""), "",
            "Each cell: requests/s · server CPU µs per request · p99 ms · peak RSS MB (errors if any). "
            "Ratio: ours vs the best peer in requests per server CPU-second. \"Answers N of C "
            "connections\": with C keep-alive connections each sending one request at once, only N "
@@ -374,7 +457,7 @@ def table(results, layout):
                          f"{r['peak_rss_mb']:.0f}{err}")
             if r["errors"] or not r["cpu_us_per_req"]:
                 continue
-            if sv.startswith("wsgo") and sv not in ("wsgo-go", "wsgo-base"):
+            if is_ours(sv):
                 if ours is None or r["cpu_us_per_req"] < ours["cpu_us_per_req"]:
                     ours = r
             elif best_peer is None or r["cpu_us_per_req"] < best_peer["cpu_us_per_req"]:
@@ -385,6 +468,69 @@ def table(results, layout):
     return "\n".join(out)
 
 
+def saturation(results, layout, scenario):
+    """The best peer's closed-loop requests/s on a cell (the highest over the load generators)."""
+    peers = [r["rps"] for r in results if r["layout"] == layout and r["scenario"] == scenario and not r.get("at_load")
+             and not is_ours(r["server"]) and r["server"] != "wsgo-base" and "failed" not in r and not r["errors"]
+             and r["rps"]]
+    return max(peers) if peers else None
+
+
+def at_load_table(results, layout):
+    rows = [r for r in results if r["layout"] == layout and r.get("at_load") and "failed" not in r]
+    failed = [r for r in results if r["layout"] == layout and r.get("at_load") and "failed" in r]
+    if not rows and not failed:
+        return ""
+    servers = [s for s in SUPPORTS if any(r["server"] == s for r in rows + failed)]
+    out = [f"### latency at load, {layout} (oha, open loop)", "",
+           "Each cell: p50 · p99 · p99.9 ms at a fixed rate (oha -q with latency correction: latency "
+           "counts from when a request was due), errors if any, and the rate achieved when it fell "
+           "more than 5% short. Rates: the fraction of the best peer's saturation throughput in the "
+           "same run; the same rate for every server.", "",
+           "| scenario | rate | " + " | ".join(servers) + " |", "|---" * (len(servers) + 2) + "|"]
+    for sc in SCENARIOS:
+        cells = [r for r in rows if r["scenario"] == sc]
+        if not cells:
+            continue
+        for i, point in enumerate(cells[0]["at_load"]):
+            label = point.get("label") or f"{point['rate']:,}/s"
+            line = []
+            for sv in servers:
+                r = next((x for x in cells if x["server"] == sv), None)
+                if r is None:
+                    f = next((x for x in failed if x["server"] == sv and x["scenario"] == sc), None)
+                    line.append(f"failed: {f['failed'][:30]}" if f else "n/a")
+                    continue
+                p = r["at_load"][i]
+                fmt = lambda v: "?" if v is None else f"{v:.2f}"  # noqa: E731
+                cell = f"{fmt(p['p50_ms'])} · {fmt(p['p99_ms'])} · {fmt(p['p999_ms'])}"
+                if p["errors"]:
+                    cell += f" ({p['errors']} errors)"
+                if p["rps"] < 0.95 * p["rate"]:
+                    cell += f" (only {p['rps']:,.0f}/s)"
+                line.append(cell)
+            out.append(f"| {sc} | {label} | " + " | ".join(line) + " |")
+    return "\n".join(out)
+
+
+def disagreements(results, layout):
+    """Cells where wrk and oha, both closed loops, disagree on throughput by more than 10%."""
+    out = []
+    for r in results:
+        if r["layout"] != layout or r.get("loadgen") != "wrk" or r.get("at_load") or "failed" in r or not r["rps"]:
+            continue
+        o = next((x for x in results if x["layout"] == layout and x.get("loadgen") == "oha" and not x.get("at_load")
+                  and x["server"] == r["server"] and x["scenario"] == r["scenario"] and "failed" not in x), None)
+        if o and o["rps"] and abs(o["rps"] / r["rps"] - 1) > 0.10:
+            out.append(f"| {r['scenario']} | {r['server']} | {r['rps']:,.0f} | {o['rps']:,.0f} | "
+                       f"{o['rps'] / r['rps']:.2f} | {r['cpu_us_per_req'] or 0:.1f} / {o['cpu_us_per_req'] or 0:.1f} |")
+    if not out:
+        return ""
+    return "\n".join([f"### wrk and oha disagree by more than 10%, {layout}", "",
+                      "| scenario | server | wrk req/s | oha req/s | oha / wrk | server CPU µs/req wrk / oha |",
+                      "|---|---|---|---|---|---|", *out])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 run of 2 s, hello/post/slow-io, wsgo/granian/bjoern")
@@ -393,7 +539,16 @@ def main():
     ap.add_argument("--servers")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=int, default=3)
+    ap.add_argument("--loadgen", default="wrk", help="wrk, oha, or wrk,oha (each cell measured by each)")
+    ap.add_argument("--rate", type=int, help="open loop at this many requests/s (oha), instead of saturation")
+    ap.add_argument("--at-load", help="fractions of the best peer's saturation, e.g. 0.5,0.8: open-loop cells after "
+                                      "the closed-loop ones")
     args = ap.parse_args()
+    loadgens = args.loadgen.split(",")
+    if any(lg not in ("wrk", "oha") for lg in loadgens):
+        ap.error("--loadgen: wrk, oha or wrk,oha")
+    if (args.rate or args.at_load or "oha" in loadgens) and not OHA.exists():
+        ap.error(f"{OHA} is missing: run loadtest/setup.sh")
     scenarios = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
     servers = args.servers.split(",") if args.servers else list(SUPPORTS)
     if args.quick:
@@ -408,19 +563,52 @@ def main():
     libdir = python_libdir()
     results = []
     started = time.monotonic()
-    for layout in args.layouts.split(","):
-        for sc in scenarios:
-            for sv in servers:
-                if SCENARIOS[sc][6] not in SUPPORTS[sv] or (sv in ("wsgo-multi", "wsgo-share") and layout == "one-core"):
-                    continue
-                r = measure(sv, sc, layout, args, str(webroot), libdir)
+    layouts = args.layouts.split(",")
+
+    def cells():
+        for layout in layouts:
+            for sc in scenarios:
+                for sv in servers:
+                    if SCENARIOS[sc][6] in SUPPORTS[sv] and not (sv in ("wsgo-multi", "wsgo-share") and layout == "one-core"):
+                        yield layout, sc, sv
+
+    def log(r, what):
+        brief = r.get("failed") or what
+        print(f"[{time.monotonic() - started:6.0f}s] {r['layout']:9} {r['scenario']:10} {r['server']:9} {brief}",
+              file=sys.stderr)
+
+    if not args.rate:
+        for layout, sc, sv in cells():
+            for lg in loadgens:
+                r = measure(sv, sc, layout, args, str(webroot), libdir, loadgen=lg)
                 results.append(r)
-                brief = r.get("failed") or f"{r['rps']:,.0f} req/s, {r['cpu_us_per_req'] or 0:.1f} µs CPU/req, {r['errors']} errors"
-                print(f"[{time.monotonic() - started:6.0f}s] {layout:9} {sc:10} {sv:9} {brief}", file=sys.stderr)
+                log(r, r.get("failed") or f"{lg}: {r['rps']:,.0f} req/s, {r['cpu_us_per_req'] or 0:.1f} µs CPU/req, "
+                                          f"{r['errors']} errors")
+    if args.rate or args.at_load:
+        fractions = [float(f) for f in args.at_load.split(",")] if args.at_load else []
+        for layout, sc, sv in cells():
+            if args.rate:
+                rates, labels = [args.rate], [f"{args.rate:,}/s"]
+            else:
+                sat = saturation(results, layout, sc)
+                if not sat:
+                    continue
+                rates = [max(1, round(f * sat)) for f in fractions]
+                labels = [f"{f:.0%} = {rate:,}/s" for f, rate in zip(fractions, rates)]
+            r = measure(sv, sc, layout, args, str(webroot), libdir, loadgen="oha", rates=rates)
+            r["at_load"] = [dict(p, label=lb) for p, lb in zip(r.get("at_load", []), labels)] or [{"rate": 0}]
+            results.append(r)
+            log(r, "; ".join(f"{p['rate']}/s: p99 {p.get('p99_ms') or 0:.2f} ms, {p.get('errors', 0)} errors"
+                             for p in r["at_load"]))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    md = "\n\n".join(table(results, layout) for layout in args.layouts.split(","))
+    parts = []
+    for layout in layouts:
+        parts += [table(results, layout, lg) for lg in loadgens]
+        parts += [disagreements(results, layout), at_load_table(results, layout)]
+    md = "\n\n".join(p for p in parts if p)
     header = (f"python {sys.version.split()[0]}, {NCPU} CPUs, runs={args.runs} x {args.duration}s (median), "
-              f"wrk -c64 (hello_256: -c256), generated by loadtest/run.py\n\n")
+              f"load: {args.loadgen}{' + oha open loop' if args.rate or args.at_load else ''}, "
+              f"64 connections (hello_256: 256, flask_io: 16), generated by loadtest/run.py\n\n")
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))
     (RESULTS / f"{stamp}.md").write_text(header + md + "\n")
     print(header + md)

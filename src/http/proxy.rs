@@ -45,13 +45,6 @@ pub enum ProxyError {
     TooLong,
 }
 
-impl crate::log::Blame for ProxyError {
-    /// A header comes from the peer.
-    fn cause(&self) -> crate::log::Cause {
-        crate::log::Cause::Client
-    }
-}
-
 /// How the start of a connection reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
