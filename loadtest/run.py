@@ -484,8 +484,8 @@ def at_load_table(results, layout):
     servers = [s for s in SUPPORTS if any(r["server"] == s for r in rows + failed)]
     out = [f"### latency at load, {layout} (oha, open loop)", "",
            "Each cell: p50 · p99 · p99.9 ms at a fixed rate (oha -q with latency correction: latency "
-           "counts from when a request was due), errors if any, and the rate achieved when it fell "
-           "more than 5% short. Rates: the fraction of the best peer's saturation throughput in the "
+           "counts from when a request was due) · server CPU µs per request, errors if any, and the "
+           "rate achieved when it fell more than 5% short. Rates: the fraction of the best peer's saturation throughput in the "
            "same run; the same rate for every server.", "",
            "| scenario | rate | " + " | ".join(servers) + " |", "|---" * (len(servers) + 2) + "|"]
     for sc in SCENARIOS:
@@ -503,7 +503,8 @@ def at_load_table(results, layout):
                     continue
                 p = r["at_load"][i]
                 fmt = lambda v: "?" if v is None else f"{v:.2f}"  # noqa: E731
-                cell = f"{fmt(p['p50_ms'])} · {fmt(p['p99_ms'])} · {fmt(p['p999_ms'])}"
+                cpu = p.get("cpu_us_per_req")
+                cell = f"{fmt(p['p50_ms'])} · {fmt(p['p99_ms'])} · {fmt(p['p999_ms'])} · " + (f"{cpu:.1f}" if cpu else "?")
                 if p["errors"]:
                     cell += f" ({p['errors']} errors)"
                 if p["rps"] < 0.95 * p["rate"]:
