@@ -19,7 +19,7 @@ SRC = Path(__import__("os").environ.get("LAYERS_SRC") or Path(__file__).resolve(
 # Bottom to top. A module may use the modules of its own row and of the rows below it.
 LAYERS = [
     ("base", ["sys", "log", "stats", "http", "config", "interpreter", "cli", "client"]),
-    ("services", ["handoff", "state", "park", "block", "cache", "static_files", "cron"]),
+    ("services", ["handoff", "state", "park", "block", "share", "cache", "static_files", "cron"]),
     ("sides", ["conn", "wsgi"]),
     ("threads", ["pool"]),
     ("wiring", ["server"]),

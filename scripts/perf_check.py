@@ -37,6 +37,9 @@ MICRO = ["parse_curl", "parse_browser", "chunked_64k", "encode_head", "cache_hit
 
 SCENARIOS = {
     "hello": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, World!"),
+    # The same with a control channel, as under the supervisor: the sharing between processes
+    # is on (its thread, the outbox), with no message in flight.
+    "hello_shared": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, World!"),
     "post_16k": (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(POST_BODY) + POST_BODY, POST_BODY),
 }
@@ -66,18 +69,26 @@ def read_response(sock, expect):
         raise RuntimeError(f"unexpected response {data[:200]!r}")
 
 
-def instructions(binary, request, expect, n):
+def instructions(binary, request, expect, n, shared=False):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         err = os.path.join(tmp, "stderr")
         env = dict(os.environ, MONOIO_FORCE_LEGACY_DRIVER="1")
+        fds = ()
+        if shared:
+            # The supervisor's end stays here, unread (the process sends only "ready").
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            env["WSGO_CONTROL_FD"] = str(theirs.fileno())
+            fds = (theirs.fileno(),)
         with open(err, "wb") as e:
             proc = subprocess.Popen(
                 ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "--module", "hello",
                  "--io-threads", "1", "--workers", "2", "--http-socket", "127.0.0.1:0",
                  # One unsupervised process: under valgrind a re-executed child would not be this binary.
                  "--process", "1"],
-                cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=e)
+                cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=e, pass_fds=fds)
+        if shared:
+            theirs.close()
         try:
             port = wait_port(err, proc)
             with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
@@ -87,6 +98,8 @@ def instructions(binary, request, expect, n):
         finally:
             os.kill(proc.pid, signal.SIGTERM)
             proc.wait(120)
+            if shared:
+                ours.close()
         text = Path(err).read_text(errors="replace")
         m = re.search(r"Collected : (\d+)", text)
         if not m:
@@ -111,8 +124,8 @@ def main():
     args = ap.parse_args()
     measured = {}
     for name, (request, expect) in SCENARIOS.items():
-        low = instructions(args.binary, request, expect, N1)
-        high = instructions(args.binary, request, expect, N2)
+        low = instructions(args.binary, request, expect, N1, shared=name.endswith("_shared"))
+        high = instructions(args.binary, request, expect, N2, shared=name.endswith("_shared"))
         measured[name] = round((high - low) / (N2 - N1))
     for workload in MICRO:
         low = micro_instructions(args.micro_binary, workload, N1)

@@ -11,9 +11,10 @@ if [ ! -x "$PYTHON" ]; then
     PYTHON="$(command -v python3)"
 fi
 
-# command:package (systemd-socket-activate: the socket-activation tests).
+# command:package (systemd-socket-activate: the socket-activation tests; redis-server: the
+# fleet tests, started by them on a free loopback port, never as a service).
 need=()
-for pair in wrk:wrk curl:curl valgrind:valgrind systemd-socket-activate:systemd; do
+for pair in wrk:wrk curl:curl valgrind:valgrind systemd-socket-activate:systemd redis-server:redis-server; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -6,14 +6,20 @@
 //! client slows down. The delay is a timer on the core thread: no worker, no Python. Only public
 //! addresses are blocked, IPv6 by /64. Blocked requests are counted, not logged one by one; the
 //! count is logged when the block ends.
+//!
+//! Under a supervisor a block applies in every process (`share`): the process that sets it tells
+//! the others, and the supervisor writes the two log lines (`- blocking` when it is set,
+//! `- unblocked ... after N` with every process's refusals once it has ended), so a block is
+//! logged once, not once per process.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::client::{ClientKey, is_public};
+use crate::share::{Outbox, Shared};
 
 /// Longest a blocked request is held before its 429.
 pub const MAX_DELAY: Duration = Duration::from_secs(25);
@@ -39,6 +45,8 @@ pub struct Blocks {
     established: AtomicU64,
     /// Requests refused by a block (SIGUSR2).
     refused: AtomicU64,
+    /// The other processes, told of blocks set and lifted here.
+    share: Arc<Outbox>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -60,22 +68,45 @@ impl Drop for Held<'_> {
 }
 
 impl Blocks {
-    /// Blocks the client at `ip` for `secs` seconds (public addresses only). Returns whether a
-    /// block was set.
+    /// Blocks that tell the other processes through `share`.
+    pub fn sharing(share: Arc<Outbox>) -> Blocks {
+        Blocks { share, ..Default::default() }
+    }
+
+    /// Blocks the client at `ip` for `secs` seconds (public addresses only), here and, through
+    /// the supervisor, in the other processes. Returns whether a block was set.
     pub fn block(&self, ip: IpAddr, secs: i64, now: Instant) -> bool {
         if !is_public(ip) {
             return false;
         }
         let key = ClientKey::of(ip);
-        crate::log::info!("- blocking {key} for {secs} seconds");
+        if self.share.is_connected() {
+            self.share.send(&Shared::Block { key, secs });
+        } else {
+            crate::log::info!("- blocking {key} for {secs} seconds");
+        }
         self.established.fetch_add(1, Relaxed);
+        self.apply(key, secs, now);
+        true
+    }
+
+    /// Applies a block set by another process (already logged there).
+    pub fn apply(&self, key: ClientKey, secs: i64, now: Instant) {
         let span = Duration::from_secs(secs.clamp(0, MAX_BLOCK.as_secs() as i64) as u64);
         let until = now.checked_add(span).unwrap_or(now);
         let mut map = lock(&self.map);
         let entry = map.entry(key).or_insert(Block { until, refused: 0 });
         entry.until = entry.until.max(until);
         self.count.store(map.len(), SeqCst);
-        true
+    }
+
+    /// A block ended here: logged, or told to the supervisor, which logs the total.
+    fn lifted(&self, key: ClientKey, refused: u64) {
+        if self.share.is_connected() {
+            self.share.send(&Shared::Unblocked { key, refused });
+        } else {
+            crate::log::info!("- unblocked {key} after {refused} blocked requests");
+        }
     }
 
     /// Whether the client at `ip` is blocked now; if so, how long its block still runs. An
@@ -95,7 +126,7 @@ impl Blocks {
         let refused = block.refused;
         map.remove(&key);
         self.count.store(map.len(), SeqCst);
-        crate::log::info!("- unblocked {key} after {refused} blocked requests");
+        self.lifted(key, refused);
         None
     }
 
@@ -108,7 +139,7 @@ impl Blocks {
         map.retain(|key, b| {
             let keep = b.until > now;
             if !keep {
-                crate::log::info!("- unblocked {key} after {} blocked requests", b.refused);
+                self.lifted(*key, b.refused);
             }
             keep
         });
@@ -173,6 +204,41 @@ mod tests {
             let left = b.check(ip, t0 + Duration::from_secs(1));
             assert!(left.is_none_or(|l| l <= MAX_BLOCK), "{secs}: {left:?}");
         }
+    }
+
+    #[test]
+    fn shared_blocks_are_told_not_logged() {
+        let share = Arc::new(Outbox::default());
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let t = told.clone();
+        share.connect(Box::new(move |m| {
+            t.lock().unwrap().push(m.clone());
+            true
+        }));
+        let b = Blocks::sharing(share);
+        let t0 = Instant::now();
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let key = ClientKey::of(ip);
+        assert!(!b.block("10.0.0.1".parse().unwrap(), 5, t0));
+        assert!(b.block(ip, 2, t0));
+        // Another process's block applies here, silently.
+        let other = ClientKey::of("198.51.100.1".parse().unwrap());
+        b.apply(other, 1, t0);
+        assert!(b.check("198.51.100.1".parse().unwrap(), t0).is_some());
+        assert!(b.check(ip, t0 + Duration::from_secs(1)).is_some());
+        b.sweep(t0 + Duration::from_secs(3));
+        assert!(b.is_empty());
+        let mut got = told.lock().unwrap().clone();
+        got.sort_by_key(|m| format!("{m:?}"));
+        assert_eq!(
+            got,
+            vec![
+                Shared::Block { key, secs: 2 },
+                Shared::Unblocked { key: other, refused: 1 },
+                Shared::Unblocked { key, refused: 1 },
+            ]
+        );
+        assert_eq!(b.counts(), (1, 2), "one block set here, two requests refused here");
     }
 
     #[test]

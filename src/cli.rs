@@ -157,6 +157,15 @@ pub struct Args {
     #[arg(long = "proxy-protocol", env = "WSGO_PROXY_PROTOCOL")]
     pub proxy_protocol: bool,
 
+    /// Share parking notifications and blocks with every wsgo host that names the same Redis
+    /// (`redis://HOST[:PORT][/DB]`) and --redis-channel, through pub/sub. Off by default.
+    #[arg(long, value_name = "URL", value_parser = parse_redis, env = "WSGO_REDIS")]
+    pub redis: Option<String>,
+
+    /// The Redis pub/sub channel of --redis: hosts naming the same one are one fleet.
+    #[arg(long = "redis-channel", value_name = "NAME", default_value = "wsgo", env = "WSGO_REDIS_CHANNEL")]
+    pub redis_channel: String,
+
     /// Serve Prometheus metrics at `http://ADDR/metrics` (every process's, labelled `process`).
     #[arg(long, value_name = "ADDR", value_parser = parse_bind, env = "WSGO_METRICS")]
     pub metrics: Option<SocketAddr>,
@@ -334,10 +343,19 @@ impl Args {
             metrics: self.metrics,
             cpu_share: self.processes > 1 && self.cpu_share,
             proxy_protocol: self.proxy_protocol,
+            redis: self.redis,
+            redis_channel: self.redis_channel,
             processes: self.processes as usize,
             process: self.process as usize,
         })
     }
+}
+
+/// A `--redis` URL the client library accepts.
+fn parse_redis(s: &str) -> Result<String, String> {
+    redis::Client::open(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not a Redis URL (redis://HOST[:PORT][/DB] or redis+unix:///PATH): {e}"))
 }
 
 /// Splits `--module` into the module, the callable, and a factory's arguments (the source text

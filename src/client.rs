@@ -29,6 +29,21 @@ impl ClientKey {
     }
 }
 
+impl ClientKey {
+    /// Reads a key back from its text (`Display`): `203.0.113.7`, or `2001:db8:1:2::/64`.
+    pub fn parse(s: &str) -> Option<ClientKey> {
+        match s.strip_suffix("/64") {
+            Some(v6) => {
+                let ip = v6.parse::<std::net::Ipv6Addr>().ok()?;
+                // Only a /64 prefix, as `Display` writes it.
+                (u128::from(ip) & u128::from(u64::MAX) == 0)
+                    .then(|| ClientKey::V6((u128::from(ip) >> 64) as u64))
+            }
+            None => s.parse::<Ipv4Addr>().ok().map(|v4| ClientKey::V4(u32::from(v4))),
+        }
+    }
+}
+
 impl std::fmt::Display for ClientKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -146,6 +161,17 @@ pub fn forwarded_https(peer: Peer, proto: Option<&[u8]>, proxies: &[Cidr]) -> bo
 mod tests {
     use super::*;
     use crate::config::default_trusted_proxies;
+
+    #[test]
+    fn keys_read_back_from_their_text() {
+        for ip in ["203.0.113.7", "2001:db8:1:2::99", "::ffff:8.8.8.8", "0.0.0.0"] {
+            let key = ClientKey::of(ip.parse().unwrap());
+            assert_eq!(ClientKey::parse(&key.to_string()), Some(key), "{ip}");
+        }
+        for junk in ["", "1.2.3", "2001:db8::1", "2001:db8::1/64", "1.2.3.4/64", "x/64", "01.2.3.4"] {
+            assert_eq!(ClientKey::parse(junk), None, "{junk:?}");
+        }
+    }
 
     #[test]
     fn identities() {

@@ -60,6 +60,10 @@ pub struct Config {
     pub cpu_share: bool,
     /// Connections from trusted peers may start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// `--redis`: the Redis the fleet's hosts share notifications and blocks through.
+    pub redis: Option<String>,
+    /// `--redis-channel`.
+    pub redis_channel: String,
     /// Server processes the supervisor runs.
     pub processes: usize,
     /// This process's number (1..=processes); 0: this is the supervisor.

@@ -29,6 +29,7 @@ pub mod log;
 pub mod park;
 pub mod pool;
 pub mod server;
+pub mod share;
 pub mod state;
 pub mod static_files;
 pub mod stats;

@@ -37,6 +37,8 @@ pub struct State {
     pub blocks: Blocks,
     /// Requests parked by `X-WSGo-Park`.
     pub parking: Arc<Parking>,
+    /// The other processes of the supervisor (parking notifications, blocks, client counts).
+    pub share: Arc<crate::share::Outbox>,
     /// The response cache (`None` when `--max-age` or `--cache-size` is 0).
     pub cache: Option<Store>,
     /// Threads for the blocking file-system calls of the core threads (opening files, reading

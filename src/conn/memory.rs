@@ -372,6 +372,7 @@ fn harness(timeouts: Timeouts) -> Harness {
         roots: Arc::new(crate::static_files::Roots::open(&[]).expect("no roots")),
         blocks: Default::default(),
         parking: Default::default(),
+        share: Default::default(),
         cache: None,
         blocking: monoio::blocking::DefaultThreadPool::new(1),
         stats,

@@ -43,17 +43,34 @@ pub fn priority(t: &Traits, running: u32, recent: f64) -> i64 {
     p
 }
 
+/// A count per client.
+pub type PerClient = Vec<(ClientKey, u32)>;
+
 /// Per-client counts: requests running now, and recent requests decaying by one per second.
+///
+/// Shared between processes ([`History::share`]): each process reports what it runs and what it
+/// started since its last report ([`History::report`]); the others add those in
+/// ([`History::merge`]), so a client's counts are the server's, late by at most one report.
 #[derive(Default)]
 pub struct History {
     running: HashMap<ClientKey, u32>,
     recent: HashMap<ClientKey, (f64, Instant)>,
+    /// Requests started here since the last report; `None`: not shared.
+    started_since: Option<HashMap<ClientKey, u32>>,
+    /// What each other process (by pid) last said it runs, and the sum of those.
+    remote: HashMap<u32, Vec<(ClientKey, u32)>>,
+    remote_running: HashMap<ClientKey, u32>,
 }
 
 impl History {
     /// The client's counts as of `now`.
     pub fn counts(&self, key: ClientKey, now: Instant) -> (u32, f64) {
-        let running = self.running.get(&key).copied().unwrap_or(0);
+        let running = self.running.get(&key).copied().unwrap_or(0)
+            + if self.remote_running.is_empty() {
+                0
+            } else {
+                self.remote_running.get(&key).copied().unwrap_or(0)
+            };
         let recent = self.recent.get(&key).map_or(0.0, |&(n, at)| decayed(n, at, now));
         (running, recent)
     }
@@ -61,9 +78,60 @@ impl History {
     /// A request of `key` starts running.
     pub fn started(&mut self, key: ClientKey, now: Instant) {
         *self.running.entry(key).or_default() += 1;
+        if let Some(since) = self.started_since.as_mut()
+            && (since.len() < crate::share::MAX_COUNTED || since.contains_key(&key))
+        {
+            *since.entry(key).or_default() += 1;
+        }
+        self.add_recent(key, 1.0, now);
+    }
+
+    /// From now on, keep what [`History::report`] tells the other processes.
+    pub fn share(&mut self) {
+        self.started_since.get_or_insert_with(HashMap::new);
+    }
+
+    /// What to tell the other processes: the requests running here per client, and those
+    /// started since the last report (taken: each is reported once).
+    pub fn report(&mut self) -> (PerClient, PerClient) {
+        let mut running: Vec<_> = self.running.iter().map(|(k, n)| (*k, *n)).collect();
+        running.sort_unstable_by_key(|&(k, _)| k_order(k));
+        let started = self.started_since.as_mut().map(std::mem::take).unwrap_or_default();
+        (running, started.into_iter().collect())
+    }
+
+    /// Adds in another process's report: what it runs replaces what it said before; what it
+    /// started counts as recent here too.
+    pub fn merge(
+        &mut self,
+        from: u32,
+        running: Vec<(ClientKey, u32)>,
+        started: &[(ClientKey, u32)],
+        now: Instant,
+    ) {
+        if running.is_empty() {
+            self.remote.remove(&from);
+        } else {
+            self.remote.insert(from, running);
+        }
+        self.remote_running.clear();
+        for (key, n) in self.remote.values().flatten() {
+            *self.remote_running.entry(*key).or_default() += n;
+        }
+        for &(key, n) in started {
+            self.add_recent(key, f64::from(n), now);
+        }
+    }
+
+    /// That process is gone: nothing of it runs any more.
+    pub fn forget(&mut self, from: u32) {
+        self.merge(from, Vec::new(), &[], Instant::now());
+    }
+
+    fn add_recent(&mut self, key: ClientKey, n: f64, now: Instant) {
         if self.recent.len() >= HISTORY_CAPACITY && !self.recent.contains_key(&key) {
             // Forget the clients whose count has decayed away; if none has, the oldest half.
-            self.recent.retain(|_, &mut (n, at)| decayed(n, at, now) > 0.0);
+            self.recent.retain(|_, &mut (count, at)| decayed(count, at, now) > 0.0);
             if self.recent.len() >= HISTORY_CAPACITY {
                 let mut ages: Vec<Instant> = self.recent.values().map(|&(_, at)| at).collect();
                 ages.sort_unstable();
@@ -72,7 +140,7 @@ impl History {
             }
         }
         let entry = self.recent.entry(key).or_insert((0.0, now));
-        *entry = (decayed(entry.0, entry.1, now) + 1.0, now);
+        *entry = (decayed(entry.0, entry.1, now) + n, now);
     }
 
     /// A request of `key` finished.
@@ -90,6 +158,14 @@ impl History {
         let mut v: Vec<_> = self.running.iter().map(|(k, n)| (*k, *n)).collect();
         v.sort_by_key(|(k, _)| format!("{k}"));
         v
+    }
+}
+
+/// A stable order for reports (equal reports compare equal).
+fn k_order(k: ClientKey) -> (u8, u64) {
+    match k {
+        ClientKey::V4(a) => (4, u64::from(a)),
+        ClientKey::V6(p) => (6, p),
     }
 }
 
@@ -152,6 +228,44 @@ mod tests {
         assert_eq!(h.counts(k, t0 + Duration::from_secs(5)), (0, 0.0));
         h.started(k, t0 + Duration::from_secs(5));
         assert_eq!(h.counts(k, t0 + Duration::from_secs(5)), (1, 1.0));
+    }
+
+    #[test]
+    fn processes_add_in_each_others_counts() {
+        let (mut a, mut b) = (History::default(), History::default());
+        a.share();
+        let (k, other) = (ClientKey::V4(7), ClientKey::V4(8));
+        let t0 = Instant::now();
+        a.started(k, t0);
+        a.started(k, t0);
+        a.started(other, t0);
+        a.finished(other);
+        let (running, started) = a.report();
+        assert_eq!(running, vec![(k, 2)]);
+        let mut sorted = started.clone();
+        sorted.sort_unstable_by_key(|&(k, _)| k_order(k));
+        assert_eq!(sorted, vec![(k, 2), (other, 1)]);
+        b.merge(1, running, &started, t0);
+        b.started(k, t0);
+        assert_eq!(b.counts(k, t0), (3, 3.0), "two running in process 1, one here");
+        assert_eq!(b.counts(other, t0), (0, 1.0));
+        // Reported once: the next report has only what changed.
+        a.finished(k);
+        let (running, started) = a.report();
+        assert_eq!((running.clone(), started.clone()), (vec![(k, 1)], vec![]));
+        b.merge(1, running, &started, t0);
+        assert_eq!(b.counts(k, t0).0, 2);
+        // A third process adds its own; a process that is gone counts no more.
+        b.merge(2, vec![(k, 4)], &[], t0);
+        assert_eq!(b.counts(k, t0).0, 6);
+        b.forget(1);
+        assert_eq!(b.counts(k, t0).0, 5);
+        b.forget(2);
+        assert_eq!(b.counts(k, t0).0, 1);
+        // Not shared: nothing is kept for a report.
+        let mut c = History::default();
+        c.started(k, t0);
+        assert_eq!(c.report(), (vec![(k, 1)], vec![]));
     }
 
     #[test]

@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
-use super::priority::{History, LOW, TOP, priority};
+use super::priority::{History, LOW, PerClient, TOP, priority};
 use super::{Job, Traits};
+use crate::client::ClientKey;
 use crate::stats::{Stats, bump};
 
 /// A parked worker.
@@ -73,6 +74,10 @@ pub struct Scheduler {
     pub request_timeout: Option<Duration>,
     slots: Mutex<Vec<Arc<super::slot::Slot>>>,
     stats: Arc<Stats>,
+    /// A ranked client's request started or finished since the last report of the counts.
+    counts_changed: AtomicBool,
+    /// Called when the counts change after a report (wakes the thread that reports them).
+    on_counts_changed: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,6 +104,8 @@ impl Scheduler {
             request_timeout,
             slots: Mutex::new(Vec::new()),
             stats,
+            counts_changed: AtomicBool::new(false),
+            on_counts_changed: std::sync::OnceLock::new(),
         }
     }
 
@@ -259,8 +266,10 @@ impl Scheduler {
         }
         self.deferred.store(false, SeqCst);
         let job = p.jobs.remove(best)?;
-        if let Some(key) = job.traits.client {
-            p.history.started(key, now);
+        let ranked = job.traits.client.inspect(|&key| p.history.started(key, now)).is_some();
+        drop(p);
+        if ranked {
+            self.note_counts_changed();
         }
         self.queued.fetch_sub(1, SeqCst);
         self.running.fetch_add(1, SeqCst);
@@ -310,8 +319,44 @@ impl Scheduler {
     }
 
     /// Requests running per ranked client (for SIGUSR2).
-    pub fn running_by_client(&self) -> Vec<(crate::client::ClientKey, u32)> {
+    pub fn running_by_client(&self) -> Vec<(ClientKey, u32)> {
         lock(&self.pending).history.running_by_client()
+    }
+
+    /// Keeps the clients' counts for the other processes from now on (see
+    /// [`History::report`]); `changed` is called when they change after a report (once until
+    /// the next report: a ranked client's requests cost it at most one call per report).
+    pub fn share_counts(&self, changed: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_counts_changed.set(changed);
+        lock(&self.pending).history.share();
+    }
+
+    fn note_counts_changed(&self) {
+        if !self.counts_changed.swap(true, Relaxed)
+            && let Some(changed) = self.on_counts_changed.get()
+        {
+            changed();
+        }
+    }
+
+    /// What to tell the other processes, if anything changed since the last report: per
+    /// client, the requests running here and those started since then. Costs an atomic load
+    /// when nothing did (no ranked client: loopback and private addresses never count).
+    pub fn report_counts(&self) -> Option<(PerClient, PerClient)> {
+        if !self.counts_changed.swap(false, Relaxed) {
+            return None;
+        }
+        Some(lock(&self.pending).history.report())
+    }
+
+    /// Adds in another process's report (`from`: its pid).
+    pub fn merge_counts(&self, from: u32, running: Vec<(ClientKey, u32)>, started: &[(ClientKey, u32)]) {
+        lock(&self.pending).history.merge(from, running, started, Instant::now());
+    }
+
+    /// Another process is gone: what it ran no longer counts.
+    pub fn forget_process(&self, from: u32) {
+        lock(&self.pending).history.forget(from);
     }
 
     /// The worker loop's pick: takes the best job, and hands back the searching token a woken
@@ -328,6 +373,7 @@ impl Scheduler {
     pub fn done(&self, traits: &Traits) {
         if let Some(key) = traits.client {
             lock(&self.pending).history.finished(key);
+            self.note_counts_changed();
         }
         if self.running.fetch_sub(1, SeqCst) == 1
             && self.deferred.load(SeqCst)

@@ -1,18 +1,24 @@
 //! The control channel between the supervisor and one of its server processes: a pair of
 //! `SOCK_SEQPACKET` unix sockets (each message arrives whole), the child's end inherited as
-//! `WSGO_CONTROL_FD`. Only the child speaks:
+//! `WSGO_CONTROL_FD`. The child says:
 //!
 //! - `ready`: it serves (the app is loaded and the core threads accept);
 //! - `replace <why>`: it reached `--max-requests` or `--max-rss` and asks to be replaced the way
 //!   SIGHUP replaces it (a new process serves before this one drains);
 //! - `metrics\n<lines>`: its Prometheus sample lines, every second with `--metrics`;
-//! - `watch\n<dir>\n...`: the folders of the app's source files, for `--reload`.
+//! - `watch\n<dir>\n...`: the folders of the app's source files, for `--reload`;
+//! - `report\n<lines>`: its SIGUSR2 report, for the supervisor's totals;
+//! - `share\n<message>`: a [`Shared`] message for the other processes (a parking notification,
+//!   a block, its client counts).
 //!
+//! and the supervisor sends only `share` messages: what the other processes (and hosts) said.
 //! The supervisor reads without waiting, in its loop; a child whose end closes is gone (its exit
-//! is reaped there too).
+//! is reaped there too). The child reads on its sharing thread (`sharing.rs`).
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+
+use crate::share::Shared;
 
 /// The environment variable naming the child's end of the channel.
 pub const CONTROL_FD: &str = "WSGO_CONTROL_FD";
@@ -31,6 +37,10 @@ pub enum Message {
     Metrics(String),
     /// Folders whose `.py` files are the app's source.
     Watch(Vec<PathBuf>),
+    /// Its SIGUSR2 report.
+    Report(String),
+    /// For the other processes.
+    Share(Shared),
 }
 
 impl Message {
@@ -49,6 +59,8 @@ impl Message {
                 }
                 out
             }
+            Message::Report(lines) => format!("report\n{lines}").into_bytes(),
+            Message::Share(m) => [&b"share\n"[..], &m.encode()].concat(),
         }
     }
 
@@ -64,6 +76,12 @@ impl Message {
         }
         if let Some(lines) = bytes.strip_prefix(b"metrics\n") {
             return std::str::from_utf8(lines).ok().map(|s| Message::Metrics(s.to_string()));
+        }
+        if let Some(lines) = bytes.strip_prefix(b"report\n") {
+            return std::str::from_utf8(lines).ok().map(|s| Message::Report(s.to_string()));
+        }
+        if let Some(m) = bytes.strip_prefix(b"share\n") {
+            return Shared::decode(m).map(Message::Share);
         }
         if let Some(rest) = bytes.strip_prefix(b"watch") {
             let dirs = rest
@@ -143,11 +161,13 @@ mod tests {
             Message::Metrics("wsgo_requests_total{process=\"1\",class=\"2xx\"} 4\n".into()),
             Message::Watch(vec!["/srv/app".into(), "/srv/app/pkg".into()]),
             Message::Watch(vec![]),
+            Message::Report("1: Request count: 5\n".into()),
+            Message::Share(Shared::Gone { from: 12 }),
         ];
         for m in table {
             assert_eq!(Message::decode(&m.encode()), Some(m.clone()), "{m:?}");
         }
-        for junk in [&b""[..], b"read", b"metrics", b"metrics\n\xff", b"replace"] {
+        for junk in [&b""[..], b"read", b"metrics", b"metrics\n\xff", b"replace", b"share\ngone", b"report"] {
             assert_eq!(Message::decode(junk), None, "{junk:?}");
         }
     }

@@ -10,9 +10,12 @@
 pub mod control;
 mod core_thread;
 mod diagnostics;
+pub mod fleet;
+pub mod hub;
 pub mod listeners;
 pub mod metrics;
 pub mod reload;
+pub mod sharing;
 pub mod supervisor;
 pub mod upkeep;
 
@@ -205,9 +208,16 @@ pub fn run(config: Config) -> ExitCode {
     };
     let stats = Arc::new(Stats::default());
     let parking = Arc::new(Parking::default());
+    // Under a supervisor, what this process says to the others goes through its channel.
+    let share = Arc::new(crate::share::Outbox::default());
+    let control = from_supervisor.control.map(Arc::new);
+    if let Some(control) = &control {
+        sharing::connect(&share, control.clone());
+    }
     // Background jobs run in the first process only.
     let jobs = Arc::new(Registry::new(config.process <= 1));
-    let app = match wsgi::interp::start(&config, parking.clone(), jobs.clone(), stats.clone()) {
+    let app = match wsgi::interp::start(&config, parking.clone(), share.clone(), jobs.clone(), stats.clone())
+    {
         Ok(app) => Arc::new(app),
         Err(e) => {
             crate::log::blame(&e, format_args!("cannot start"));
@@ -258,8 +268,9 @@ pub fn run(config: Config) -> ExitCode {
         shared_sockets,
         at_limit: AtomicBool::new(false),
         roots,
-        blocks: Default::default(),
+        blocks: crate::block::Blocks::sharing(share.clone()),
         parking,
+        share,
         cache: (cache_size > 0).then(|| crate::cache::Store::new(cache_size)),
         blocking,
         stats,
@@ -279,7 +290,9 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let control = from_supervisor.control.map(Arc::new);
+    if state.config.redis.is_some() && control.is_none() {
+        crate::log::warning!("--redis needs the supervisor (it talks to Redis): ignored with --process");
+    }
     if state.config.reload && control.is_none() {
         crate::log::warning!("--reload needs the supervisor (it watches the source): ignored with --process");
     }
@@ -288,6 +301,10 @@ pub fn run(config: Config) -> ExitCode {
         return ExitCode::from(1);
     }
     if let Some(control) = &control {
+        if let Err(e) = sharing::start(control.clone(), state.clone(), queue.clone()) {
+            crate::log::error!("cannot start the sharing thread: {e}");
+            return ExitCode::from(1);
+        }
         control.send(&Message::Ready);
         if state.config.reload {
             control.send(&Message::Watch(wsgi::interp::source_folders()));
@@ -308,7 +325,13 @@ pub fn run(config: Config) -> ExitCode {
     let sig = loop {
         match signals.wait() {
             SIGUSR1 => diagnostics::dump_stacks(&pool, &*app),
-            SIGUSR2 => diagnostics::print_stats(&state, &queue, &pool, &*app, &jobs),
+            SIGUSR2 => {
+                let report = diagnostics::print_stats(&state, &queue, &pool, &*app, &jobs);
+                // The supervisor adds up every process's report.
+                if let Some(control) = &control {
+                    control.send(&Message::Report(report));
+                }
+            }
             // logrotate's signal: the access log file is opened again; serving goes on (the
             // supervisor replaces its processes on SIGHUP, and they open it afresh).
             SIGHUP => match state.access.reopen() {

@@ -31,9 +31,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::control::{Channel, Closed, MAX_MESSAGE, Message};
+use super::fleet::Fleet;
+use super::hub::{Hub, To};
 use super::listeners::{self, Listening};
 use super::reload::Reloader;
 use crate::config::Config;
+use crate::share::Shared;
 use crate::sys::signals::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1, SIGUSR2, Signals};
 use crate::wsgi::interp::EXIT_LOAD_FAILED;
 
@@ -156,16 +159,36 @@ struct Heard {
     watch: Vec<std::path::PathBuf>,
 }
 
+/// What every process said for the others this round, and their SIGUSR2 reports.
+#[derive(Default)]
+struct Said {
+    shared: Vec<(u32, Shared)>,
+    reports: Vec<String>,
+}
+
+/// A SIGUSR2 whose totals wait for the processes' reports.
+struct Reports {
+    expected: usize,
+    got: Vec<String>,
+    deadline: Instant,
+}
+
+/// How long the totals wait for every process's report.
+const REPORT_WAIT: Duration = Duration::from_secs(2);
+
 /// Reads a process's messages; `Err` once its end closed (it exited, or is exiting).
 fn listen(
     r: &mut Running,
     buf: &mut [u8],
     sample: Option<&mut Option<String>>,
     heard: &mut Heard,
+    said: &mut Said,
 ) -> Result<(), Closed> {
     let mut sample = sample;
     for m in r.control.receive(buf)? {
         match m {
+            Message::Share(m) => said.shared.push((r.child.id(), m)),
+            Message::Report(lines) => said.reports.push(lines),
             Message::Ready => r.served = true,
             Message::Replace(why) => heard.replace = Some(why),
             Message::Metrics(lines) => {
@@ -246,6 +269,16 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
     } else {
         Vec::new()
     };
+    let fleet = match &config.redis {
+        Some(url) => match Fleet::start(url, &config.redis_channel) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                crate::log::error!("{e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
     let spawner = Spawner { args, sockets: std::mem::take(&mut bound.sockets), shares };
     crate::log::info!(
         "supervisor {} starting {} processes on {where_}",
@@ -270,8 +303,12 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
         replacing: None,
         reload: config.reload,
         grace: config.request_timeout.unwrap_or(Duration::from_secs(60)) + Duration::from_secs(15),
+        hub: Hub::default(),
+        fleet,
+        reports: None,
     };
     let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut fds = Vec::new();
     loop {
         let mut watch = Vec::new();
         if let Some(code) = supervisor.tick(&mut slots, &mut buf, &mut watch) {
@@ -291,7 +328,10 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
                 supervisor.replace_all(&slots);
             }
         }
-        match signals.wait_timeout(TICK) {
+        // Woken by a signal, or as soon as a process (or another host) says something: a
+        // notification reaches the other processes without waiting for the tick.
+        supervisor.fds(&slots, &mut fds);
+        match signals.wait_timeout_or(&fds, TICK) {
             Some(SIGINT | SIGTERM) => {
                 crate::log::info!("supervisor stopping its processes...");
                 // New connection attempts are dropped from now on (clients see them refused; a
@@ -318,8 +358,14 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
                 supervisor.replace_all(&slots);
             }
             Some(sig @ (SIGUSR1 | SIGUSR2)) => {
+                let mut expected = 0;
                 for r in slots.iter().filter_map(|s| s.current.as_ref()) {
                     r.signal(sig);
+                    expected += 1;
+                }
+                if sig == SIGUSR2 && expected > 0 {
+                    supervisor.reports =
+                        Some(Reports { expected, got: Vec::new(), deadline: Instant::now() + REPORT_WAIT });
                 }
             }
             _ => {}
@@ -339,6 +385,12 @@ struct Supervisor {
     reload: bool,
     /// How long a drain may take before SIGKILL.
     grace: Duration,
+    /// What the processes share.
+    hub: Hub,
+    /// `--redis`: the other hosts.
+    fleet: Option<Fleet>,
+    /// A SIGUSR2's totals, waiting for the reports.
+    reports: Option<Reports>,
 }
 
 impl Supervisor {
@@ -365,6 +417,7 @@ impl Supervisor {
         watch: &mut Vec<std::path::PathBuf>,
     ) -> Option<ExitCode> {
         let now = Instant::now();
+        let mut said = Said::default();
         for (i, slot) in slots.iter_mut().enumerate() {
             if slot.current.is_none() && slot.next.is_none() && slot.restart_at.is_some_and(|t| t <= now) {
                 slot.restart_at = None;
@@ -379,10 +432,10 @@ impl Supervisor {
             }
             let mut heard = Heard::default();
             if let Some(r) = slot.current.as_mut() {
-                let _ = listen(r, buf, Some(&mut slot.sample), &mut heard);
+                let _ = listen(r, buf, Some(&mut slot.sample), &mut heard, &mut said);
             }
             if let Some((r, _)) = slot.next.as_mut() {
-                let _ = listen(r, buf, None, &mut heard);
+                let _ = listen(r, buf, None, &mut heard, &mut said);
             }
             watch.append(&mut heard.watch);
             if let Some(why) = heard.replace {
@@ -393,7 +446,8 @@ impl Supervisor {
             }
         }
         for r in &mut self.retiring {
-            let _ = r.control.receive(buf);
+            // Draining processes still run requests: they may notify, and lift blocks.
+            let _ = listen(r, buf, None, &mut Heard::default(), &mut said);
         }
         // Reap what exited.
         for slot in slots.iter_mut() {
@@ -434,7 +488,71 @@ impl Supervisor {
         }
         self.retiring.retain_mut(|r| r.exited().is_none());
         self.advance(slots);
+        self.share(slots, said);
         None
+    }
+
+    /// Every live process's control channel (and the fleet's socket), for the loop's wait.
+    fn fds(&self, slots: &[Slot], fds: &mut Vec<RawFd>) {
+        fds.clear();
+        fds.extend(self.everyone(slots).map(|r| r.control.fd()));
+        fds.extend(self.fleet.as_ref().map(Fleet::fd));
+    }
+
+    fn everyone<'a>(&'a self, slots: &'a [Slot]) -> impl Iterator<Item = &'a Running> {
+        slots
+            .iter()
+            .flat_map(|s| s.current.iter().chain(s.next.as_ref().map(|(r, _)| r)))
+            .chain(self.retiring.iter())
+    }
+
+    /// Relays what the processes (and other hosts) said, tells joiners what they missed and
+    /// the others who is gone, writes the ended blocks' lines, and the SIGUSR2 totals once
+    /// every process has reported.
+    fn share(&mut self, slots: &[Slot], said: Said) {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (from, m) in said.shared {
+            self.hub.from_process(from, m, now, &mut out);
+        }
+        if let Some(fleet) = &self.fleet {
+            for m in fleet.receive() {
+                self.hub.from_fleet(m, now, &mut out);
+            }
+        }
+        // After the messages: a process that said something and exited this round is gone
+        // after what it said.
+        let live: Vec<u32> = self.everyone(slots).map(|r| r.child.id()).collect();
+        self.hub.members(&live, now, &mut out);
+        self.hub.expire(now);
+        for (to, m) in out {
+            if to == To::Fleet {
+                if let Some(fleet) = &self.fleet {
+                    fleet.publish(&m);
+                }
+                continue;
+            }
+            let message = Message::Share(m);
+            for r in self.everyone(slots) {
+                let pid = r.child.id();
+                let send = match to {
+                    To::AllBut(p) => p != pid,
+                    To::One(p) => p == pid,
+                    To::All => true,
+                    To::Fleet => false,
+                };
+                if send {
+                    r.control.send(&message);
+                }
+            }
+        }
+        if let Some(reports) = self.reports.as_mut() {
+            reports.got.extend(said.reports);
+            if reports.got.len() >= reports.expected || now >= reports.deadline {
+                crate::log::report_stderr(&super::diagnostics::totals(&reports.got));
+                self.reports = None;
+            }
+        }
     }
 
     /// Moves the replacement under way along: starts the next one, swaps a new process in once

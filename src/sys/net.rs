@@ -284,6 +284,20 @@ pub fn send_message(fd: RawFd, msg: &[u8]) -> bool {
     n == msg.len() as isize
 }
 
+/// Waits until one of two descriptors is readable or hung up, for at most `timeout` (`None`:
+/// no limit); which ones are.
+pub fn wait_readable(fds: [RawFd; 2], timeout: Option<std::time::Duration>) -> [bool; 2] {
+    let mut p = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+    // SAFETY: two valid pollfds for descriptors the caller owns; poll(2) waits at most `ms`
+    // (forever with -1) and only writes their `revents`.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
+    if n <= 0 {
+        return [false, false];
+    }
+    [p[0].revents != 0, p[1].revents != 0]
+}
+
 /// Receives one message without waiting: `Ok(Some(n))` with its length, `Ok(None)` when none
 /// waits, `Ok(Some(0))` when the peer closed.
 pub fn receive_message(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {

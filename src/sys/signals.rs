@@ -81,11 +81,24 @@ impl Signals {
 
     /// Waits up to `timeout` for a caught signal; `None` when none came.
     pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<libc::c_int> {
-        let mut p = libc::pollfd { fd: self.read.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        self.wait_timeout_or(&[], timeout)
+    }
+
+    /// Waits up to `timeout` for a caught signal, or until one of `fds` is readable (or hung
+    /// up); the signal if one came.
+    pub fn wait_timeout_or(
+        &self,
+        fds: &[std::os::fd::RawFd],
+        timeout: std::time::Duration,
+    ) -> Option<libc::c_int> {
+        let mut polled = Vec::with_capacity(fds.len() + 1);
+        polled.push(libc::pollfd { fd: self.read.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        polled.extend(fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }));
         let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: one valid pollfd for the pipe we own; poll(2) waits at most `ms`.
-        let n = unsafe { libc::poll(&mut p, 1, ms) };
-        (n > 0).then(|| self.wait())
+        // SAFETY: `polled` is a live array of `polled.len()` pollfds; poll(2) waits at most `ms`
+        // and only writes their `revents`.
+        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
+        (n > 0 && polled[0].revents != 0).then(|| self.wait())
     }
 
     /// Blocks until a caught signal arrives; returns it.

@@ -186,18 +186,19 @@ pub fn describe_python() -> String {
     }
 }
 
-/// Starts the interpreter, installs the process's parked requests and job registry in the `wsgo`
-/// module, imports the application and prepares what every request shares. An error says what
+/// Starts the interpreter, installs the process's parked requests, its outbox to the other
+/// processes and its job registry in the `wsgo` module, imports the application and prepares what every request shares. An error says what
 /// went wrong (the traceback is printed already); [`StartError::exit_code`] tells the process's
 /// exit status.
 pub fn start(
     config: &crate::config::Config,
     parking: std::sync::Arc<crate::park::Parking>,
+    share: std::sync::Arc<crate::share::Outbox>,
     jobs: std::sync::Arc<crate::cron::Registry<super::module::Task>>,
     stats: std::sync::Arc<crate::stats::Stats>,
 ) -> Result<super::App, StartError> {
     start_interpreter()?;
-    Python::attach(|py| super::module::install(py, parking, jobs))
+    Python::attach(|py| super::module::install(py, parking, share, jobs))
         .map_err(|e| StartError::Interpreter(format!("could not set up the wsgo module: {e}")))?;
     let callable = load_app(&config.module, &config.callable, config.factory_args.as_deref())?;
     let base_environ = Python::attach(|py| super::environ::base_environ(py, config.processes > 1))

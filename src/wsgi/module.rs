@@ -18,6 +18,7 @@ use pyo3::types::{PyBool, PyFloat, PyInt};
 use crate::cron::next::Schedule;
 use crate::cron::{Registry, When};
 use crate::park::{Action, Parking, channels};
+use crate::share::{Outbox, Shared};
 
 create_exception!(
     wsgo,
@@ -33,16 +34,23 @@ reach the server instead of turning it into their 500 page."
 /// A background job: the app's callable.
 pub type Task = Py<PyAny>;
 
-/// What the module's functions act on: this process's parked requests and background jobs.
+/// What the module's functions act on: this process's parked requests, its outbox to the
+/// other processes, and its background jobs.
 #[pyclass(module = "wsgo", name = "_Server", frozen)]
 pub struct ServerHandle {
     parking: Arc<Parking>,
+    share: Arc<Outbox>,
     jobs: Arc<Registry<Task>>,
 }
 
 /// Installs the process's state in the `wsgo` module (call before the app is imported).
-pub fn install(py: Python<'_>, parking: Arc<Parking>, jobs: Arc<Registry<Task>>) -> PyResult<()> {
-    let handle = Bound::new(py, ServerHandle { parking, jobs })?;
+pub fn install(
+    py: Python<'_>,
+    parking: Arc<Parking>,
+    share: Arc<Outbox>,
+    jobs: Arc<Registry<Task>>,
+) -> PyResult<()> {
+    let handle = Bound::new(py, ServerHandle { parking, share, jobs })?;
     py.import("wsgo")?.setattr("_server", handle)
 }
 
@@ -174,9 +182,11 @@ fn add_cron(
 /// notify_parked(channels, action, arg)
 /// --
 ///
-/// Wakes every request parked on any of the comma-separated `channels` in this process, once
-/// each: `action` is RETRY (run it again, the app seeing `arg` in HTTP_X_WSGO_PARK_ARG),
-/// HTTP_204, HTTP_504 or DISCONNECT. Callable from any thread. Returns how many were woken.
+/// Wakes every request parked on any of the comma-separated `channels`, once each, in every
+/// process of the server (and, with --redis, on every host of the fleet): `action` is RETRY
+/// (run it again, the app seeing `arg` in HTTP_X_WSGO_PARK_ARG), HTTP_204, HTTP_504 or
+/// DISCONNECT. Callable from any thread; never waits for the other processes. Returns how many
+/// were woken in this process (the others wake theirs within milliseconds, uncounted here).
 #[pyfunction]
 #[pyo3(signature = (channels_list, action, arg = None))]
 fn notify_parked(
@@ -190,7 +200,12 @@ fn notify_parked(
         Some(a) if !a.is_none() => a.extract().map_err(|_| PyTypeError::new_err("arg must be a str"))?,
         _ => String::new(),
     };
-    Ok(server(py)?.get().parking.notify(&channels(channels_list), action, &arg))
+    let server = server(py)?;
+    let server = server.get();
+    let channels = channels(channels_list);
+    let woken = server.parking.notify(&channels, action, &arg);
+    server.share.send(&Shared::Notify { channels, action, arg });
+    Ok(woken)
 }
 
 #[pymodule]

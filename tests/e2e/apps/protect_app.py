@@ -74,6 +74,21 @@ def application(environ, start_response):
         if "timeout" in q:
             headers.append(("X-WSGo-Park-Timeout", q["timeout"]))
         return respond(start_response, "parked body (never sent)", headers=headers)
+    if path == "/park-pid":
+        # Parks; retried on a notification, says which process woke it and with what.
+        arg = environ.get("HTTP_X_WSGO_PARK_ARG")
+        if arg is not None:
+            return respond(start_response, json.dumps({"pid": os.getpid(), "arg": arg}))
+        return respond(start_response, "parked", headers=[("X-WSGo-Park", q.get("ch", "c1")),
+                                                          ("X-WSGo-Park-Timeout", q.get("timeout", "30 http-504"))])
+    if path == "/conc":
+        # Runs for t seconds and appends when it ran and where to a file (the processes'
+        # requests together show how many of one client's ran at once).
+        start = time.time()
+        time.sleep(float(q.get("t", "1")))
+        with open(q["log"], "a") as f:
+            f.write(f"{start} {time.time()} {os.getpid()}\n")
+        return respond(start_response, "ran")
     if path == "/notify":
         n = wsgo.notify_parked(q.get("ch", "c1"), int(q.get("action", "1")), q.get("arg", ""))
         return respond(start_response, str(n))

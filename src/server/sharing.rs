@@ -1,0 +1,98 @@
+//! A server process's side of what the supervisor's processes share (`crate::share`): its
+//! outbox goes to the control channel, and one thread reads what the others said and reports
+//! this process's client counts.
+//!
+//! The thread sleeps until the channel has something or the counts changed: a notification or a
+//! block from another process is applied as soon as it arrives (the parked requests are woken,
+//! the block goes into this process's table); a change of the counts is reported at once if the
+//! last report is [`REPORT_EVERY`] old, else when it is (so at most one report per period,
+//! and none while no ranked client comes: loopback and private addresses never count). The core
+//! threads never see any of it.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::control::{Channel, MAX_MESSAGE, Message};
+use crate::handoff::scheduler::Scheduler;
+use crate::share::{Outbox, Shared};
+use crate::state::State;
+
+/// The least time between two reports of the client counts: the most a process's view of
+/// another's counts lags.
+pub const REPORT_EVERY: Duration = Duration::from_millis(20);
+
+/// Sends this process's messages to the supervisor.
+pub fn connect(outbox: &Outbox, control: Arc<Channel>) {
+    outbox.connect(Box::new(move |m: &Shared| control.send(&Message::Share(m.clone()))));
+}
+
+/// Starts the thread that applies what the other processes say and reports the counts.
+pub fn start(control: Arc<Channel>, state: Arc<State>, queue: Arc<Scheduler>) -> std::io::Result<()> {
+    // The scheduler's nudge when the counts change: a byte on a datagram pair the thread polls
+    // (dropped when one is already waiting: one is enough).
+    let (nudge, woken) = UnixDatagram::pair()?;
+    nudge.set_nonblocking(true)?;
+    woken.set_nonblocking(true)?;
+    queue.share_counts(Box::new(move || {
+        let _ = nudge.send(&[1]);
+    }));
+    std::thread::Builder::new()
+        .name("wsgo-sharing".into())
+        .spawn(move || run(&control, &woken, &state, &queue))?;
+    Ok(())
+}
+
+fn run(control: &Channel, woken: &UnixDatagram, state: &State, queue: &Scheduler) {
+    let pid = std::process::id();
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut last_running = Vec::new();
+    let started = Instant::now();
+    let mut last_report = started.checked_sub(REPORT_EVERY).unwrap_or(started);
+    let mut due: Option<Instant> = None;
+    loop {
+        let timeout = due.map(|d| d.saturating_duration_since(Instant::now()));
+        let [said, changed] = crate::sys::net::wait_readable([control.fd(), woken.as_raw_fd()], timeout);
+        if said {
+            let Ok(messages) = control.receive(&mut buf) else {
+                // The supervisor is gone (this process dies with it).
+                return;
+            };
+            for m in messages {
+                if let Message::Share(m) = m {
+                    apply(m, state, queue);
+                }
+            }
+        }
+        if changed {
+            while woken.recv(&mut buf).is_ok() {}
+            due.get_or_insert(last_report + REPORT_EVERY);
+        }
+        let now = Instant::now();
+        if due.is_some_and(|d| d <= now) {
+            due = None;
+            last_report = now;
+            if let Some((running, started)) = queue.report_counts()
+                && (running != last_running || !started.is_empty())
+            {
+                state.share.send(&Shared::Counts { from: pid, running: running.clone(), started });
+                last_running = running;
+            }
+        }
+    }
+}
+
+/// Applies another process's message here.
+fn apply(m: Shared, state: &State, queue: &Scheduler) {
+    match m {
+        Shared::Notify { channels, action, arg } => {
+            state.parking.notify(&channels, action, &arg);
+        }
+        Shared::Block { key, secs } => state.blocks.apply(key, secs, Instant::now()),
+        Shared::Counts { from, running, started } => queue.merge_counts(from, running, &started),
+        Shared::Gone { from } => queue.forget_process(from),
+        // Only the supervisor sums these.
+        Shared::Unblocked { .. } => {}
+    }
+}
