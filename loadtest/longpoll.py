@@ -20,7 +20,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -36,18 +35,6 @@ WAIT = b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n"
 def start(cmd, env=None):
     return subprocess.Popen(cmd, cwd=run.APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-
-
-def stop(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
 
 
 def parked(metrics_ports):
@@ -153,9 +140,9 @@ def one_layout(layout, clients, rounds, libdir):
         latencies, relayed, wrong, errors = asyncio.run(drive(ports, metrics, clients, rounds))
     finally:
         for p in procs:
-            stop(p)
+            run.stop(p, 20)
         if redis:
-            stop(redis)
+            run.stop(redis)
     def pct(values, q):
         values = sorted(values)
         return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")

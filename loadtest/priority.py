@@ -14,7 +14,6 @@ import argparse
 import http.client
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -61,12 +60,7 @@ def measure(server, libdir):
             stop.set()
             t.join()
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            run.stop(proc)
     times = sorted(x for x, _ in lat)
     bad = sum(1 for _, s in lat if s != 200)
     return {

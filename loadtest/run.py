@@ -164,6 +164,19 @@ http {{
     return ["nginx", "-c", str(conf), "-p", tmp]
 
 
+def stop(proc, timeout=15):
+    """Stops a server started in its own session: SIGTERM to its group, SIGKILL after `timeout`."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -401,15 +414,8 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
         except Exception as e:  # a server that cannot run a cell is reported, not fatal
             return {"server": server, "scenario": scenario, "layout": layout, "failed": str(e)}
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(15)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+            stop(proc)
+
     def median(key):
         values = [r[key] for r in runs if r[key] is not None]
         return statistics.median(values) if values else None

@@ -15,7 +15,6 @@ import os
 import re
 import resource
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -104,7 +103,13 @@ def measure(server, idle_counts, libdir):
                 pids = run.children(proc.pid)
                 before_kb = rss_kb(pids)
                 new = n - len(held)
-                held += hold_idle(port, new) if new > 0 else []
+                try:
+                    held += hold_idle(port, new) if new > 0 else []
+                except RuntimeError as e:
+                    # A server that cannot hold them is reported, and the next size not tried.
+                    rows.append({"idle": n, "failed": str(e)})
+                    print(f"{server} idle={n}: {e}", file=sys.stderr)
+                    break
                 time.sleep(0.5)
                 per_conn = (rss_kb(pids) - before_kb) * 1024 / new if new > 0 else None
                 cpu0 = run.cpu_seconds(pids)
@@ -119,12 +124,7 @@ def measure(server, idle_counts, libdir):
         finally:
             for s in held:
                 s.close()
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            run.stop(proc)
     return rows
 
 
@@ -144,6 +144,9 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for server in args.servers.split(","):
         for r in measure(server, idle, libdir):
+            if "failed" in r:
+                print(f"| {server} | {r['idle']:,} | failed: {r['failed']} | | | | | |")
+                continue
             per = "-" if r["bytes_per_idle"] is None else f"{r['bytes_per_idle']:,.0f}"
             print(f"| {server} | {r['idle']:,} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {r['p99_ms']:.2f} | "
                   f"{r['errors']} | {r['rss_mb']:.0f} | {per} |")

@@ -63,43 +63,55 @@ pub trait Transport {
     fn kick(&self) -> Kick;
 }
 
-impl Transport for monoio::net::UnixStream {
-    async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        let len = buf.len();
-        let (res, spare) = AsyncReadRent::read(self, buf.slice_mut(len..)).await;
-        (res, spare.into_inner())
-    }
+/// The [`Transport`] of a monoio socket: reads and writes through monoio, files with
+/// `sendfile(2)` on its descriptor; `$local` is its local address.
+macro_rules! socket_transport {
+    ($socket:ty, |$s:ident| $local:expr) => {
+        impl Transport for $socket {
+            async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+                // monoio reads into a buffer from its start: read into the spare capacity past
+                // `len`.
+                let len = buf.len();
+                let (res, spare) = AsyncReadRent::read(self, buf.slice_mut(len..)).await;
+                (res, spare.into_inner())
+            }
 
-    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let (res, buf) = AsyncWriteRentExt::write_all(self, buf).await;
-        (res.map(drop), buf)
-    }
+            async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+                let (res, buf) = AsyncWriteRentExt::write_all(self, buf).await;
+                (res.map(drop), buf)
+            }
 
-    async fn writev(&mut self, parts: Parts) -> (io::Result<usize>, Parts) {
-        AsyncWriteRent::writev(self, parts).await
-    }
+            async fn writev(&mut self, parts: Parts) -> (io::Result<usize>, Parts) {
+                AsyncWriteRent::writev(self, parts).await
+            }
 
-    /// A unix socket has no IP address: port 0 says so (see `wsgi::environ`).
-    async fn send_file(
-        &mut self,
-        head: Vec<u8>,
-        file: Arc<File>,
-        offset: u64,
-        len: u64,
-    ) -> (io::Result<u64>, Vec<u8>) {
-        let res =
-            socket_send_file(self.as_raw_fd(), &head, &file, offset, len, || self.writable(false)).await;
-        (res, head)
-    }
+            async fn send_file(
+                &mut self,
+                head: Vec<u8>,
+                file: Arc<File>,
+                offset: u64,
+                len: u64,
+            ) -> (io::Result<u64>, Vec<u8>) {
+                let res =
+                    socket_send_file(self.as_raw_fd(), &head, &file, offset, len, || self.writable(false))
+                        .await;
+                (res, head)
+            }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(UNIX_LOCAL)
-    }
+            fn local_addr(&self) -> io::Result<SocketAddr> {
+                let $s = self;
+                $local
+            }
 
-    fn kick(&self) -> Kick {
-        Kick::Fd(self.as_raw_fd())
-    }
+            fn kick(&self) -> Kick {
+                Kick::Fd(self.as_raw_fd())
+            }
+        }
+    };
 }
+
+// A unix socket has no IP address: port 0 says so (see `wsgi::environ`).
+socket_transport!(monoio::net::UnixStream, |_s| Ok(UNIX_LOCAL));
 
 /// `send_file` on a socket: the head with `MSG_MORE`, then `sendfile(2)` until the range is sent,
 /// waiting for `writable` whenever the socket is full. The socket is non-blocking meanwhile (the
@@ -158,40 +170,4 @@ where
 /// port; the environ's `SERVER_PORT` then comes from the Host field).
 pub const UNIX_LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
-impl Transport for monoio::net::TcpStream {
-    async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        // monoio reads into a buffer from its start: read into the spare capacity past `len`.
-        let len = buf.len();
-        let (res, spare) = AsyncReadRent::read(self, buf.slice_mut(len..)).await;
-        (res, spare.into_inner())
-    }
-
-    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let (res, buf) = AsyncWriteRentExt::write_all(self, buf).await;
-        (res.map(drop), buf)
-    }
-
-    async fn writev(&mut self, parts: Parts) -> (io::Result<usize>, Parts) {
-        AsyncWriteRent::writev(self, parts).await
-    }
-
-    async fn send_file(
-        &mut self,
-        head: Vec<u8>,
-        file: Arc<File>,
-        offset: u64,
-        len: u64,
-    ) -> (io::Result<u64>, Vec<u8>) {
-        let res =
-            socket_send_file(self.as_raw_fd(), &head, &file, offset, len, || self.writable(false)).await;
-        (res, head)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        monoio::net::TcpStream::local_addr(self)
-    }
-
-    fn kick(&self) -> Kick {
-        Kick::Fd(self.as_raw_fd())
-    }
-}
+socket_transport!(monoio::net::TcpStream, |s| monoio::net::TcpStream::local_addr(s));
