@@ -162,6 +162,9 @@ def test_a_log_file_is_reopened_on_sighup_to_the_supervisor(request, driver_env,
     log.rename(tmp_path / "access.log.1")
     os.kill(server.proc.pid, signal.SIGHUP)
     wait_for(lambda: server.stderr().count("replaced (pid") >= 2, what="both processes replaced")
+    # The old processes drain into the old file: a request one of them had accepted is logged
+    # there, rightly. Ask once they are gone.
+    wait_for(lambda: len(children(server.proc.pid)) == 2, what="the old processes gone")
     requests.get(server.url + "/greeting?after")
     wait_for(lambda: log.exists() and "after" in log.read_text(), what="the line in the new file")
     assert "after" not in (tmp_path / "access.log.1").read_text()
