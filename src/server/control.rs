@@ -122,19 +122,23 @@ impl Channel {
         Some(Channel(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    /// Sends a message without waiting; false if it could not go.
+    /// Sends a message without waiting; false if it could not go (the other end's queue is
+    /// full, or the message is longer than [`MAX_MESSAGE`]: never sent to be read cut).
     pub fn send(&self, msg: &Message) -> bool {
-        crate::sys::net::send_message(self.0.as_raw_fd(), &msg.encode())
+        let bytes = msg.encode();
+        bytes.len() <= MAX_MESSAGE && crate::sys::net::send_message(self.0.as_raw_fd(), &bytes)
     }
 
-    /// The messages waiting, without waiting; `Err` once the other end closed.
+    /// The messages waiting, without waiting; `Err` once the other end closed. A message longer
+    /// than `buf` is dropped, not read cut.
     pub fn receive(&self, buf: &mut [u8]) -> Result<Vec<Message>, Closed> {
         let mut out = Vec::new();
         loop {
             match crate::sys::net::receive_message(self.0.as_raw_fd(), buf) {
                 Ok(None) => return Ok(out),
                 Ok(Some(0)) | Err(_) => return if out.is_empty() { Err(Closed) } else { Ok(out) },
-                Ok(Some(n)) => out.extend(Message::decode(&buf[..n.min(buf.len())])),
+                Ok(Some(n)) if n > buf.len() => {}
+                Ok(Some(n)) => out.extend(Message::decode(&buf[..n])),
             }
         }
     }
@@ -182,5 +186,17 @@ mod tests {
         assert_eq!(sup.receive(&mut buf), Ok(vec![Message::Ready, Message::Replace("why".into())]));
         drop(child);
         assert_eq!(sup.receive(&mut buf), Err(Closed));
+    }
+
+    #[test]
+    fn a_message_too_long_is_neither_sent_nor_read_cut() {
+        let (sup, child) = Channel::pair().unwrap();
+        let mut buf = vec![0; MAX_MESSAGE];
+        let long = Message::Report("x".repeat(MAX_MESSAGE));
+        assert!(!child.send(&long), "longer than MAX_MESSAGE: refused");
+        // One that does not fit the reader's buffer is dropped whole.
+        assert!(child.send(&Message::Report("y".repeat(100))));
+        assert!(child.send(&Message::Ready));
+        assert_eq!(sup.receive(&mut buf[..50]), Ok(vec![Message::Ready]));
     }
 }

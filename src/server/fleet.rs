@@ -8,11 +8,14 @@
 //! tags its messages with a random id and ignores its own. When Redis cannot be reached, both
 //! reconnect with back-off (0.1 s doubling to 5 s); meanwhile every host serves on its own
 //! (its processes still share among themselves) and what would have gone out is dropped: one
-//! log line says Redis is lost, one that it is back.
+//! log line says Redis is lost, one that it is back. A Redis that stops answering without
+//! closing the connection counts as lost too: each host publishes a heartbeat when it has nothing
+//! else to say and hears its own messages back, so a subscription silent for 6 s is made again;
+//! every Redis call times out after 2 s. Messages are at most 64 KiB both ways.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use crate::share::Shared;
@@ -21,12 +24,21 @@ use crate::share::Shared;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest message taken from another host.
-const MAX_MESSAGE: usize = 64 * 1024;
+/// Largest message taken from another host (as between processes: `control::MAX_MESSAGE`).
+const MAX_MESSAGE: usize = super::control::MAX_MESSAGE;
+/// Messages waiting for the publisher at most; beyond, new ones are dropped (Redis slow or
+/// unreachable: they would be dropped anyway).
+const QUEUE: usize = 1024;
+/// With nothing else to publish, a host publishes a heartbeat this often; its subscriber hears
+/// its own messages, so a subscription that hears nothing for [`SILENT_FOR`] is dead (a Redis
+/// that stopped answering, a network that dropped the connection without closing it) and is
+/// made again. Redis calls time out after the same period.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+const SILENT_FOR: Duration = Duration::from_secs(6);
 
 /// The supervisor's link to the other hosts.
 pub struct Fleet {
-    outgoing: Sender<Vec<u8>>,
+    outgoing: SyncSender<Vec<u8>>,
     incoming: UnixDatagram,
     host: String,
 }
@@ -61,17 +73,17 @@ impl Fleet {
         let (ours, theirs) =
             UnixDatagram::pair().map_err(|e| format!("cannot make the Redis thread's socket: {e}"))?;
         ours.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let (outgoing, queue) = channel();
+        let (outgoing, queue) = sync_channel(QUEUE);
         let shown = url.rsplit('@').next().unwrap_or(url).to_string();
         let (c, ch, h, name) = (client.clone(), channel_name.to_string(), host.clone(), shown.clone());
         std::thread::Builder::new()
             .name("wsgo-redis-sub".into())
             .spawn(move || subscribe(&c, &ch, &h, &theirs, &name))
             .map_err(|e| format!("cannot start the Redis thread: {e}"))?;
-        let ch = channel_name.to_string();
+        let (ch, h) = (channel_name.to_string(), host.clone());
         std::thread::Builder::new()
             .name("wsgo-redis-pub".into())
-            .spawn(move || publish(&client, &ch, &queue))
+            .spawn(move || publish(&client, &ch, &h, &queue))
             .map_err(|e| format!("cannot start the Redis thread: {e}"))?;
         crate::log::info!(
             "--redis: sharing parking notifications and blocks with the hosts on {shown}, channel {channel_name:?}"
@@ -79,9 +91,13 @@ impl Fleet {
         Ok(Fleet { outgoing, incoming: ours, host })
     }
 
-    /// Sends a message to the other hosts (dropped while Redis is down).
+    /// Sends a message to the other hosts (dropped while Redis is down, or when longer than
+    /// [`MAX_MESSAGE`]).
     pub fn publish(&self, msg: &Shared) {
-        let _ = self.outgoing.send(tag(&self.host, msg));
+        let bytes = tag(&self.host, msg);
+        if bytes.len() <= MAX_MESSAGE {
+            let _ = self.outgoing.try_send(bytes);
+        }
     }
 
     /// What the loop polls: readable when messages from other hosts wait.
@@ -111,29 +127,42 @@ fn subscribe(client: &redis::Client, channel_name: &str, host: &str, to_loop: &U
     loop {
         let error = match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
             Ok(mut con) => {
+                // Every read waits at most a heartbeat: subscribing to a Redis that stopped
+                // answering fails too, and is tried again.
+                let timeout = con.set_read_timeout(Some(HEARTBEAT));
                 let mut pubsub = con.as_pubsub();
-                match pubsub.subscribe(channel_name) {
+                match timeout.and_then(|()| pubsub.subscribe(channel_name)) {
                     Ok(()) => {
                         if said_down {
                             crate::log::info!("--redis: {shown} is back; sharing with the other hosts again");
                             said_down = false;
                         }
                         failures = 0;
+                        let mut heard = Instant::now();
                         loop {
                             match pubsub.get_message() {
                                 Ok(msg) => {
-                                    if let Some(m) = untag(host, msg.get_payload_bytes()) {
+                                    heard = Instant::now();
+                                    let payload = msg.get_payload_bytes();
+                                    if let Some(m) = untag(host, payload).filter(|m| m.len() <= MAX_MESSAGE) {
                                         let _ = to_loop.send(m);
                                     }
                                 }
-                                Err(e) => break e,
+                                Err(e) if e.is_timeout() && heard.elapsed() < SILENT_FOR => {}
+                                Err(e) if e.is_timeout() => {
+                                    break format!(
+                                        "nothing heard for {} s, not even this host's heartbeat",
+                                        SILENT_FOR.as_secs()
+                                    );
+                                }
+                                Err(e) => break e.to_string(),
                             }
                         }
                     }
-                    Err(e) => e,
+                    Err(e) => e.to_string(),
                 }
             }
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         if !said_down {
             crate::log::warning!(
@@ -146,14 +175,27 @@ fn subscribe(client: &redis::Client, channel_name: &str, host: &str, to_loop: &U
     }
 }
 
-/// The publisher thread: sends what the loop queues; while Redis cannot be reached, drops it.
-fn publish(client: &redis::Client, channel_name: &str, queue: &Receiver<Vec<u8>>) {
+/// The publisher thread: sends what the loop queues, and a heartbeat when there is nothing to
+/// send; while Redis cannot be reached, drops it.
+fn publish(client: &redis::Client, channel_name: &str, host: &str, queue: &Receiver<Vec<u8>>) {
     let mut con: Option<redis::Connection> = None;
     let mut failures = 0u32;
     let mut retry_at = Instant::now();
-    while let Ok(payload) = queue.recv() {
+    loop {
+        let payload = match queue.recv_timeout(HEARTBEAT) {
+            Ok(payload) => payload,
+            // Not a message: `Shared::decode` refuses it.
+            Err(RecvTimeoutError::Timeout) => format!("{host} heartbeat").into_bytes(),
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         if con.is_none() && Instant::now() >= retry_at {
-            match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+            let connected = client.get_connection_with_timeout(CONNECT_TIMEOUT).and_then(|c| {
+                // A Redis that stops answering must not hold this thread (and the queue) forever.
+                c.set_read_timeout(Some(HEARTBEAT))?;
+                c.set_write_timeout(Some(HEARTBEAT))?;
+                Ok(c)
+            });
+            match connected {
                 Ok(c) => {
                     con = Some(c);
                     failures = 0;

@@ -298,11 +298,14 @@ pub fn wait_readable(fds: [RawFd; 2], timeout: Option<std::time::Duration>) -> [
     [p[0].revents != 0, p[1].revents != 0]
 }
 
-/// Receives one message without waiting: `Ok(Some(n))` with its length, `Ok(None)` when none
-/// waits, `Ok(Some(0))` when the peer closed.
+/// Receives one message without waiting: `Ok(Some(n))` with its whole length (more than
+/// `buf.len()` when it did not fit: only its start is in `buf`), `Ok(None)` when none waits,
+/// `Ok(Some(0))` when the peer closed.
 pub fn receive_message(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    // SAFETY: receives at most `buf.len()` bytes into a live buffer on a socket the caller owns.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    // SAFETY: receives at most `buf.len()` bytes into a live buffer on a socket the caller owns;
+    // MSG_TRUNC only makes the return value the message's real length.
+    let n =
+        unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
     if n < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {

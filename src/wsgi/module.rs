@@ -186,7 +186,8 @@ fn add_cron(
 /// process of the server (and, with --redis, on every host of the fleet): `action` is RETRY
 /// (run it again, the app seeing `arg` in HTTP_X_WSGO_PARK_ARG), HTTP_204, HTTP_504 or
 /// DISCONNECT. Callable from any thread; never waits for the other processes. Returns how many
-/// were woken in this process (the others wake theirs within milliseconds, uncounted here).
+/// were woken in this process (the others wake theirs within milliseconds, uncounted here). A
+/// notification whose channels and arg exceed 64 KiB reaches this process only.
 #[pyfunction]
 #[pyo3(signature = (channels_list, action, arg = None))]
 fn notify_parked(

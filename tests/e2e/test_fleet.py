@@ -349,6 +349,27 @@ def test_without_redis_each_host_goes_on_alone_and_sharing_resumes(fleet):
     assert [json.loads(response(s)[1])["arg"] for s in socks] == ["resumed"] * 5
 
 
+def test_a_redis_that_stops_answering_counts_as_lost(fleet):
+    """A Redis frozen with its connections open (as behind a network that drops packets): the
+    hosts notice through their heartbeats, serve on their own, and share again once it answers."""
+    redis, a, b = fleet
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: "--redis: lost" in a.stderr() and "--redis: lost" in b.stderr(), timeout=20,
+                 what="the lost line")
+        assert "nothing heard" in a.stderr()
+        # Nothing waits on Redis meanwhile: requests and local notifications go on.
+        assert requests.get(a.url + "/pid", timeout=5).status_code == 200
+        [s] = park(a, "frozen", 1)
+        parked(a, "frozen", 1)
+        notify(a, "frozen", 2)
+        assert response(s)[0] == 204
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    wait_for(lambda: "is back" in a.stderr() and "is back" in b.stderr(), timeout=30, what="the back line")
+    linked(a, b, "probe-thawed")
+
+
 def test_a_bad_redis_url_is_a_bad_flag():
     from conftest import BINARY, APPS
     p = subprocess.run([str(BINARY), "--module", APP, "--http-socket", "127.0.0.1:0", "--redis", "http://nope"],
