@@ -543,6 +543,31 @@ mod tests {
     }
 
     #[test]
+    fn shared_counts_nudge_once_per_report_and_only_for_ranked_clients() {
+        let s = Scheduler::new(64, None, 1, Arc::default());
+        let nudges = Arc::new(AtomicUsize::new(0));
+        let n = nudges.clone();
+        s.share_counts(Box::new(move || {
+            n.fetch_add(1, SeqCst);
+        }));
+        s.submit(job("/local")).unwrap();
+        let local = s.pick().unwrap();
+        s.done(&local.traits);
+        assert_eq!((nudges.load(SeqCst), s.report_counts()), (0, None), "loopback never counts");
+        s.submit(public("/p1", [8, 8, 8, 8], false)).unwrap();
+        s.submit(public("/p2", [8, 8, 8, 8], false)).unwrap();
+        let (a, b) = (s.pick().unwrap(), s.pick().unwrap());
+        assert_eq!(nudges.load(SeqCst), 1, "one nudge until the next report");
+        let key = crate::client::ClientKey::V4(0x0808_0808);
+        assert_eq!(s.report_counts(), Some((vec![(key, 2)], vec![(key, 2)])));
+        assert_eq!(s.report_counts(), None, "nothing changed since");
+        s.done(&a.traits);
+        s.done(&b.traits);
+        assert_eq!(nudges.load(SeqCst), 2);
+        assert_eq!(s.report_counts(), Some((vec![], vec![])));
+    }
+
+    #[test]
     fn busy_clients_and_robots_wait_their_turn() {
         let s = Scheduler::new(64, None, 1, Arc::default());
         // A public client with two requests running, another public client, a local one.
