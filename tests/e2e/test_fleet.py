@@ -313,6 +313,8 @@ def test_hosts_share_notifications_and_blocks_through_redis(fleet):
     # A block set on A holds the client on B; B's log says where it came from.
     assert requests.get(a.url + "/block", params={"t": "4"}, headers={"X-Forwarded-For": "203.0.113.70"}).status_code == 200
     wait_for(lambda: "- blocking 203.0.113.70 for 4 seconds (set on another host)" in b.stderr(), what="the block on B")
+    # B's supervisor writes that line, then hands the block to its processes: within 10 ms.
+    time.sleep(0.05)
     s = socket.create_connection(addr(b))
     s.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.70\r\n\r\n")
     assert quiet_for(s, 0.5), "B served a client A blocked"
