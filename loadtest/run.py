@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -208,6 +209,13 @@ def cpu_seconds(pids):
     return total / TICK
 
 
+def loadgen_cpu_seconds():
+    """CPU used so far by this script's finished children: the load generators (run to completion
+    one at a time; the servers are still running while their cells are measured)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def peak_rss_mb(pids):
     total = 0
     for pid in pids:
@@ -264,6 +272,10 @@ def answered_at_once(port, conns, wait=2.0):
             s.close()
 
 
+# Bodies from this size are checked by wrk's totals rather than one by one in Lua.
+LARGE_BODY = 64 * 1024
+
+
 def lua_script(tmp, method, body, expected_len, headers):
     """A wrk script that sends the request and counts every response that is not a 200 of the
     expected length."""
@@ -278,6 +290,21 @@ def lua_script(tmp, method, body, expected_len, headers):
         # so. wrk reuses a connection unless the response says `close`, so a server that ignores
         # the request (uWSGI's --http11-socket does) would be measured on keep-alive: not counted.
         check += ' or not (headers["Connection"] or headers["connection"] or ""):lower():find("close")'
+    if expected_len and expected_len >= LARGE_BODY:
+        # Handing each response body to Lua copies it: for 1 MB bodies that copy, not the server,
+        # would bound the run. wrk itself counts statuses other than 2xx/3xx, and a body cut short
+        # breaks the framing of the next response (a read error); the bytes read must average at
+        # least the body length per response.
+        path.write_text(f"""
+wrk.method = "{method}"
+{body_lua}{hdrs}
+function done(summary, latency, requests)
+  local bad = summary.errors.status
+  if summary.requests > 0 and summary.bytes / summary.requests < {expected_len} then bad = summary.requests end
+  io.write(string.format("BAD %d\\n", bad))
+end
+""")
+        return str(path)
     path.write_text(f"""
 wrk.method = "{method}"
 {body_lua}{hdrs}
@@ -394,12 +421,15 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
             def cell(duration, rate=None):
                 pids = children(proc.pid)
                 before = cpu_seconds(pids)
+                gen_before = loadgen_cpu_seconds()
                 if rate or loadgen == "oha":
                     r = oha_cell(port, scenario, tmp, duration, pin, rate)
                 else:
                     r = wrk_cell(port, scenario, tmp, duration, pin)
                 cpu = cpu_seconds(children(proc.pid)) - before
+                gen = loadgen_cpu_seconds() - gen_before
                 r["cpu_us_per_req"] = cpu / r["responses"] * 1e6 if r["responses"] else None
+                r["loadgen_us_per_req"] = gen / r["responses"] * 1e6 if r["responses"] else None
                 return r
 
             cell(1)  # warm-up
@@ -420,7 +450,7 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
         values = [r[key] for r in runs if r[key] is not None]
         return statistics.median(values) if values else None
 
-    med = {k: median(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+    med = {k: median(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "loadgen_us_per_req")}
     return {"server": server, "scenario": scenario, "layout": layout, "loadgen": loadgen, **med,
             "errors": sum(r["errors"] for r in runs), "peak_rss_mb": rss, "runs": runs, "answered": answered,
             "at_load": at_load}
@@ -471,6 +501,34 @@ def table(results, layout, loadgen="wrk"):
         ratio = (f"{best_peer['cpu_us_per_req'] / ours['cpu_us_per_req']:.2f}x vs {best_peer['server']}"
                  if ours and best_peer else "-")
         out.append(f"| {sc} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(out)
+
+
+def cpu_split_table(results, layout, loadgen="wrk"):
+    """Server CPU and load-generator CPU per request, side by side. On one host the kernel charges
+    TCP delivery to whichever process runs when it happens: a server that hands a 1 MB file to the
+    socket in one call is charged its delivery to the client's socket, one whose data goes out as
+    the client's acknowledgements open the window has it charged to the load generator. Their sum
+    is the cost of a request to the machine."""
+    rows = [r for r in results if r["layout"] == layout and r.get("loadgen", "wrk") == loadgen
+            and not r.get("at_load") and "failed" not in r and r.get("loadgen_us_per_req")]
+    if not rows:
+        return ""
+    scenarios = [s for s in SCENARIOS if any(r["scenario"] == s for r in rows)]
+    servers = [s for s in SUPPORTS if any(r["server"] == s for r in rows)]
+    out = [f"#### {layout}: server + load generator CPU per request ({loadgen})", "",
+           "Each cell: server µs + load generator µs = total µs per request.", "",
+           "| scenario | " + " | ".join(servers) + " |", "|---" * (len(servers) + 1) + "|"]
+    for sc in scenarios:
+        cells = []
+        for sv in servers:
+            r = next((x for x in rows if x["scenario"] == sc and x["server"] == sv), None)
+            if r is None or not r["cpu_us_per_req"]:
+                cells.append("n/a")
+                continue
+            s, g = r["cpu_us_per_req"], r["loadgen_us_per_req"]
+            cells.append(f"{s:.1f} + {g:.1f} = {s + g:.1f}")
+        out.append(f"| {sc} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -611,6 +669,7 @@ def main():
     parts = []
     for layout in layouts:
         parts += [table(results, layout, lg) for lg in loadgens]
+        parts += [cpu_split_table(results, layout, lg) for lg in loadgens]
         parts += [disagreements(results, layout), at_load_table(results, layout)]
     md = "\n\n".join(p for p in parts if p)
     header = (f"python {sys.version.split()[0]}, {NCPU} CPUs, runs={args.runs} x {args.duration}s (median), "
