@@ -108,6 +108,73 @@ fn without_a_host_the_server_name_is_the_local_address() {
     assert!(text.contains(&format!(r#""SERVER_PORT": "{}""#, server.addr.port())), "{text}");
 }
 
+/// The origin entries of the environ (`SERVER_NAME`, `SERVER_PORT`, `HTTP_HOST`,
+/// `SERVER_PROTOCOL`, `REMOTE_*`) come from a per-thread prepared copy: each request must still
+/// see its own, whatever the requests before it sent or did to their environ. One worker, so
+/// every request meets the same thread's prepared entries; more Host values than it keeps.
+#[test]
+fn each_request_sees_its_own_origin_in_the_environ() {
+    let server = Server::start(&["--workers", "1"]);
+    let port = server.addr.port();
+    let env_of = |raw: String| -> Env {
+        let resp = roundtrip(&server, raw.as_bytes());
+        assert_eq!(resp.status, 200, "{raw}");
+        Env(resp.text())
+    };
+    let hosts: Vec<String> = (0..12).map(|i| format!("h{i}.example:{}", 8000 + i)).collect();
+    for round in 0..2 {
+        for (i, host) in hosts.iter().enumerate() {
+            let minor = if i % 3 == 0 { 0 } else { 1 };
+            let query = if i % 2 == 0 { format!("?r={round}") } else { String::new() };
+            let env = env_of(format!("GET /env{query} HTTP/1.{minor}\r\nHost: {host}\r\nConnection: close\r\n\r\n"));
+            assert_eq!(env.get("HTTP_HOST").as_deref(), Some(host.as_str()));
+            assert_eq!(env.get("SERVER_NAME"), Some(format!("h{i}.example")));
+            assert_eq!(env.get("SERVER_PORT"), Some(port.to_string()), "the listener's port, not the Host's");
+            assert_eq!(env.get("SERVER_PROTOCOL"), Some(format!("HTTP/1.{minor}")));
+            assert_eq!(env.get("REMOTE_ADDR").as_deref(), Some("127.0.0.1"));
+            assert!(env.get("REMOTE_PORT").unwrap().parse::<u16>().unwrap() > 0);
+            assert_eq!(env.get("QUERY_STRING").as_deref(), Some(query.trim_start_matches('?')));
+            assert_eq!(env.get("wsgi.url_scheme").as_deref(), Some("http"));
+            assert_eq!(env.get("wsgi.errors_is_stderr").as_deref(), Some("true"));
+        }
+    }
+    // What an app does to its environ stays in that request.
+    let host = &hosts[1];
+    let raw = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    assert_eq!(roundtrip(&server, raw("/env-mutate?x=1").as_bytes()).text(), "mutated");
+    let env = env_of(raw("/env"));
+    assert_eq!(env.get("SERVER_NAME").as_deref(), Some("h1.example"));
+    assert_eq!(env.get("HTTP_HOST").as_deref(), Some(host.as_str()));
+    assert_eq!(env.get("SERVER_PROTOCOL").as_deref(), Some("HTTP/1.1"));
+    assert_eq!(env.get("REMOTE_ADDR").as_deref(), Some("127.0.0.1"));
+    assert_eq!(env.get("QUERY_STRING").as_deref(), Some(""));
+    assert_eq!(env.get("wsgi.url_scheme").as_deref(), Some("http"));
+    assert_eq!(env.get("HTTP_X_ADDED"), None);
+    // Two connections from one address share the prepared entries: each has its own port.
+    let ports: Vec<String> = (0..2).map(|_| env_of(raw("/env")).get("REMOTE_PORT").unwrap()).collect();
+    assert_ne!(ports[0], ports[1], "two connections, two client ports");
+    // wsgi.errors follows sys.stderr when the app replaces it, and back.
+    for to in ["new", "back"] {
+        assert_eq!(roundtrip(&server, raw(&format!("/swap-stderr?to={to}")).as_bytes()).text(), "swapped");
+        assert_eq!(env_of(raw("/env")).get("wsgi.errors_is_stderr").as_deref(), Some("true"), "after swapping to {to}");
+    }
+}
+
+/// The `/env` route's JSON object (string, number and boolean values only).
+struct Env(String);
+
+impl Env {
+    /// The value of `key`: a string's contents, or a literal as written.
+    fn get(&self, key: &str) -> Option<String> {
+        let at = self.0.find(&format!("\"{key}\": "))? + key.len() + 4;
+        let rest = &self.0[at..];
+        Some(match rest.strip_prefix('"') {
+            Some(s) => s[..s.find('"')?].to_string(),
+            None => rest[..rest.find([',', '}'])?].to_string(),
+        })
+    }
+}
+
 #[test]
 fn expect_100_continue_is_answered_before_the_body() {
     let server = Server::start(&[]);

@@ -1,7 +1,11 @@
 //! The WSGI environ (PEP 3333; README.md, "The environ"), built per request.
 //!
-//! The constant keys live in a base dict copied per request; header keys (`HTTP_*`) are interned
-//! once per thread and reused. Values are decoded as latin-1, as PEP 3333 requires.
+//! The constant keys live in a base dict; the entries that depend only on where a request comes
+//! from and which host it names (`REMOTE_ADDR`, `SERVER_NAME`, `SERVER_PORT`, `HTTP_HOST`,
+//! `SERVER_PROTOCOL`, `wsgi.url_scheme`) are set in a copy of it kept per thread for the last few
+//! such origins ([`PREPARED_SLOTS`]), and that copy is copied per request: a request from a client
+//! seen before sets only what is its own. Header keys (`HTTP_*`) are interned once per thread and
+//! reused. Values are decoded as latin-1, as PEP 3333 requires.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -17,6 +21,10 @@ use crate::http::response::{push_ip, push_u64};
 
 /// Most distinct header keys kept interned per thread (a client can invent names endlessly).
 const MAX_CACHED_KEYS: usize = 512;
+/// Origins (client address, local address, Host, protocol, scheme) whose prepared environ each
+/// thread keeps. A client inventing Host values only replaces entries: the cost of a miss is the
+/// entries being set, as they would be without the cache.
+pub const PREPARED_SLOTS: usize = 8;
 
 /// What the environ needs beyond the request head.
 pub struct RequestInfo<'a> {
@@ -83,6 +91,113 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStrin
 
 thread_local! {
     static KEYS: RefCell<HashMap<Box<[u8]>, Py<PyString>>> = RefCell::new(HashMap::new());
+    static PREPARED: RefCell<Vec<Prepared>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What the entries of a [`Prepared`] environ depend on. The client's port is not among them
+/// (`REMOTE_PORT` is set per request), so every connection from one address shares an entry.
+#[derive(PartialEq)]
+struct Origin {
+    /// The client's address; `None` for a unix socket.
+    peer: Option<std::net::IpAddr>,
+    local: SocketAddr,
+    https: bool,
+    minor: u8,
+    host: Box<[u8]>,
+}
+
+impl Origin {
+    fn of(req: &RequestInfo<'_>) -> Origin {
+        let peer = match req.peer {
+            crate::client::Peer::Ip(addr) => Some(addr.ip()),
+            crate::client::Peer::Unix => None,
+        };
+        let host = req.head.host.map(|h| req.head.bytes(h)).unwrap_or(b"");
+        Origin { peer, local: req.local, https: req.https, minor: req.head.minor, host: host.into() }
+    }
+
+    fn matches(&self, req: &RequestInfo<'_>) -> bool {
+        let peer = match req.peer {
+            crate::client::Peer::Ip(addr) => Some(addr.ip()),
+            crate::client::Peer::Unix => None,
+        };
+        let host = req.head.host.map(|h| req.head.bytes(h)).unwrap_or(b"");
+        self.peer == peer
+            && self.local == req.local
+            && self.https == req.https
+            && self.minor == req.head.minor
+            && *self.host == *host
+    }
+}
+
+/// The base environ with one origin's entries set, and the `wsgi.errors` it holds.
+struct Prepared {
+    origin: Origin,
+    dict: Py<PyDict>,
+    errors: Py<PyAny>,
+}
+
+/// The prepared environ for the request's origin, made (and kept, replacing the least recently
+/// made) when this thread has none.
+fn prepared<'py>(py: Python<'py>, base: &Py<PyDict>, req: &RequestInfo<'_>) -> PyResult<Bound<'py, PyDict>> {
+    let errors = current_stderr(py)?;
+    PREPARED.with(|slots| {
+        let mut slots = slots.borrow_mut();
+        if let Some(p) = slots.iter_mut().find(|p| p.origin.matches(req)) {
+            let dict = p.dict.bind(py);
+            // The app may have replaced sys.stderr since.
+            if !p.errors.bind(py).is(&errors) {
+                dict.set_item(intern!(py, "wsgi.errors"), &errors)?;
+                p.errors = errors.unbind();
+            }
+            return Ok(dict.clone());
+        }
+        let dict = base.bind(py).copy()?;
+        set_origin(py, &dict, req)?;
+        dict.set_item(intern!(py, "wsgi.errors"), &errors)?;
+        if slots.len() == PREPARED_SLOTS {
+            slots.pop();
+        }
+        slots.insert(0, Prepared { origin: Origin::of(req), dict: dict.clone().unbind(), errors: errors.unbind() });
+        Ok(dict)
+    })
+}
+
+/// The entries that depend only on the request's origin.
+fn set_origin(py: Python<'_>, env: &Bound<'_, PyDict>, req: &RequestInfo<'_>) -> PyResult<()> {
+    let head = req.head;
+    let protocol = if head.minor == 1 { intern!(py, "HTTP/1.1") } else { intern!(py, "HTTP/1.0") };
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    let mut text = Vec::with_capacity(48);
+    match req.peer {
+        crate::client::Peer::Ip(peer) => {
+            push_ip(&mut text, peer.ip());
+            env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, &text)?)?;
+        }
+        crate::client::Peer::Unix => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
+            env.del_item(intern!(py, "REMOTE_PORT"))?;
+        }
+    }
+    let host = head.host.map(|h| head.bytes(h)).unwrap_or(b"");
+    text.clear();
+    if host.is_empty() {
+        push_ip(&mut text, req.local.ip());
+    } else {
+        text.extend_from_slice(host_without_port(host));
+    }
+    env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &text)?)?;
+    text.clear();
+    match req.local.port() {
+        // A unix socket: the port the client asked for (its proxy's), else HTTP's.
+        0 => text.extend_from_slice(host_port(host).unwrap_or(b"80")),
+        port => push_u64(&mut text, u64::from(port)),
+    }
+    env.set_item(intern!(py, "SERVER_PORT"), latin1(py, &text)?)?;
+    env.set_item(intern!(py, "HTTP_HOST"), latin1(py, host)?)?;
+    let scheme = if req.https { intern!(py, "https") } else { intern!(py, "http") };
+    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    Ok(())
 }
 
 /// `sys.stderr` as it is now (the app may have replaced it).
@@ -145,53 +260,30 @@ pub fn build<'py>(
     input: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let head = req.head;
-    let env = base.bind(py).copy()?;
+    let env = prepared(py, base, req)?.copy()?;
     env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, head.method())?)?;
     env.set_item(intern!(py, "PATH_INFO"), latin1(py, head.path().unwrap_or(b"/"))?)?;
-    env.set_item(intern!(py, "QUERY_STRING"), latin1(py, head.query().unwrap_or(b""))?)?;
-    let protocol = if head.minor == 1 { intern!(py, "HTTP/1.1") } else { intern!(py, "HTTP/1.0") };
-    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
-    let mut text = Vec::with_capacity(48);
-    match req.peer {
-        crate::client::Peer::Ip(peer) => {
-            push_ip(&mut text, peer.ip());
-            env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, &text)?)?;
-            text.clear();
-            push_u64(&mut text, u64::from(peer.port()));
-            env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, &text)?)?;
-        }
-        crate::client::Peer::Unix => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
-            env.del_item(intern!(py, "REMOTE_PORT"))?;
-        }
+    if let crate::client::Peer::Ip(peer) = req.peer {
+        let mut text = Vec::with_capacity(8);
+        push_u64(&mut text, u64::from(peer.port()));
+        env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, &text)?)?;
     }
-    let host = head.host.map(|h| head.bytes(h)).unwrap_or(b"");
-    text.clear();
-    if host.is_empty() {
-        push_ip(&mut text, req.local.ip());
-    } else {
-        text.extend_from_slice(host_without_port(host));
-    }
-    env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &text)?)?;
-    text.clear();
-    match req.local.port() {
-        // A unix socket: the port the client asked for (its proxy's), else HTTP's.
-        0 => text.extend_from_slice(host_port(host).unwrap_or(b"80")),
-        port => push_u64(&mut text, u64::from(port)),
-    }
-    env.set_item(intern!(py, "SERVER_PORT"), latin1(py, &text)?)?;
-    env.set_item(intern!(py, "HTTP_HOST"), latin1(py, host)?)?;
-    let scheme = if req.https { intern!(py, "https") } else { intern!(py, "http") };
-    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
-    env.set_item(intern!(py, "wsgi.errors"), current_stderr(py)?)?;
-
+    // The base holds "" for these: set only when the request has a value.
+    let query = head.query().unwrap_or(b"");
+    if !query.is_empty() {
+        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query)?)?;
+    }
     let (content_type, content_length) = content_fields(head);
+    if !content_type.is_empty() {
+        env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, content_type)?)?;
+    }
+    if !content_length.is_empty() {
+        env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, content_length)?)?;
+    }
     for (name, value) in header_entries(head) {
         env.set_item(header_key(py, name), latin1(py, &value)?)?;
     }
-    env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, content_type)?)?;
-    env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, content_length)?)?;
     if let Some(arg) = req.park_arg {
         env.set_item(intern!(py, "HTTP_X_WSGO_PARK_ARG"), PyString::new(py, &String::from_utf8_lossy(arg)))?;
     }

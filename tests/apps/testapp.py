@@ -5,6 +5,7 @@ request, which the request-corpus test compares with its expectations.
 """
 
 import hashlib
+import io
 import json
 import os
 import sys
@@ -160,6 +161,16 @@ def application(environ, start_response):
 
     if path == "/":
         return respond(start_response, b"Hello, World!")
+    if path == "/env-mutate":
+        # An app may change its environ: the next request's must not see it.
+        for key in ("SERVER_NAME", "SERVER_PORT", "HTTP_HOST", "REMOTE_ADDR", "SERVER_PROTOCOL", "QUERY_STRING"):
+            environ[key] = "mutated"
+        environ["HTTP_X_ADDED"] = "added"
+        del environ["wsgi.url_scheme"]
+        return respond(start_response, b"mutated")
+    if path == "/swap-stderr":
+        sys.stderr = io.TextIOWrapper(io.BytesIO(), write_through=True) if q.get("to") == "new" else sys.__stderr__
+        return respond(start_response, b"swapped")
     if path == "/env":
         env = {k: v for k, v in environ.items() if isinstance(v, str)}
         env["wsgi.url_scheme"] = environ["wsgi.url_scheme"]
