@@ -126,7 +126,9 @@ fn each_request_sees_its_own_origin_in_the_environ() {
         for (i, host) in hosts.iter().enumerate() {
             let minor = if i % 3 == 0 { 0 } else { 1 };
             let query = if i % 2 == 0 { format!("?r={round}") } else { String::new() };
-            let env = env_of(format!("GET /env{query} HTTP/1.{minor}\r\nHost: {host}\r\nConnection: close\r\n\r\n"));
+            let env = env_of(format!(
+                "GET /env{query} HTTP/1.{minor}\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            ));
             assert_eq!(env.get("HTTP_HOST").as_deref(), Some(host.as_str()));
             assert_eq!(env.get("SERVER_NAME"), Some(format!("h{i}.example")));
             assert_eq!(env.get("SERVER_PORT"), Some(port.to_string()), "the listener's port, not the Host's");
@@ -156,7 +158,11 @@ fn each_request_sees_its_own_origin_in_the_environ() {
     // wsgi.errors follows sys.stderr when the app replaces it, and back.
     for to in ["new", "back"] {
         assert_eq!(roundtrip(&server, raw(&format!("/swap-stderr?to={to}")).as_bytes()).text(), "swapped");
-        assert_eq!(env_of(raw("/env")).get("wsgi.errors_is_stderr").as_deref(), Some("true"), "after swapping to {to}");
+        assert_eq!(
+            env_of(raw("/env")).get("wsgi.errors_is_stderr").as_deref(),
+            Some("true"),
+            "after swapping to {to}"
+        );
     }
 }
 

@@ -108,26 +108,27 @@ struct Origin {
 
 impl Origin {
     fn of(req: &RequestInfo<'_>) -> Origin {
-        let peer = match req.peer {
-            crate::client::Peer::Ip(addr) => Some(addr.ip()),
-            crate::client::Peer::Unix => None,
-        };
-        let host = req.head.host.map(|h| req.head.bytes(h)).unwrap_or(b"");
+        let (peer, host) = origin_parts(req);
         Origin { peer, local: req.local, https: req.https, minor: req.head.minor, host: host.into() }
     }
 
     fn matches(&self, req: &RequestInfo<'_>) -> bool {
-        let peer = match req.peer {
-            crate::client::Peer::Ip(addr) => Some(addr.ip()),
-            crate::client::Peer::Unix => None,
-        };
-        let host = req.head.host.map(|h| req.head.bytes(h)).unwrap_or(b"");
+        let (peer, host) = origin_parts(req);
         self.peer == peer
             && self.local == req.local
             && self.https == req.https
             && self.minor == req.head.minor
             && *self.host == *host
     }
+}
+
+/// The client's address (`None` for a unix socket) and the Host value of a request.
+fn origin_parts<'a>(req: &RequestInfo<'a>) -> (Option<std::net::IpAddr>, &'a [u8]) {
+    let peer = match req.peer {
+        crate::client::Peer::Ip(addr) => Some(addr.ip()),
+        crate::client::Peer::Unix => None,
+    };
+    (peer, req.head.host.map(|h| req.head.bytes(h)).unwrap_or(b""))
 }
 
 /// The base environ with one origin's entries set, and the `wsgi.errors` it holds.
@@ -158,7 +159,10 @@ fn prepared<'py>(py: Python<'py>, base: &Py<PyDict>, req: &RequestInfo<'_>) -> P
         if slots.len() == PREPARED_SLOTS {
             slots.pop();
         }
-        slots.insert(0, Prepared { origin: Origin::of(req), dict: dict.clone().unbind(), errors: errors.unbind() });
+        slots.insert(
+            0,
+            Prepared { origin: Origin::of(req), dict: dict.clone().unbind(), errors: errors.unbind() },
+        );
         Ok(dict)
     })
 }
