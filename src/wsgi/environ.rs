@@ -21,10 +21,16 @@ use crate::http::response::{push_ip, push_u64};
 
 /// Most distinct header keys kept interned per thread (a client can invent names endlessly).
 const MAX_CACHED_KEYS: usize = 512;
+/// Longest header name whose key is kept: real names are short, and a client must not make
+/// each thread keep 512 keys of tens of KiB.
+const MAX_KEPT_NAME: usize = 64;
 /// Origins (client address, local address, Host, protocol, scheme) whose prepared environ each
 /// thread keeps. A client inventing Host values only replaces entries: the cost of a miss is the
 /// entries being set, as they would be without the cache.
 pub const PREPARED_SLOTS: usize = 8;
+/// Longest Host whose prepared environ is kept (a DNS name is at most 253 bytes; the head may
+/// carry a Host of tens of KiB, which is answered but not kept).
+const MAX_KEPT_HOST: usize = 300;
 
 /// What the environ needs beyond the request head.
 pub struct RequestInfo<'a> {
@@ -156,6 +162,9 @@ fn prepared<'py>(py: Python<'py>, base: &Py<PyDict>, req: &RequestInfo<'_>) -> P
         let dict = base.bind(py).copy()?;
         set_origin(py, &dict, req)?;
         dict.set_item(intern!(py, "wsgi.errors"), &errors)?;
+        if origin_parts(req).1.len() > MAX_KEPT_HOST {
+            return Ok(dict);
+        }
         if slots.len() == PREPARED_SLOTS {
             slots.pop();
         }
@@ -232,7 +241,7 @@ fn header_key<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
         }
         let s = PyString::intern(py, &http_key(name));
         let mut keys = keys.borrow_mut();
-        if keys.len() < MAX_CACHED_KEYS {
+        if keys.len() < MAX_CACHED_KEYS && name.len() <= MAX_KEPT_NAME {
             keys.insert(name.into(), s.clone().unbind());
         }
         s

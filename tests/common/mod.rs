@@ -52,6 +52,26 @@ pub fn spawn(args: &[&str]) -> (Child, PathBuf, PathBuf) {
 }
 
 impl Server {
+    /// Resident memory of the server's processes (the supervisor and its children), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let root = self.pid();
+        let mut total = 0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if pid != root && ppid != Some(root) {
+                continue;
+            }
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok());
+            total += kib.unwrap_or(0);
+        }
+        total
+    }
+
     /// Starts the test app with extra flags and waits until it serves.
     pub fn start(extra: &[&str]) -> Server {
         let mut args = vec!["--module", "testapp", "--http-socket", "127.0.0.1:0", "--workers", "4"];
