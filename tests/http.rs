@@ -193,6 +193,33 @@ fn long_header_names_and_hosts_are_answered_but_not_kept() {
     assert!(grown < 12 * 1024, "the server grew by {grown} KiB");
 }
 
+/// Each thread reuses its `start_response` and `wsgi.input` objects when nothing else holds
+/// them: an app that keeps them past its request keeps them intact, and the requests after it
+/// get their own.
+#[test]
+fn an_app_may_keep_start_response_and_input_past_its_request() {
+    let server = Server::start(&["--workers", "1"]);
+    let post = |path: &str, body: &str| {
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        roundtrip(&server, raw.as_bytes())
+    };
+    assert_eq!(post("/keep", "the kept body").text(), "kept");
+    for i in 0..3 {
+        let body = format!("later body {i}");
+        assert_eq!(post("/echo", &body).text(), body, "a later request reads its own body");
+        assert_eq!(get(&server, "/").text(), "Hello, World!");
+    }
+    // The kept input still holds its request's body; calling the kept start_response changes
+    // nothing of this request.
+    let resp = get(&server, "/use-kept");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "the kept body");
+    assert_eq!(post("/echo", "after").text(), "after");
+}
+
 /// The `/env` route's JSON object (string, number and boolean values only).
 struct Env(String);
 

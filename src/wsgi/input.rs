@@ -46,6 +46,21 @@ impl WsgiInput {
         input
     }
 
+    /// Makes a spare object the input of a new request (see `call::Spare`).
+    pub(crate) fn reset(&mut self, prefix: Bytes, source: Option<Arc<Exchange>>) {
+        self.pieces.clear();
+        self.len = 0;
+        self.scanned = 0;
+        self.source = source;
+        self.failed = false;
+        self.push(prefix);
+    }
+
+    /// Lets go of the request's body and exchange (a spare keeps neither).
+    pub(crate) fn release(&mut self) {
+        self.reset(Bytes::new(), None);
+    }
+
     fn push(&mut self, data: Bytes) {
         if !data.is_empty() {
             self.len += data.len();

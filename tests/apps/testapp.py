@@ -18,6 +18,7 @@ CALLS = [0]
 LOCAL = threading.local()
 # What /record and /read-record saw, for tests that look whether a request ran and how it ended.
 RECORDED = []
+KEPT = []
 
 
 def qs(environ):
@@ -161,6 +162,17 @@ def application(environ, start_response):
 
     if path == "/":
         return respond(start_response, b"Hello, World!")
+    if path == "/keep":
+        # An app may keep start_response and wsgi.input past its request.
+        KEPT[:] = [start_response, environ["wsgi.input"]]
+        return respond(start_response, b"kept")
+    if path == "/use-kept":
+        old_start_response, old_input = KEPT
+        try:
+            old_start_response("599 Kept", [])
+        except Exception as e:  # noqa: BLE001 - whatever it raises, this request goes on
+            print("calling a kept start_response:", e, file=sys.stderr)
+        return respond(start_response, old_input.read())
     if path == "/env-mutate":
         # An app may change its environ: the next request's must not see it.
         for key in ("SERVER_NAME", "SERVER_PORT", "HTTP_HOST", "REMOTE_ADDR", "SERVER_PROTOCOL", "QUERY_STRING"):
