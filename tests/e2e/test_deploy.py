@@ -113,7 +113,13 @@ def test_systemd_socket_activation(driver_env):
         # in its backlog until wsgo serves it.
         r = requests.get(f"http://127.0.0.1:{port}/greeting", timeout=30)
         assert r.status_code == 200 and r.text == "deploy:False"
-        pids = {requests.get(f"http://127.0.0.1:{port}/pid", headers={"Connection": "close"}).text for _ in range(50)}
+        # Both processes serve the handed-over socket. The first request may be answered before
+        # the second process has loaded the app (the socket listened before either ran): ask
+        # until both have answered, within a deadline.
+        pids, deadline = set(), time.monotonic() + 20
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids |= {requests.get(f"http://127.0.0.1:{port}/pid", headers={"Connection": "close"}).text
+                     for _ in range(20)}
         assert len(pids) == 2
         # --http-socket was not bound: the handed-over socket is served instead.
         with pytest.raises(requests.ConnectionError):
