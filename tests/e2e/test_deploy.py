@@ -231,6 +231,8 @@ def test_max_rss_replaces_a_leaking_process(request, driver_env):
         assert requests.get(server.url + "/leak?mb=50").status_code == 200
     wait_for(lambda: requests.get(server.url + "/pid").text != before, timeout=20, what="a new process")
     assert "past --max-rss 150 MiB" in server.stderr()
+    # The replaced process drains: until it is gone it may still take a new connection.
+    wait_for(lambda: int(before) not in children(server.proc.pid), timeout=20, what="the old process gone")
     assert requests.get(server.url + "/leak?mb=1").text == "1"
 
 
