@@ -155,6 +155,16 @@ fn each_request_sees_its_own_origin_in_the_environ() {
     // Two connections from one address share the prepared entries: each has its own port.
     let ports: Vec<String> = (0..2).map(|_| env_of(raw("/env")).get("REMOTE_PORT").unwrap()).collect();
     assert_ne!(ports[0], ports[1], "two connections, two client ports");
+    // Clients from other addresses (loopback has all of 127/8) to the same host: each request
+    // sees its own address, alternating.
+    for i in 0..6u8 {
+        let from = std::net::Ipv4Addr::new(127, 0, 0, 2 + i % 3);
+        let mut s = connect_from(from, server.addr);
+        s.write_all(raw("/env").as_bytes()).unwrap();
+        let env = Env(String::from_utf8_lossy(&read_all(&mut s)).into_owned());
+        assert_eq!(env.get("REMOTE_ADDR"), Some(from.to_string()), "{}", env.0);
+        assert_eq!(env.get("SERVER_NAME").as_deref(), Some("h1.example"));
+    }
     // wsgi.errors follows sys.stderr when the app replaces it, and back.
     for to in ["new", "back"] {
         assert_eq!(roundtrip(&server, raw(&format!("/swap-stderr?to={to}")).as_bytes()).text(), "swapped");
@@ -218,6 +228,33 @@ fn an_app_may_keep_start_response_and_input_past_its_request() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "the kept body");
     assert_eq!(post("/echo", "after").text(), "after");
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+fn connect_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(to) = to else { panic!("an IPv4 test server") };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor made here, with sockaddr_in values that live
+    // across each call; the descriptor is owned by the TcpStream made from it (or closed).
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let (local, remote) = (sockaddr(from, 0), sockaddr(*to.ip(), to.port()));
+        let bound = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+        let connected = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
+        if bound != 0 || connected != 0 {
+            libc::close(fd);
+            panic!("cannot connect from {from}: {}", std::io::Error::last_os_error());
+        }
+        std::net::TcpStream::from_raw_fd(fd)
+    }
 }
 
 /// The `/env` route's JSON object (string, number and boolean values only).

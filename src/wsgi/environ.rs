@@ -1,11 +1,13 @@
 //! The WSGI environ (PEP 3333; README.md, "The environ"), built per request.
 //!
-//! The constant keys live in a base dict; the entries that depend only on where a request comes
-//! from and which host it names (`REMOTE_ADDR`, `SERVER_NAME`, `SERVER_PORT`, `HTTP_HOST`,
+//! The constant keys live in a base dict; the entries that depend only on which listener a
+//! request came to and which host it names (`SERVER_NAME`, `SERVER_PORT`, `HTTP_HOST`,
 //! `SERVER_PROTOCOL`, `wsgi.url_scheme`) are set in a copy of it kept per thread for the last few
-//! such origins ([`PREPARED_SLOTS`]), and that copy is copied per request: a request from a client
-//! seen before sets only what is its own. Header keys (`HTTP_*`) are interned once per thread and
-//! reused. Values are decoded as latin-1, as PEP 3333 requires.
+//! such origins ([`PREPARED_SLOTS`]), and that copy is copied per request: a request to a host seen
+//! before sets only what is its own. The client's address is not part of an origin (a public
+//! server sees many): `REMOTE_ADDR` is set per request, its text kept for the thread's last
+//! client. Header keys (`HTTP_*`) are interned once per thread and reused. Values are decoded as
+//! latin-1, as PEP 3333 requires.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -24,8 +26,7 @@ const MAX_CACHED_KEYS: usize = 512;
 /// Longest header name whose key is kept: real names are short, and a client must not make
 /// each thread keep 512 keys of tens of KiB.
 const MAX_KEPT_NAME: usize = 64;
-/// Origins (client address, local address, Host, protocol, scheme) whose prepared environ each
-/// thread keeps. A client inventing Host values only replaces entries: the cost of a miss is the
+/// Origins (local address, Host, protocol, scheme) whose prepared environ each thread keeps. A client inventing Host values only replaces entries: the cost of a miss is the
 /// entries being set, as they would be without the cache.
 pub const PREPARED_SLOTS: usize = 8;
 /// Longest Host whose prepared environ is kept (a DNS name is at most 253 bytes; the head may
@@ -98,14 +99,16 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStrin
 thread_local! {
     static KEYS: RefCell<HashMap<Box<[u8]>, Py<PyString>>> = RefCell::new(HashMap::new());
     static PREPARED: RefCell<Vec<Prepared>> = const { RefCell::new(Vec::new()) };
+    /// The last client address's `REMOTE_ADDR` text.
+    static REMOTE: RefCell<Option<(std::net::IpAddr, Py<PyString>)>> = const { RefCell::new(None) };
 }
 
-/// What the entries of a [`Prepared`] environ depend on. The client's port is not among them
-/// (`REMOTE_PORT` is set per request), so every connection from one address shares an entry.
+/// What the entries of a [`Prepared`] environ depend on. The client is not among them
+/// (`REMOTE_ADDR` and `REMOTE_PORT` are set per request), only whether it came over a unix
+/// socket (which has neither).
 #[derive(PartialEq)]
 struct Origin {
-    /// The client's address; `None` for a unix socket.
-    peer: Option<std::net::IpAddr>,
+    unix: bool,
     local: SocketAddr,
     https: bool,
     minor: u8,
@@ -114,27 +117,61 @@ struct Origin {
 
 impl Origin {
     fn of(req: &RequestInfo<'_>) -> Origin {
-        let (peer, host) = origin_parts(req);
-        Origin { peer, local: req.local, https: req.https, minor: req.head.minor, host: host.into() }
+        let unix = matches!(req.peer, crate::client::Peer::Unix);
+        Origin {
+            unix,
+            local: req.local,
+            https: req.https,
+            minor: req.head.minor,
+            host: host_of(req.head).into(),
+        }
     }
 
     fn matches(&self, req: &RequestInfo<'_>) -> bool {
-        let (peer, host) = origin_parts(req);
-        self.peer == peer
+        self.unix == matches!(req.peer, crate::client::Peer::Unix)
             && self.local == req.local
             && self.https == req.https
             && self.minor == req.head.minor
-            && *self.host == *host
+            && *self.host == *host_of(req.head)
     }
 }
 
-/// The client's address (`None` for a unix socket) and the Host value of a request.
-fn origin_parts<'a>(req: &RequestInfo<'a>) -> (Option<std::net::IpAddr>, &'a [u8]) {
-    let peer = match req.peer {
-        crate::client::Peer::Ip(addr) => Some(addr.ip()),
-        crate::client::Peer::Unix => None,
-    };
-    (peer, req.head.host.map(|h| req.head.bytes(h)).unwrap_or(b""))
+/// The request's Host value (empty without one).
+fn host_of(head: &RequestHead) -> &[u8] {
+    head.host.map(|h| head.bytes(h)).unwrap_or(b"")
+}
+
+/// `REMOTE_ADDR` for `ip`: the thread's last client's text when it is the same client.
+fn remote_addr<'py>(py: Python<'py>, ip: std::net::IpAddr) -> PyResult<Bound<'py, PyString>> {
+    REMOTE.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((seen, text)) = last.as_ref()
+            && *seen == ip
+        {
+            return Ok(text.bind(py).clone());
+        }
+        let mut text = Vec::with_capacity(48);
+        push_ip(&mut text, ip);
+        let text = latin1(py, &text)?;
+        *last = Some((ip, text.clone().unbind()));
+        Ok(text)
+    })
+}
+
+/// A port's decimal digits as a `str`, without allocating for the digits.
+fn port_str(py: Python<'_>, port: u16) -> PyResult<Bound<'_, PyString>> {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut n = port;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    latin1(py, &digits[at..])
 }
 
 /// The base environ with one origin's entries set, and the `wsgi.errors` it holds.
@@ -162,7 +199,7 @@ fn prepared<'py>(py: Python<'py>, base: &Py<PyDict>, req: &RequestInfo<'_>) -> P
         let dict = base.bind(py).copy()?;
         set_origin(py, &dict, req)?;
         dict.set_item(intern!(py, "wsgi.errors"), &errors)?;
-        if origin_parts(req).1.len() > MAX_KEPT_HOST {
+        if host_of(req.head).len() > MAX_KEPT_HOST {
             return Ok(dict);
         }
         if slots.len() == PREPARED_SLOTS {
@@ -181,19 +218,12 @@ fn set_origin(py: Python<'_>, env: &Bound<'_, PyDict>, req: &RequestInfo<'_>) ->
     let head = req.head;
     let protocol = if head.minor == 1 { intern!(py, "HTTP/1.1") } else { intern!(py, "HTTP/1.0") };
     env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
-    let mut text = Vec::with_capacity(48);
-    match req.peer {
-        crate::client::Peer::Ip(peer) => {
-            push_ip(&mut text, peer.ip());
-            env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, &text)?)?;
-        }
-        crate::client::Peer::Unix => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
-            env.del_item(intern!(py, "REMOTE_PORT"))?;
-        }
+    if matches!(req.peer, crate::client::Peer::Unix) {
+        // The base holds "" for REMOTE_ADDR, set per request for a TCP client.
+        env.del_item(intern!(py, "REMOTE_PORT"))?;
     }
-    let host = head.host.map(|h| head.bytes(h)).unwrap_or(b"");
-    text.clear();
+    let host = host_of(head);
+    let mut text = Vec::with_capacity(48);
     if host.is_empty() {
         push_ip(&mut text, req.local.ip());
     } else {
@@ -277,9 +307,8 @@ pub fn build<'py>(
     env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, head.method())?)?;
     env.set_item(intern!(py, "PATH_INFO"), latin1(py, head.path().unwrap_or(b"/"))?)?;
     if let crate::client::Peer::Ip(peer) = req.peer {
-        let mut text = Vec::with_capacity(8);
-        push_u64(&mut text, u64::from(peer.port()));
-        env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, &text)?)?;
+        env.set_item(intern!(py, "REMOTE_ADDR"), remote_addr(py, peer.ip())?)?;
+        env.set_item(intern!(py, "REMOTE_PORT"), port_str(py, peer.port())?)?;
     }
     env.set_item(intern!(py, "wsgi.input"), input)?;
     // The base holds "" for these: set only when the request has a value.
@@ -419,6 +448,16 @@ mod tests {
         let h = head("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!(content_fields(&h), (&b""[..], &b""[..]));
         assert!(header_entries(&h).is_empty());
+    }
+
+    #[test]
+    fn ports_as_text() {
+        Python::initialize();
+        Python::attach(|py| {
+            for port in [0u16, 7, 10, 80, 8000, 65535] {
+                assert_eq!(port_str(py, port).unwrap().to_cow().unwrap(), port.to_string());
+            }
+        });
     }
 
     #[test]

@@ -187,9 +187,9 @@ pub fn describe_python() -> String {
 }
 
 /// Starts the interpreter, installs the process's parked requests, its outbox to the other
-/// processes and its job registry in the `wsgo` module, imports the application and prepares what every request shares. An error says what
-/// went wrong (the traceback is printed already); [`StartError::exit_code`] tells the process's
-/// exit status.
+/// processes and its job registry in the `wsgo` module, imports the application and prepares
+/// what every request shares. An error says what went wrong (the traceback is printed already);
+/// [`StartError::exit_code`] tells the process's exit status.
 pub fn start(
     config: &crate::config::Config,
     parking: std::sync::Arc<crate::park::Parking>,
