@@ -452,7 +452,7 @@ mod tests {
 
     #[test]
     fn ports_as_text() {
-        Python::initialize();
+        crate::wsgi::interp::init_for_tests();
         Python::attach(|py| {
             for port in [0u16, 7, 10, 80, 8000, 65535] {
                 assert_eq!(port_str(py, port).unwrap().to_cow().unwrap(), port.to_string());
