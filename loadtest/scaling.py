@@ -81,7 +81,7 @@ def _pump(sel, socks, pending, end, until):
         raise RuntimeError(f"{len(pending)} idle connections got no answer")
 
 
-def measure(server, idle_counts, libdir):
+def measure(server, idle_counts, libdir, settle=2.0):
     port = run.free_port()
     webroot = str(run.RESULTS / "webroot")
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,11 +110,13 @@ def measure(server, idle_counts, libdir):
                     rows.append({"idle": n, "failed": str(e)})
                     print(f"{server} idle={n}: {e}", file=sys.stderr)
                     break
-                time.sleep(0.5)
-                per_conn = (rss_kb(pids) - before_kb) * 1024 / new if new > 0 else None
+                time.sleep(settle)
                 cpu0 = run.cpu_seconds(pids)
                 out = run.run_wrk(port, "/", script, 64, 3, "1")
                 cpu = run.cpu_seconds(run.children(proc.pid)) - cpu0
+                # Measured after the load: an allocator gives freed memory back to the system when
+                # its thread next allocates, not while the process sleeps.
+                per_conn = (rss_kb(pids) - before_kb) * 1024 / new if new > 0 else None
                 total = int(re.search(r"(\d+) requests in", out).group(1))
                 bad = int(re.search(r"BAD (\d+)", out).group(1))
                 rows.append({"idle": n, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
@@ -132,6 +134,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--servers", default="wsgo,bjoern,granian")
     ap.add_argument("--idle", default="0,1000,10000")
+    ap.add_argument("--settle", type=float, default=2.0,
+                    help="seconds between opening the idle connections and the load (default 2: "
+                         "ours rest after 1 s idle)")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -143,7 +148,7 @@ def main():
     print("| server | idle connections | requests/s | CPU µs per request | p99 ms | errors | RSS MB | bytes per idle connection |")
     print("|---|---|---|---|---|---|---|---|")
     for server in args.servers.split(","):
-        for r in measure(server, idle, libdir):
+        for r in measure(server, idle, libdir, args.settle):
             if "failed" in r:
                 print(f"| {server} | {r['idle']:,} | failed: {r['failed']} | | | | | |")
                 continue

@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::send::Parts;
 use super::transport::{Hook, Kick, Transport};
-use super::{Core, Timeouts};
+use super::{Core, Rest, Timeouts};
 use crate::handoff::exchange::Mailbox;
 use crate::handoff::exchange::{BodyPiece, Exchange, ToConn};
 use crate::handoff::scheduler::Scheduler;
@@ -43,6 +43,10 @@ struct Script {
     cut: usize,
     /// The client reads nothing: writes wait.
     paused: bool,
+    /// The sweep cancelled the wait for the next request (the connection is to rest).
+    rested: bool,
+    /// Waits for the next request the sweep ended so the connection rests.
+    rests: usize,
     waker: Option<Waker>,
 }
 
@@ -66,6 +70,14 @@ impl Hook for MemHook {
 
     fn hung_up(&self) -> bool {
         self.0.borrow().left
+    }
+
+    fn rest(&self) {
+        let mut s = self.0.borrow_mut();
+        s.rested = true;
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
     }
 }
 
@@ -98,12 +110,19 @@ impl MemStream {
     }
 }
 
-impl Transport for MemStream {
-    async fn read(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+impl MemStream {
+    /// A read, which a rest ends when `restful` (as the sweep's cancel does a socket's).
+    async fn read_or_rest(&mut self, mut buf: BytesMut, restful: bool) -> (io::Result<usize>, BytesMut) {
         let res = poll_fn(|cx| {
             let mut s = self.0.borrow_mut();
             if s.shut {
                 return Poll::Ready(Ok(0));
+            }
+            // Bytes that came before the cancel are read (an io_uring cancel may come too late).
+            let rested = std::mem::take(&mut s.rested);
+            if restful && rested && s.incoming.is_empty() && !s.closed && !s.left {
+                s.rests += 1;
+                return Poll::Ready(Err(io::Error::from_raw_os_error(libc::ECANCELED)));
             }
             if !s.incoming.is_empty() {
                 let n = s.incoming.len().min(buf.capacity() - buf.len());
@@ -118,6 +137,32 @@ impl Transport for MemStream {
         })
         .await;
         (res, buf)
+    }
+}
+
+impl Transport for MemStream {
+    async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        self.read_or_rest(buf, false).await
+    }
+
+    async fn read_idle(
+        &mut self,
+        buf: BytesMut,
+        _cancel: Option<monoio::io::CancelHandle>,
+    ) -> (io::Result<usize>, BytesMut) {
+        self.read_or_rest(buf, true).await
+    }
+
+    async fn readable(&mut self) -> io::Result<()> {
+        poll_fn(|cx| {
+            let mut s = self.0.borrow_mut();
+            if s.shut || s.closed || s.left || !s.incoming.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            s.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 
     async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
@@ -355,7 +400,7 @@ impl Drop for Harness {
     }
 }
 
-fn harness(timeouts: Timeouts) -> Harness {
+fn harness(timeouts: Timeouts, rest: Rest) -> Harness {
     let config = <crate::cli::Args as clap::Parser>::try_parse_from(["wsgo"])
         .expect("defaults")
         .into_config()
@@ -392,6 +437,7 @@ fn harness(timeouts: Timeouts) -> Harness {
         files: None,
         clock: std::cell::Cell::new(Instant::now()),
         timeouts,
+        rest,
     });
     let (seen, stop) = (Arc::new(Seen::default()), Arc::new(AtomicBool::new(false)));
     {
@@ -414,7 +460,17 @@ fn harness(timeouts: Timeouts) -> Harness {
 }
 
 /// Runs `test` on a fresh runtime of each driver, with the core's mailbox and sweep running.
+/// Waits between requests can always be cancelled, but take longer than a test to rest.
 fn on_both_drivers<F, Fut>(timeouts: Timeouts, test: F)
+where
+    F: Fn(Rc<Harness>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    on_both_drivers_resting(timeouts, Rest { after: Duration::from_secs(3600), from_open: 0 }, test)
+}
+
+/// [`on_both_drivers`], with idle connections resting as `rest` says.
+fn on_both_drivers_resting<F, Fut>(timeouts: Timeouts, rest: Rest, test: F)
 where
     F: Fn(Rc<Harness>) -> Fut,
     Fut: Future<Output = ()>,
@@ -435,10 +491,10 @@ where
     };
     let mut uring =
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build().expect("io_uring");
-    uring.block_on(run(Rc::new(harness(timeouts))));
+    uring.block_on(run(Rc::new(harness(timeouts, rest))));
     let mut legacy =
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("epoll");
-    legacy.block_on(run(Rc::new(harness(timeouts))));
+    legacy.block_on(run(Rc::new(harness(timeouts, rest))));
 }
 
 /// Starts serving a scripted connection; the flag says when the connection loop ended.
@@ -606,5 +662,43 @@ fn parked_requests_wait_and_are_woken_or_forgotten() {
         client.leave();
         wait_for("the connection to end", LONG, || done.get()).await;
         assert_eq!(parking.len(), 0);
+    });
+}
+
+#[test]
+fn an_idle_connection_rests_and_wakes_for_its_next_request() {
+    let timeouts = Timeouts { idle: Duration::from_millis(900), ..Timeouts::default() };
+    let rest = Rest { after: Duration::from_millis(100), from_open: 0 };
+    on_both_drivers_resting(timeouts, rest, |h| async move {
+        let (client, done) = connect(&h);
+        let rests = || client.0.borrow().rests;
+        client.send(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n");
+        wait_for("the first response", LONG, || responses(&client.output()).len() == 1).await;
+        wait_for("the first rest", LONG, || rests() == 1).await;
+        // Woken by two pipelined requests: both answered, in order.
+        client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nfirstGET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+        wait_for("the pipelined responses", LONG, || responses(&client.output()).len() == 3).await;
+        let all = responses(&client.output());
+        assert!(all[1].ends_with("first") && all[2].ends_with("Hello, World!"), "{all:?}");
+        // Woken by part of a head: the rest of it still makes a request.
+        wait_for("the second rest", LONG, || rests() == 2).await;
+        client.send(b"GET /c HT");
+        monoio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(rests(), 2, "a connection with part of a head does not rest");
+        client.send(b"TP/1.1\r\nHost: t\r\n\r\n");
+        wait_for("the fourth response", LONG, || responses(&client.output()).len() == 4).await;
+        // Resting does not extend the idle timeout: closed 900 ms after the last response.
+        wait_for("the third rest", LONG, || rests() == 3).await;
+        let rested = Instant::now();
+        wait_for("the idle timeout", LONG, || done.get()).await;
+        assert!(rested.elapsed() < Duration::from_millis(1500), "closed after {:?}", rested.elapsed());
+        assert!(client.shut());
+        // A client that leaves while its connection rests ends it.
+        let (client, done) = connect(&h);
+        client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        wait_for("the rest", LONG, || client.0.borrow().rests == 1).await;
+        client.close();
+        wait_for("the connection to end", LONG, || done.get()).await;
+        assert_eq!(responses(&client.output()).len(), 1);
     });
 }

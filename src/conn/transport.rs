@@ -31,6 +31,13 @@ pub trait Hook {
     fn shut(&self);
     /// Whether the peer has closed or reset its side.
     fn hung_up(&self) -> bool;
+    /// Ends a pending [`Transport::read_idle`] with [`rested`] unless bytes came.
+    fn rest(&self);
+}
+
+/// A read for the next request cancelled so the connection can rest (`ECANCELED`).
+pub fn rested(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ECANCELED)
 }
 
 /// A connection's byte stream.
@@ -38,6 +45,19 @@ pub trait Transport {
     /// Reads into the spare capacity of `buf` (past its length, which grows by what came);
     /// `Ok(0)` means the peer closed.
     fn read(&mut self, buf: BytesMut) -> impl Future<Output = (io::Result<usize>, BytesMut)>;
+
+    /// [`Transport::read`] for the wait between requests, which the sweep may cancel through
+    /// `cancel` (or the hook) when the connection is to rest: then an error [`rested`] says so,
+    /// and nothing was read.
+    fn read_idle(
+        &mut self,
+        buf: BytesMut,
+        cancel: Option<monoio::io::CancelHandle>,
+    ) -> impl Future<Output = (io::Result<usize>, BytesMut)>;
+
+    /// Waits until there is something to read, the peer closed, or the socket was shut down,
+    /// holding no buffer.
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>>;
 
     /// Writes all of `buf`; it comes back (cleared by the caller) for reuse.
     fn write_all(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
@@ -74,6 +94,23 @@ macro_rules! socket_transport {
                 let len = buf.len();
                 let (res, spare) = AsyncReadRent::read(self, buf.slice_mut(len..)).await;
                 (res, spare.into_inner())
+            }
+
+            async fn read_idle(
+                &mut self,
+                buf: BytesMut,
+                cancel: Option<monoio::io::CancelHandle>,
+            ) -> (io::Result<usize>, BytesMut) {
+                let Some(cancel) = cancel else { return Transport::read(self, buf).await };
+                let len = buf.len();
+                let (res, spare) =
+                    monoio::io::CancelableAsyncReadRent::cancelable_read(self, buf.slice_mut(len..), cancel)
+                        .await;
+                (res, spare.into_inner())
+            }
+
+            async fn readable(&mut self) -> io::Result<()> {
+                <$socket>::readable(self, false).await
             }
 
             async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {

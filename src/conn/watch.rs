@@ -11,6 +11,10 @@
 //! closed or reset its connection has its exchange told so: a queued request is never run, a
 //! running one fails its next body read or write (as the original did). Requests answered within one sweep
 //! (nearly all) cost nothing here.
+//!
+//! And it lets long-idle connections rest: a keep-alive connection waiting for its next request
+//! past its rest time has its pending read cancelled, gives back its buffers and its request
+//! state, and waits for the socket to become readable holding nothing (see `conn::serve`).
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -29,6 +33,10 @@ struct Entry {
     deadline: Cell<Option<Instant>>,
     /// Waiting for the next request: closed at once on shutdown.
     idle: Cell<bool>,
+    /// Waiting for the next request in a read that may be cancelled: when it is to rest.
+    rest_at: Cell<Option<Instant>>,
+    /// Cancels that read (a socket's; made at its first idle read).
+    canceller: RefCell<Option<monoio::io::Canceller>>,
     /// The exchange of a request queued or running in a worker.
     waiting: RefCell<Option<Arc<Exchange>>>,
 }
@@ -61,6 +69,8 @@ impl Watch {
             kick,
             deadline: Cell::new(None),
             idle: Cell::new(false),
+            rest_at: Cell::new(None),
+            canceller: RefCell::new(None),
             waiting: RefCell::new(None),
         })
     }
@@ -77,10 +87,27 @@ impl Watch {
         }
     }
 
-    /// Whether the connection waits between requests (closed at once on shutdown).
+    /// Whether the connection waits between requests (closed at once on shutdown). Ends the
+    /// read [`Watch::idle_read`] started, as far as the sweep is concerned.
     pub fn set_idle(&self, key: usize, idle: bool) {
         if let Some(e) = self.conns.borrow().get(key) {
             e.idle.set(idle);
+            e.rest_at.set(None);
+        }
+    }
+
+    /// The connection waits for its next request in a read the sweep cancels at `rest_at`; a
+    /// socket's read takes the returned handle (a scripted stream is reached through its hook).
+    pub fn idle_read(&self, key: usize, rest_at: Instant) -> Option<monoio::io::CancelHandle> {
+        let conns = self.conns.borrow();
+        let e = conns.get(key)?;
+        e.idle.set(true);
+        e.rest_at.set(Some(rest_at));
+        match e.kick {
+            Kick::Fd(_) => {
+                Some(e.canceller.borrow_mut().get_or_insert_with(monoio::io::Canceller::new).handle())
+            }
+            Kick::Hook(_) => None,
         }
     }
 
@@ -122,18 +149,30 @@ impl Watch {
         gone_keys.len()
     }
 
-    /// Shuts down every connection whose deadline has passed; returns how many.
-    pub fn sweep(&self, now: Instant) -> usize {
+    /// Shuts down every connection whose deadline has passed, and cancels the idle reads of
+    /// those due to rest; returns how many of each.
+    pub fn sweep(&self, now: Instant) -> (usize, usize) {
         let conns = self.conns.borrow();
-        let mut n = 0;
+        let (mut shut, mut rested) = (0, 0);
         for (_, e) in conns.iter() {
             if e.deadline.get().is_some_and(|d| d <= now) {
                 e.deadline.set(None);
                 shutdown(&e.kick);
-                n += 1;
+                shut += 1;
+            } else if e.rest_at.get().is_some_and(|t| t <= now) {
+                e.rest_at.set(None);
+                match &e.kick {
+                    Kick::Fd(_) => {
+                        let mut c = e.canceller.borrow_mut();
+                        // A canceller cancels once; it hands on a fresh one for the next read.
+                        *c = c.take().map(monoio::io::Canceller::cancel);
+                    }
+                    Kick::Hook(h) => h.rest(),
+                }
+                rested += 1;
             }
         }
-        n
+        (shut, rested)
     }
 
     /// Shuts down every idle connection (at shutdown).
@@ -200,10 +239,10 @@ mod tests {
         let kc = watch.register(Kick::Fd(c.as_raw_fd()));
         watch.set_deadline(ka, Some(now - Duration::from_millis(1)));
         watch.set_deadline(kb, Some(now + Duration::from_secs(60)));
-        assert_eq!(watch.sweep(now), 1);
+        assert_eq!(watch.sweep(now), (1, 0));
         assert!(closed(&mut a));
         assert!(!closed(&mut b));
-        assert_eq!(watch.sweep(now), 0, "a swept deadline does not fire twice");
+        assert_eq!(watch.sweep(now), (0, 0), "a swept deadline does not fire twice");
         watch.set_idle(kc, true);
         watch.close_idle();
         assert!(closed(&mut c));

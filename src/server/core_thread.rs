@@ -85,6 +85,12 @@ pub(super) fn run(
     }
 }
 
+/// How long after connections last rested their memory is returned to the system: past the
+/// allocator's purge delay (1 s), as free pages are returned only once it has passed.
+const RELEASE_AFTER: Duration = Duration::from_millis(1100);
+/// How often it is returned while connections keep coming to rest.
+const RELEASE_EVERY: Duration = Duration::from_secs(5);
+
 /// `nonblocking`: the driver wants non-blocking sockets (epoll); io_uring takes blocking ones.
 async fn serve(
     sockets: Vec<Listening>,
@@ -103,6 +109,7 @@ async fn serve(
         mailbox: Arc::new(Mailbox::new()),
         clock: Cell::new(Instant::now()),
         timeouts: Default::default(),
+        rest: Default::default(),
     });
 
     let drainer = core.clone();
@@ -113,10 +120,23 @@ async fn serve(
     let keeper = core.clone();
     monoio::spawn(async move {
         let mut last_flush = Instant::now();
+        // The first and the last rest since memory was last returned.
+        let mut rested: Option<(Instant, Instant)> = None;
         loop {
             monoio::time::sleep(SWEEP_EVERY).await;
             let now = keeper.now();
-            keeper.watch.sweep(now);
+            let (_, resting) = keeper.watch.sweep(now);
+            // What resting connections gave back leaves the process once the allocator's
+            // purge delay has passed: when rests stop, and every few seconds while they go on.
+            if rested.is_some_and(|(first, last)| {
+                now.duration_since(last) > RELEASE_AFTER || now.duration_since(first) > RELEASE_EVERY
+            }) {
+                crate::sys::process::release_free_memory();
+                rested = None;
+            }
+            if resting > 0 {
+                rested = Some((rested.map_or(now, |(first, _)| first), now));
+            }
             keeper.watch.check_waiting();
             keeper.state.blocks.sweep(now);
             if now.duration_since(last_flush) >= FLUSH_EVERY {

@@ -26,6 +26,15 @@ pub fn set_malloc_thresholds(mmap: i32, trim: i32) {
     }
 }
 
+/// Has the allocator (mimalloc, the binary's global allocator) return the calling thread's free
+/// pages to the system: those free for longer than its purge delay (1 s). Without it they go
+/// back only when the thread next allocates enough to look at them.
+pub fn release_free_memory() {
+    // SAFETY: mi_collect takes no pointers; it walks the calling thread's own heap (`force`:
+    // every page of it, and the blocks other threads have freed into it).
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 /// Puts the calling thread under SCHED_BATCH: a wake-up no longer preempts the thread running on
 /// that CPU. When a core thread and a Python thread share a CPU, each hand-off would otherwise
 /// switch threads at once (a context switch per request); with it, work queues up while the other
