@@ -86,7 +86,7 @@ def measure(server, idle_counts, libdir, settle=2.0):
     webroot = str(run.RESULTS / "webroot")
     with tempfile.TemporaryDirectory() as tmp:
         cmd = run.server_command(server, port, 1, webroot)
-        if server == "wsgo":
+        if server in ("wsgo", "wsgo-base"):
             # Its default limit is 10,000 connections per process.
             cmd += ["--max-connections", "20000"]
         env = dict(os.environ, VIRTUAL_ENV=str(run.VENV), PATH=f"{run.VENV}/bin:{os.environ['PATH']}",
