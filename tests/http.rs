@@ -222,12 +222,27 @@ fn an_app_may_keep_start_response_and_input_past_its_request() {
         assert_eq!(post("/echo", &body).text(), body, "a later request reads its own body");
         assert_eq!(get(&server, "/").text(), "Hello, World!");
     }
-    // The kept input still holds its request's body; calling the kept start_response changes
-    // nothing of this request.
+    // The kept input still holds its request's body; calling the kept start_response and its
+    // write changes nothing of this request.
     let resp = get(&server, "/use-kept");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "the kept body");
     assert_eq!(post("/echo", "after").text(), "after");
+    // On one keep-alive connection too: the next requests get their own objects.
+    let mut s = std::io::BufReader::new(server.connect());
+    for path in ["/keep", "/use-kept", "/", "/use-kept", "/"] {
+        std::io::Write::write_all(s.get_mut(), format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .expect("send");
+        let resp = common::read_response(&mut s, false).expect("a response");
+        let want = if path == "/keep" {
+            "kept"
+        } else if path == "/" {
+            "Hello, World!"
+        } else {
+            ""
+        };
+        assert_eq!((resp.status, resp.text()), (200, want.to_string()), "{path}");
+    }
 }
 
 /// A TCP connection to `to` from the loopback address `from`.

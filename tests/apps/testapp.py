@@ -163,16 +163,20 @@ def application(environ, start_response):
     if path == "/":
         return respond(start_response, b"Hello, World!")
     if path == "/keep":
-        # An app may keep start_response and wsgi.input past its request.
-        KEPT[:] = [start_response, environ["wsgi.input"]]
-        return respond(start_response, b"kept")
+        # An app may keep start_response, its write and wsgi.input past its request.
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        KEPT[:] = [start_response, environ["wsgi.input"], write]
+        return [b"kept"]
     if path == "/use-kept":
-        old_start_response, old_input = KEPT
-        try:
-            old_start_response("599 Kept", [])
-        except Exception as e:  # noqa: BLE001 - whatever it raises, this request goes on
-            print("calling a kept start_response:", e, file=sys.stderr)
-        return respond(start_response, old_input.read())
+        old_start_response, old_input, old_write = KEPT
+        # This request's start_response first: a kept write must not become this request's.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        for call in (lambda: old_start_response("599 Kept", []), lambda: old_write(b"late")):
+            try:
+                call()
+            except Exception as e:  # noqa: BLE001 - whatever it raises, this request goes on
+                print("calling a kept start_response or write:", e, file=sys.stderr)
+        return [old_input.read()]
     if path == "/env-mutate":
         # An app may change its environ: the next request's must not see it.
         for key in ("SERVER_NAME", "SERVER_PORT", "HTTP_HOST", "REMOTE_ADDR", "SERVER_PROTOCOL", "QUERY_STRING"):
