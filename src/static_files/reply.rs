@@ -50,6 +50,7 @@ pub struct Plan {
     pub note: &'static [u8],
 }
 
+#[inline(always)]
 fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
