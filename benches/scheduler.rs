@@ -14,11 +14,11 @@ use wsgo::handoff::scheduler::Scheduler;
 use wsgo::handoff::{Job, Traits};
 use wsgo::http::parse_head;
 
-fn job(i: u32, public: bool) -> Job {
+fn job(i: u32, public: bool) -> Box<Job> {
     let raw = format!("GET /item/{i}?page=2 HTTP/1.1\r\nHost: t\r\n\r\n");
     let (h, len) = parse_head(raw.as_bytes()).expect("valid").expect("complete");
     let client = public.then_some(ClientKey::V4(0x0808_0000 + i % 32));
-    Job {
+    Box::new(Job {
         head: h.attach(Bytes::copy_from_slice(&raw.as_bytes()[..len])),
         body: Bytes::new(),
         body_complete: true,
@@ -29,7 +29,7 @@ fn job(i: u32, public: bool) -> Job {
         queued_at: Instant::now(),
         traits: Traits { client, robot: false, query: i.is_multiple_of(3) },
         park_arg: None,
-    }
+    })
 }
 
 fn picks(c: &mut Criterion) {

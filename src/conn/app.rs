@@ -81,7 +81,7 @@ impl<T: Transport> Conn<T> {
         let local = self.local_for(&head);
         // Queue time counts from now: after the body was read, if there was one to read.
         let queued_at = if prefix.is_empty() { started } else { self.core.now() };
-        let mut job = Job {
+        let mut job = Box::new(Job {
             head,
             body: prefix,
             body_complete: req.body.is_done(),
@@ -92,7 +92,7 @@ impl<T: Transport> Conn<T> {
             queued_at,
             traits,
             park_arg: None,
-        };
+        });
         let mut guard = LeaveGuard { exchange, completed: false };
         loop {
             bump(&self.core.state.stats.requests);
@@ -115,7 +115,7 @@ impl<T: Transport> Conn<T> {
                             // A retry's response is never stored.
                             candidate = None;
                             guard.exchange = next.exchange.clone();
-                            job = *next;
+                            job = next;
                             continue;
                         }
                     }
@@ -129,14 +129,14 @@ impl<T: Transport> Conn<T> {
     /// Queues a job. When the queue is full, the requests of clients that already left are
     /// taken out first (a flood of connect-send-reset clients must not crowd out the living):
     /// this core's waiting connections are looked at now rather than at the next sweep.
-    fn submit(&self, job: Job) -> Result<(), Box<Job>> {
+    fn submit(&self, job: Box<Job>) -> Result<(), Box<Job>> {
         let job = match self.core.queue.submit(job) {
             Ok(()) => return Ok(()),
             Err(job) => job,
         };
         self.core.watch.check_waiting();
         if self.core.queue.purge_gone() {
-            return self.core.queue.submit(*job);
+            return self.core.queue.submit(job);
         }
         Err(job)
     }

@@ -448,7 +448,7 @@ fn harness(timeouts: Timeouts, rest: Rest) -> Harness {
                 match queue.pick_scored(&mut refused) {
                     Some((job, _)) => {
                         let traits = job.traits;
-                        work(job, &seen);
+                        work(*job, &seen);
                         queue.done(&traits);
                     }
                     None => std::thread::sleep(Duration::from_millis(1)),

@@ -109,7 +109,7 @@ pub trait Runner: Send + Sync + 'static {
     type Task: Send + Sync + 'static;
 
     /// Runs one request and sends its response through the job's exchange.
-    fn run(&self, py: Python<'_>, job: Job);
+    fn run(&self, py: Python<'_>, job: Box<Job>);
 
     /// Runs a background job; an exception is reported, not returned.
     fn run_task(&self, py: Python<'_>, task: &Self::Task, name: &str);

@@ -51,13 +51,13 @@ pub const CONTENDED_FOR: Duration = Duration::from_millis(10);
 /// Jobs taken out of the inbox and not yet picked, and the clients' counts.
 #[derive(Default)]
 struct Pending {
-    jobs: VecDeque<Job>,
+    jobs: VecDeque<Box<Job>>,
     history: History,
 }
 
 /// The queue of jobs for the Python threads, and who of them is woken.
 pub struct Scheduler {
-    inbox: ArrayQueue<Job>,
+    inbox: ArrayQueue<Box<Job>>,
     /// Most jobs waiting; beyond it the lowest-scored are refused.
     limit: usize,
     pending: Mutex<Pending>,
@@ -150,14 +150,12 @@ impl Scheduler {
 
     /// Called on a core thread: queue the job, wake a worker if none is searching. A full queue
     /// refuses the job (it comes back; the caller answers 503).
-    pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
+    pub fn submit(&self, job: Box<Job>) -> Result<(), Box<Job>> {
         // Counted once it can be picked: a count ahead of the inbox would send workers looking
         // for a job that is not there yet (and, on one CPU, spinning while the core thread that
         // was about to push it waits for them). A worker may take the job before it is counted:
         // the count dips below zero for that moment.
-        if let Err(job) = self.inbox.push(job) {
-            return Err(Box::new(job));
-        }
+        self.inbox.push(job)?;
         self.queued.fetch_add(1, SeqCst);
         if self.searching.load(SeqCst) == 0 && (self.running.load(SeqCst) == 0 || !self.contended()) {
             self.wake_one();
@@ -201,7 +199,10 @@ impl Scheduler {
 
     /// Moves the inbox into the pending list and takes out what must be answered now: jobs past
     /// the queue timeout, and the lowest-scored (the oldest among equals) beyond the limit.
-    fn intake(&self, p: &mut Pending, now: Instant, refused: &mut Vec<Job>) {
+    // Jobs stay boxed from the core thread to the worker (a `Job` is 328 bytes: moving the box
+    // instead saved ~2% of a request's instructions); the refused ones too.
+    #[allow(clippy::vec_box)]
+    fn intake(&self, p: &mut Pending, now: Instant, refused: &mut Vec<Box<Job>>) {
         while let Some(job) = self.inbox.pop() {
             p.jobs.push_back(job);
         }
@@ -245,7 +246,7 @@ impl Scheduler {
 
     /// Takes the best queued job, with its score. Jobs to refuse (past the queue timeout, or
     /// beyond the limit) are added to `refused`; the caller answers them. Called by workers.
-    pub fn pick_scored(&self, refused: &mut Vec<Job>) -> Option<(Job, i64)> {
+    pub fn pick_scored(&self, refused: &mut Vec<Box<Job>>) -> Option<(Box<Job>, i64)> {
         if self.queued.load(SeqCst) <= 0 {
             return None;
         }
@@ -282,13 +283,13 @@ impl Scheduler {
 
     /// [`Scheduler::pick_scored`] for tests, which refuse nothing.
     #[cfg(test)]
-    pub fn pick(&self) -> Option<Job> {
+    pub fn pick(&self) -> Option<Box<Job>> {
         self.pick_scored(&mut Vec::new()).map(|(j, _)| j)
     }
 
     /// For the monitor: the jobs waiting past the queue timeout or beyond the limit, taken out;
     /// the jobs of clients that left are dropped.
-    pub fn expired(&self) -> Vec<Job> {
+    pub fn expired(&self) -> Vec<Box<Job>> {
         let mut refused = Vec::new();
         if self.queued.load(SeqCst) > 0 {
             let mut p = lock(&self.pending);
@@ -365,7 +366,7 @@ impl Scheduler {
 
     /// The worker loop's pick: takes the best job, and hands back the searching token a woken
     /// worker holds (`token`), passing it on if work remains.
-    pub fn next_job(&self, token: &mut bool, refused: &mut Vec<Job>) -> Option<(Job, i64)> {
+    pub fn next_job(&self, token: &mut bool, refused: &mut Vec<Box<Job>>) -> Option<(Box<Job>, i64)> {
         let job = self.pick_scored(refused);
         if std::mem::take(token) {
             self.searched();
@@ -450,10 +451,10 @@ mod tests {
     use crate::handoff::exchange::Exchange;
     use std::time::Instant;
 
-    fn job(path: &str) -> Job {
+    fn job(path: &str) -> Box<Job> {
         let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
         let (h, len) = crate::http::parse_head(raw.as_bytes()).unwrap().unwrap();
-        Job {
+        Box::new(Job {
             head: h.attach(bytes::Bytes::copy_from_slice(&raw.as_bytes()[..len])),
             body: bytes::Bytes::new(),
             body_complete: true,
@@ -464,14 +465,14 @@ mod tests {
             queued_at: Instant::now(),
             traits: Traits { query: path.contains('?'), ..Traits::local() },
             park_arg: None,
-        }
+        })
     }
 
     fn path(j: &Job) -> Vec<u8> {
         j.head.path().unwrap().to_vec()
     }
 
-    fn public(path: &str, ip: [u8; 4], robot: bool) -> Job {
+    fn public(path: &str, ip: [u8; 4], robot: bool) -> Box<Job> {
         let mut j = job(path);
         j.traits = Traits {
             client: Some(crate::client::ClientKey::V4(u32::from_be_bytes(ip))),
@@ -481,7 +482,7 @@ mod tests {
         j
     }
 
-    fn paths(jobs: &[Job]) -> Vec<String> {
+    fn paths(jobs: &[Box<Job>]) -> Vec<String> {
         jobs.iter().map(|j| String::from_utf8(path(j)).unwrap()).collect()
     }
 

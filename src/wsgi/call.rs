@@ -32,7 +32,7 @@ pub struct App {
 impl Runner for App {
     type Task = super::module::Task;
 
-    fn run(&self, py: Python<'_>, job: Job) {
+    fn run(&self, py: Python<'_>, job: Box<Job>) {
         run(py, self, job);
     }
 
@@ -257,10 +257,10 @@ impl Drop for ReleaseSpares<'_> {
 }
 
 /// Runs `job` on this (GIL-holding) thread and sends its response to the connection.
-pub fn run(py: Python<'_>, app: &App, job: Job) {
+pub fn run(py: Python<'_>, app: &App, job: Box<Job>) {
     // Declared first, so dropped last: after the environ and the response iterable.
     let _spares = ReleaseSpares(py);
-    let Job { head, body, body_complete, peer, local, https, exchange, park_arg, traits, .. } = job;
+    let Job { head, body, body_complete, peer, local, https, exchange, park_arg, traits, .. } = *job;
     let source = (!body_complete).then(|| exchange.clone());
     let replay = body.clone();
     let sr = match take_start_response(py, exchange.clone()) {
