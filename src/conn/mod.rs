@@ -64,7 +64,7 @@ const READ_CHUNK: usize = 16 * 1024;
 const HEAD_CHUNK: usize = 4 * 1024;
 /// How long a keep-alive connection waits for its next request holding its buffers and request
 /// state; then it rests (see [`serve`]). A client that comes back within it pays nothing; one that
-/// comes back later pays two allocations and a readiness wait.
+/// comes back later pays three allocations and a readiness wait.
 const REST_AFTER: Duration = Duration::from_secs(1);
 /// Connections on a core from which idle ones rest (about 13 MB of them awake).
 const REST_FROM_OPEN: usize = 1000;
