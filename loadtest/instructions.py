@@ -19,22 +19,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "loadtest"))
 import perf_check  # noqa: E402  (the request loop and response check)
+import run  # noqa: E402  (a free port)
 
 VENV = ROOT / "loadtest" / ".venv"
 N1, N2 = 1000, 3000
 HELLO = b"Hello, World!"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def count(cmd, path, n):
     """Instructions of the server `cmd` (with {port}) answering `n` GETs of `path`."""
-    port = free_port()
+    port = run.free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out, err = os.path.join(tmp, "callgrind.out"), os.path.join(tmp, "stderr")
         env = dict(os.environ, MONOIO_FORCE_LEGACY_DRIVER="1", PATH=f"{VENV}/bin:{os.environ['PATH']}")

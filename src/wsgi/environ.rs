@@ -19,15 +19,16 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{ffi, intern};
 
 use crate::http::RequestHead;
-use crate::http::response::{push_ip, push_u64};
+use crate::http::response::{decimal, push_ip, push_u64};
 
 /// Most distinct header keys kept interned per thread (a client can invent names endlessly).
 const MAX_CACHED_KEYS: usize = 512;
 /// Longest header name whose key is kept: real names are short, and a client must not make
 /// each thread keep 512 keys of tens of KiB.
 const MAX_KEPT_NAME: usize = 64;
-/// Origins (local address, Host, protocol, scheme) whose prepared environ each thread keeps. A client inventing Host values only replaces entries: the cost of a miss is the
-/// entries being set, as they would be without the cache.
+/// Origins (local address, Host, protocol, scheme) whose prepared environ each thread keeps. A
+/// client inventing Host values only replaces entries: the cost of a miss is the entries being
+/// set, as they would be without the cache.
 pub const PREPARED_SLOTS: usize = 8;
 /// Longest Host whose prepared environ is kept (a DNS name is at most 253 bytes; the head may
 /// carry a Host of tens of KiB, which is answered but not kept).
@@ -160,18 +161,7 @@ fn remote_addr<'py>(py: Python<'py>, ip: std::net::IpAddr) -> PyResult<Bound<'py
 
 /// A port's decimal digits as a `str`, without allocating for the digits.
 fn port_str(py: Python<'_>, port: u16) -> PyResult<Bound<'_, PyString>> {
-    let mut digits = [0u8; 5];
-    let mut at = digits.len();
-    let mut n = port;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    latin1(py, &digits[at..])
+    latin1(py, decimal(u64::from(port), &mut [0; 20]))
 }
 
 /// The base environ with one origin's entries set, and the `wsgi.errors` it holds.
