@@ -34,7 +34,7 @@ pub struct State {
     /// The `--static-map` folders, open.
     pub roots: Arc<Roots>,
     /// Clients blocked by `X-WSGo-Block`.
-    pub blocks: Blocks,
+    pub blocks: Arc<Blocks>,
     /// Requests parked by `X-WSGo-Park`.
     pub parking: Arc<Parking>,
     /// The other processes of the supervisor (parking notifications, blocks, client counts).

@@ -68,6 +68,8 @@ const HEAD_CHUNK: usize = 4 * 1024;
 const REST_AFTER: Duration = Duration::from_secs(1);
 /// Connections on a core from which idle ones rest (about 13 MB of them awake).
 const REST_FROM_OPEN: usize = 1000;
+/// How often a held blocked request looks whether the server drains.
+const DRAIN_CHECK: Duration = Duration::from_millis(200);
 /// Most the read buffer grows by at once while a body is pre-read.
 const PREBUFFER_STEP: usize = 256 * 1024;
 
@@ -658,13 +660,21 @@ impl<T: Transport> Conn<T> {
     }
 
     /// A request from a blocked client: held back for the rest of the block (at most 25 s; at
-    /// once when 100 are already held), then an empty 429.
+    /// once when 100 are already held), then an empty 429. A drain ends the wait: a blocked
+    /// client does not hold a stop or a replacement back.
     async fn blocked(&mut self, req: &mut Req, remaining: Duration) -> Outcome {
         let blocks = &self.core.state.blocks;
         if let Some(_held) = blocks.hold() {
             let delay = Duration::from_secs(remaining.as_secs()).min(crate::block::MAX_DELAY);
             self.core.watch.set_deadline(self.key, None);
-            monoio::time::sleep(delay).await;
+            let until = Instant::now() + delay;
+            while !self.core.draining() {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                monoio::time::sleep(left.min(DRAIN_CHECK)).await;
+            }
         }
         self.send(req, Response::Simple { status: 429, lines: b"", body: b"" }).await
     }

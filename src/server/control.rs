@@ -11,10 +11,16 @@
 //! - `share\n<message>`: a [`Shared`] message for the other processes (a parking notification,
 //!   a block, its client counts).
 //!
-//! and the supervisor sends only `share` messages: what the other processes (and hosts) said.
-//! The supervisor reads without waiting, in its loop; a child whose end closes is gone (its exit
-//! is reaped there too). The child reads on its sharing thread (`sharing.rs`).
+//! and the supervisor sends `share` messages, what the other processes (and hosts) said, and
+//! once, right after starting a child, what is in force (the blocks, the others' counts) then
+//! `caught-up`: the child takes no connection before it has read that far, so a client blocked
+//! before the child started is refused from its first connection.
+//! The supervisor reads without waiting, in its loop; what the child's queue cannot take yet
+//! waits in an [`Outgoing`] queue, in order, instead of being lost. A child whose end closes is
+//! gone (its exit is reaped there too). The child reads on its sharing thread (`sharing.rs`),
+//! from before it loads the app.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
@@ -25,6 +31,10 @@ pub const CONTROL_FD: &str = "WSGO_CONTROL_FD";
 
 /// Largest message: a process's metrics fit with room to spare.
 pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Most bytes the supervisor holds for one child that does not read (beyond them, messages are
+/// dropped and counted): 100,000 blocks' worth.
+pub const MAX_OUTGOING: usize = 4 << 20;
 
 /// A message from a server process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +49,10 @@ pub enum Message {
     Watch(Vec<PathBuf>),
     /// Its SIGUSR2 report.
     Report(String),
-    /// For the other processes.
+    /// For the other processes (from a child), or from them (to a child).
     Share(Shared),
+    /// To a child: everything in force when it started came before this.
+    CaughtUp,
 }
 
 impl Message {
@@ -61,6 +73,7 @@ impl Message {
             }
             Message::Report(lines) => format!("report\n{lines}").into_bytes(),
             Message::Share(m) => [&b"share\n"[..], &m.encode()].concat(),
+            Message::CaughtUp => b"caught-up".to_vec(),
         }
     }
 
@@ -68,8 +81,10 @@ impl Message {
     /// the app runs in it).
     pub fn decode(bytes: &[u8]) -> Option<Message> {
         use std::os::unix::ffi::OsStrExt;
-        if bytes == b"ready" {
-            return Some(Message::Ready);
+        match bytes {
+            b"ready" => return Some(Message::Ready),
+            b"caught-up" => return Some(Message::CaughtUp),
+            _ => {}
         }
         if let Some(why) = bytes.strip_prefix(b"replace ") {
             return Some(Message::Replace(String::from_utf8_lossy(why).into_owned()));
@@ -126,7 +141,45 @@ impl Channel {
     /// full, or the message is longer than [`MAX_MESSAGE`]: never sent to be read cut).
     pub fn send(&self, msg: &Message) -> bool {
         let bytes = msg.encode();
-        bytes.len() <= MAX_MESSAGE && crate::sys::net::send_message(self.0.as_raw_fd(), &bytes)
+        bytes.len() <= MAX_MESSAGE && crate::sys::net::send_message(self.0.as_raw_fd(), &bytes).is_ok()
+    }
+
+    /// Sends a message, or queues it in `out` behind the ones already waiting there when the
+    /// other end's queue is full (see [`Channel::flush`]). False if it is dropped: longer than
+    /// [`MAX_MESSAGE`], beyond [`MAX_OUTGOING`], or the other end is gone.
+    pub fn send_or_queue(&self, out: &mut Outgoing, msg: &Message) -> bool {
+        let bytes = msg.encode();
+        if bytes.len() > MAX_MESSAGE {
+            return false;
+        }
+        if out.waiting.is_empty() {
+            match crate::sys::net::send_message(self.0.as_raw_fd(), &bytes) {
+                Ok(()) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+        }
+        if out.bytes + bytes.len() > MAX_OUTGOING {
+            out.dropped += 1;
+            return false;
+        }
+        out.bytes += bytes.len();
+        out.waiting.push_back(bytes);
+        true
+    }
+
+    /// Sends what waits in `out`, in order, until the other end's queue is full again. A gone
+    /// other end empties it (its exit is seen by the caller).
+    pub fn flush(&self, out: &mut Outgoing) {
+        while let Some(bytes) = out.waiting.front() {
+            match crate::sys::net::send_message(self.0.as_raw_fd(), bytes) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Ok(()) | Err(_) => {
+                    out.bytes -= bytes.len();
+                    out.waiting.pop_front();
+                }
+            }
+        }
     }
 
     /// The messages waiting, without waiting; `Err` once the other end closed. A message longer
@@ -153,6 +206,26 @@ impl Channel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
+/// Messages for one child that its queue could not take yet, oldest first.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    waiting: VecDeque<Vec<u8>>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl Outgoing {
+    /// Whether something waits.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Messages dropped because [`MAX_OUTGOING`] bytes already waited.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,11 +240,21 @@ mod tests {
             Message::Watch(vec![]),
             Message::Report("1: Request count: 5\n".into()),
             Message::Share(Shared::Gone { from: 12 }),
+            Message::CaughtUp,
         ];
         for m in table {
             assert_eq!(Message::decode(&m.encode()), Some(m.clone()), "{m:?}");
         }
-        for junk in [&b""[..], b"read", b"metrics", b"metrics\n\xff", b"replace", b"share\ngone", b"report"] {
+        for junk in [
+            &b""[..],
+            b"read",
+            b"metrics",
+            b"metrics\n\xff",
+            b"replace",
+            b"share\ngone",
+            b"report",
+            b"caught-up\n",
+        ] {
             assert_eq!(Message::decode(junk), None, "{junk:?}");
         }
     }
@@ -198,5 +281,42 @@ mod tests {
         assert!(child.send(&Message::Report("y".repeat(100))));
         assert!(child.send(&Message::Ready));
         assert_eq!(sup.receive(&mut buf[..50]), Ok(vec![Message::Ready]));
+    }
+
+    #[test]
+    fn what_the_queue_cannot_take_waits_in_order_and_goes_as_it_is_read() {
+        let (sup, child) = Channel::pair().unwrap();
+        let mut out = Outgoing::default();
+        let mut sent = 0;
+        // Far more than a socket's queue holds (a few hundred small messages).
+        while sent < 5000 {
+            assert!(sup.send_or_queue(&mut out, &Message::Report(sent.to_string())));
+            sent += 1;
+        }
+        assert!(!out.is_empty(), "the socket's queue filled");
+        let mut buf = vec![0; MAX_MESSAGE];
+        let mut got = Vec::new();
+        for _ in 0..10_000 {
+            sup.flush(&mut out);
+            got.extend(child.receive(&mut buf).unwrap());
+            if got.len() == sent {
+                break;
+            }
+        }
+        assert!(out.is_empty());
+        let want: Vec<Message> = (0..sent).map(|i| Message::Report(i.to_string())).collect();
+        assert_eq!(got, want, "every message, in the order sent");
+        // Beyond the cap, messages are dropped and counted; too long ones are refused.
+        let big = Message::Report("z".repeat(MAX_MESSAGE - 100));
+        while out.dropped() == 0 {
+            sup.send_or_queue(&mut out, &big);
+        }
+        assert!(out.bytes <= MAX_OUTGOING);
+        assert!(!sup.send_or_queue(&mut Outgoing::default(), &Message::Report("x".repeat(MAX_MESSAGE))));
+        // A gone child: nothing more queues, and what waited is dropped.
+        drop(child);
+        sup.flush(&mut out);
+        assert!(out.is_empty());
+        assert!(!sup.send_or_queue(&mut out, &Message::CaughtUp));
     }
 }

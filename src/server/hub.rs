@@ -1,5 +1,5 @@
 //! The supervisor's side of what its processes share (`crate::share`): it relays each process's
-//! messages to the others, keeps what a process joining later needs (the blocks in force, the
+//! messages to the others, keeps what a process starting later needs (the blocks in force, the
 //! others' running counts), tells the others when a process is gone, and writes the block log
 //! lines once for the whole server. With `--redis` it also passes notifications and blocks to
 //! and from the other hosts (`fleet.rs`).
@@ -23,8 +23,6 @@ pub const UNBLOCK_GRACE: Duration = Duration::from_millis(1500);
 pub enum To {
     /// Every process but this one (by pid).
     AllBut(u32),
-    /// This process only.
-    One(u32),
     /// Every process.
     All,
     /// The other hosts (through Redis).
@@ -104,28 +102,28 @@ impl Hub {
         b.until = b.until.max(until);
     }
 
-    /// The processes now (pids): the others are told of one that is gone; one that joined is
-    /// told the blocks in force and what the others run.
-    pub fn members(&mut self, live: &[u32], now: Instant, out: &mut Vec<(To, Shared)>) {
+    /// The processes now (pids): the others are told of one that is gone.
+    pub fn members(&mut self, live: &[u32], out: &mut Vec<(To, Shared)>) {
         for &pid in self.members.iter().filter(|p| !live.contains(p)) {
             self.running.remove(&pid);
             out.push((To::All, Shared::Gone { from: pid }));
         }
-        for &pid in live.iter().filter(|p| !self.members.contains(p)) {
-            for (key, b) in &self.blocks {
-                if b.until > now {
-                    let secs = b.until.duration_since(now).as_secs_f64().ceil() as i64;
-                    out.push((To::One(pid), Shared::Block { key: *key, secs }));
-                }
-            }
-            for (from, running) in &self.running {
-                out.push((
-                    To::One(pid),
-                    Shared::Counts { from: *from, running: running.clone(), started: vec![] },
-                ));
-            }
-        }
         self.members = live.to_vec();
+    }
+
+    /// What a process starting now must know before it serves: the blocks in force (with the
+    /// seconds left) and what the others run.
+    pub fn catch_up(&self, now: Instant) -> Vec<Shared> {
+        let blocks = self.blocks.iter().filter(|(_, b)| b.until > now).map(|(key, b)| {
+            let secs = b.until.duration_since(now).as_secs_f64().ceil() as i64;
+            Shared::Block { key: *key, secs }
+        });
+        let running = self.running.iter().map(|(from, running)| Shared::Counts {
+            from: *from,
+            running: running.clone(),
+            started: vec![],
+        });
+        blocks.chain(running).collect()
     }
 
     /// Writes the unblock line of every block that ended (with every process's refusals).
@@ -155,12 +153,13 @@ mod tests {
     }
 
     #[test]
-    fn messages_go_to_the_others_and_joiners_catch_up() {
+    fn messages_go_to_the_others_and_newcomers_catch_up() {
         let mut hub = Hub::default();
         let t0 = Instant::now();
         let mut out = Vec::new();
-        hub.members(&[10, 20], t0, &mut out);
+        hub.members(&[10, 20], &mut out);
         assert!(out.is_empty());
+        assert!(hub.catch_up(t0).is_empty());
         let notify = Shared::Notify { channels: vec!["a".into()], action: Action::Retry, arg: "x".into() };
         hub.from_process(10, notify.clone(), t0, &mut out);
         assert_eq!(out, vec![(To::AllBut(10), notify.clone()), (To::Fleet, notify.clone())]);
@@ -180,17 +179,30 @@ mod tests {
             )]
         );
         out.clear();
-        // Process 10 is gone, 30 joins 10 s later: the block's remaining 20 s and 20's counts
-        // (none) go to 30; the others hear that 10 is gone.
-        hub.members(&[20, 30], t0 + Duration::from_secs(10), &mut out);
-        assert_eq!(
-            out,
-            vec![
-                (To::All, Shared::Gone { from: 10 }),
-                (To::One(30), Shared::Block { key: key("203.0.113.7"), secs: 20 }),
-            ]
+        let theirs = vec![(key("198.51.100.2"), 1)];
+        hub.from_process(
+            20,
+            Shared::Counts { from: 20, running: theirs.clone(), started: vec![] },
+            t0,
+            &mut out,
         );
         out.clear();
+        // Process 10 is gone: the others hear it, and its counts are forgotten. One starting 10 s
+        // later is told the block's remaining 20 s and what 20 runs.
+        hub.members(&[20], &mut out);
+        assert_eq!(out, vec![(To::All, Shared::Gone { from: 10 })]);
+        out.clear();
+        hub.members(&[20, 30], &mut out);
+        assert!(out.is_empty(), "a newcomer was told at its start, not again");
+        assert_eq!(
+            hub.catch_up(t0 + Duration::from_secs(10)),
+            vec![
+                Shared::Block { key: key("203.0.113.7"), secs: 20 },
+                Shared::Counts { from: 20, running: theirs, started: vec![] },
+            ]
+        );
+        // A block that ended is not handed on.
+        assert_eq!(hub.catch_up(t0 + Duration::from_secs(31)).len(), 1);
         // From another host: every process here.
         let far = Shared::Notify { channels: vec!["b".into()], action: Action::Http204, arg: String::new() };
         hub.from_fleet(far.clone(), t0, &mut out);

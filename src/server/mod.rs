@@ -81,6 +81,10 @@ impl CoreSignal {
     }
 }
 
+/// Longest a new process waits, app loaded, for the supervisor's blocks in force before it
+/// serves without them.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+
 /// glibc's heap, used by Python for objects above 512 bytes: memory freed at the top of a heap is
 /// kept up to this much instead of being handed back to the kernel at once.
 const MALLOC_TRIM_THRESHOLD: i32 = 8 << 20;
@@ -210,9 +214,27 @@ pub fn run(config: Config) -> ExitCode {
     let parking = Arc::new(Parking::default());
     // Under a supervisor, what this process says to the others goes through its channel.
     let share = Arc::new(crate::share::Outbox::default());
+    let blocks = Arc::new(crate::block::Blocks::sharing(share.clone()));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let queue = Arc::new(Scheduler::new(QUEUE_CAPACITY, config.request_timeout, cpus, stats.clone()));
     let control = from_supervisor.control.map(Arc::new);
+    // What the others say is applied from now on, while the app loads.
+    let mut caught_up = None;
     if let Some(control) = &control {
         sharing::connect(&share, control.clone());
+        let here = sharing::Here {
+            parking: parking.clone(),
+            blocks: blocks.clone(),
+            share: share.clone(),
+            queue: queue.clone(),
+        };
+        match sharing::start(control.clone(), here) {
+            Ok(c) => caught_up = Some(c),
+            Err(e) => {
+                crate::log::error!("cannot start the sharing thread: {e}");
+                return ExitCode::from(1);
+            }
+        }
     }
     // Background jobs run in the first process only.
     let jobs = Arc::new(Registry::new(config.process <= 1));
@@ -224,8 +246,6 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let queue = Arc::new(Scheduler::new(QUEUE_CAPACITY, config.request_timeout, cpus, stats.clone()));
     let pool = Pool::new(queue.clone(), stats.clone());
     if let Err(e) = pool.start_workers(config.workers, &app) {
         crate::log::error!("cannot start the worker threads: {e}");
@@ -268,7 +288,7 @@ pub fn run(config: Config) -> ExitCode {
         shared_sockets,
         at_limit: AtomicBool::new(false),
         roots,
-        blocks: crate::block::Blocks::sharing(share.clone()),
+        blocks,
         parking,
         share,
         cache: (cache_size > 0).then(|| crate::cache::Store::new(cache_size)),
@@ -276,6 +296,15 @@ pub fn run(config: Config) -> ExitCode {
         stats,
         access,
     });
+    // No connection before the blocks in force are in the table: the supervisor sent them
+    // first thing, so this waits only when the app loaded faster than they were read.
+    if let Some(c) = caught_up
+        && !c.wait(CATCH_UP_WAIT)
+    {
+        crate::log::warning!(
+            "the supervisor's blocks in force did not arrive within {CATCH_UP_WAIT:?}; serving without them"
+        );
+    }
     let mut signals_to_cores = Vec::new();
     for (i, sockets) in per_core.into_iter().enumerate() {
         let signal = Arc::new(CoreSignal::default());
@@ -301,10 +330,6 @@ pub fn run(config: Config) -> ExitCode {
         return ExitCode::from(1);
     }
     if let Some(control) = &control {
-        if let Err(e) = sharing::start(control.clone(), state.clone(), queue.clone()) {
-            crate::log::error!("cannot start the sharing thread: {e}");
-            return ExitCode::from(1);
-        }
         control.send(&Message::Ready);
         if state.config.reload {
             control.send(&Message::Watch(wsgi::interp::source_folders()));

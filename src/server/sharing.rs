@@ -2,6 +2,11 @@
 //! outbox goes to the control channel, and one thread reads what the others said and reports
 //! this process's client counts.
 //!
+//! The thread starts before the app loads: the supervisor's first messages are what is in
+//! force (blocks, the others' counts), then `caught-up`, and the process takes no connection
+//! before the thread has applied them ([`CaughtUp::wait`]); what is said while the app loads is
+//! applied as it comes, not left to fill the channel.
+//!
 //! The thread sleeps until the channel has something or the counts changed: a notification or a
 //! block from another process is applied as soon as it arrives (the parked requests are woken,
 //! the block goes into this process's table); a change of the counts is reported at once if the
@@ -12,12 +17,14 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use super::control::{Channel, MAX_MESSAGE, Message};
+use crate::block::Blocks;
 use crate::handoff::scheduler::Scheduler;
+use crate::park::Parking;
 use crate::share::{Outbox, Shared};
-use crate::state::State;
 
 /// The least time between two reports of the client counts: the most a process's view of
 /// another's counts lags.
@@ -28,23 +35,48 @@ pub fn connect(outbox: &Outbox, control: Arc<Channel>) {
     outbox.connect(Box::new(move |m: &Shared| control.send(&Message::Share(m.clone()))));
 }
 
+/// What the other processes' messages change here.
+pub struct Here {
+    /// Parked requests, woken by notifications.
+    pub parking: Arc<Parking>,
+    /// This process's blocks.
+    pub blocks: Arc<Blocks>,
+    /// Where this process's counts go.
+    pub share: Arc<Outbox>,
+    /// The priority rules' counts.
+    pub queue: Arc<Scheduler>,
+}
+
+/// The supervisor's `caught-up`, once the sharing thread has applied what came before it.
+pub struct CaughtUp(Receiver<()>);
+
+impl CaughtUp {
+    /// Waits for it for at most `limit`; false if it did not come (the process then serves
+    /// without what it missed, rather than not at all).
+    pub fn wait(self, limit: Duration) -> bool {
+        self.0.recv_timeout(limit).is_ok()
+    }
+}
+
 /// Starts the thread that applies what the other processes say and reports the counts.
-pub fn start(control: Arc<Channel>, state: Arc<State>, queue: Arc<Scheduler>) -> std::io::Result<()> {
+pub fn start(control: Arc<Channel>, here: Here) -> std::io::Result<CaughtUp> {
     // The scheduler's nudge when the counts change: a byte on a datagram pair the thread polls
     // (dropped when one is already waiting: one is enough).
     let (nudge, woken) = UnixDatagram::pair()?;
     nudge.set_nonblocking(true)?;
     woken.set_nonblocking(true)?;
-    queue.share_counts(Box::new(move || {
+    here.queue.share_counts(Box::new(move || {
         let _ = nudge.send(&[1]);
     }));
+    let (caught_up, heard) = sync_channel(1);
     std::thread::Builder::new()
         .name("wsgo-sharing".into())
-        .spawn(move || run(&control, &woken, &state, &queue))?;
-    Ok(())
+        .spawn(move || run(&control, &woken, &here, caught_up))?;
+    Ok(CaughtUp(heard))
 }
 
-fn run(control: &Channel, woken: &UnixDatagram, state: &State, queue: &Scheduler) {
+fn run(control: &Channel, woken: &UnixDatagram, here: &Here, caught_up: SyncSender<()>) {
+    let mut caught_up = Some(caught_up);
     let pid = std::process::id();
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut last_running = Vec::new();
@@ -60,8 +92,14 @@ fn run(control: &Channel, woken: &UnixDatagram, state: &State, queue: &Scheduler
                 return;
             };
             for m in messages {
-                if let Message::Share(m) = m {
-                    apply(m, state, queue);
+                match m {
+                    Message::Share(m) => apply(m, here),
+                    Message::CaughtUp => {
+                        if let Some(tx) = caught_up.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -73,10 +111,10 @@ fn run(control: &Channel, woken: &UnixDatagram, state: &State, queue: &Scheduler
         if due.is_some_and(|d| d <= now) {
             due = None;
             last_report = now;
-            if let Some((running, started)) = queue.report_counts()
+            if let Some((running, started)) = here.queue.report_counts()
                 && (running != last_running || !started.is_empty())
             {
-                state.share.send(&Shared::Counts { from: pid, running: running.clone(), started });
+                here.share.send(&Shared::Counts { from: pid, running: running.clone(), started });
                 last_running = running;
             }
         }
@@ -84,14 +122,14 @@ fn run(control: &Channel, woken: &UnixDatagram, state: &State, queue: &Scheduler
 }
 
 /// Applies another process's message here.
-fn apply(m: Shared, state: &State, queue: &Scheduler) {
+fn apply(m: Shared, here: &Here) {
     match m {
         Shared::Notify { channels, action, arg } => {
-            state.parking.notify(&channels, action, &arg);
+            here.parking.notify(&channels, action, &arg);
         }
-        Shared::Block { key, secs } => state.blocks.apply(key, secs, Instant::now()),
-        Shared::Counts { from, running, started } => queue.merge_counts(from, running, &started),
-        Shared::Gone { from } => queue.forget_process(from),
+        Shared::Block { key, secs } => here.blocks.apply(key, secs, Instant::now()),
+        Shared::Counts { from, running, started } => here.queue.merge_counts(from, running, &started),
+        Shared::Gone { from } => here.queue.forget_process(from),
         // Only the supervisor sums these.
         Shared::Unblocked { .. } => {}
     }

@@ -30,7 +30,7 @@ use std::process::{Child, Command, ExitCode};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::control::{Channel, Closed, MAX_MESSAGE, Message};
+use super::control::{Channel, Closed, MAX_MESSAGE, Message, Outgoing};
 use super::fleet::Fleet;
 use super::hub::{Hub, To};
 use super::listeners::{self, Listening};
@@ -53,16 +53,32 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 const READY_WAIT: Duration = Duration::from_secs(60);
 /// The loop's longest wait.
 const TICK: Duration = Duration::from_millis(50);
+/// The wait instead while messages wait for a process's channel to take them.
+const FLUSH_EVERY: Duration = Duration::from_millis(2);
 
 /// One running server process.
 struct Running {
     child: Child,
     started: Instant,
     control: Channel,
+    /// What its channel could not take yet.
+    outgoing: Outgoing,
     served: bool,
 }
 
 impl Running {
+    /// Sends it a message, after what waits for it already.
+    fn tell(&mut self, m: &Message) {
+        let dropped = self.outgoing.dropped();
+        if !self.control.send_or_queue(&mut self.outgoing, m) && self.outgoing.dropped() == 1 && dropped == 0
+        {
+            crate::log::warning!(
+                "process pid {} does not read its control channel: messages for it are dropped",
+                self.child.id()
+            );
+        }
+    }
+
     fn signal(&self, sig: i32) {
         // The pid of a child we started and have not reaped.
         crate::sys::signals::kill(self.child.id(), sig);
@@ -140,7 +156,13 @@ impl Spawner {
         }
         let child = cmd.spawn()?;
         drop(theirs);
-        Ok(Running { child, started: Instant::now(), control: ours, served: false })
+        Ok(Running {
+            child,
+            started: Instant::now(),
+            control: ours,
+            outgoing: Outgoing::default(),
+            served: false,
+        })
     }
 }
 
@@ -197,6 +219,8 @@ fn listen(
                 }
             }
             Message::Watch(dirs) => heard.watch.extend(dirs),
+            // Only the supervisor says it.
+            Message::CaughtUp => {}
         }
     }
     Ok(())
@@ -331,7 +355,8 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
         // Woken by a signal, or as soon as a process (or another host) says something: a
         // notification reaches the other processes without waiting for the tick.
         supervisor.fds(&slots, &mut fds);
-        match signals.wait_timeout_or(&fds, TICK) {
+        let wait = if supervisor.flush(&mut slots) { FLUSH_EVERY } else { TICK };
+        match signals.wait_timeout_or(&fds, wait) {
             Some(SIGINT | SIGTERM) => {
                 crate::log::info!("supervisor stopping its processes...");
                 // New connection attempts are dropped from now on (clients see them refused; a
@@ -394,6 +419,28 @@ struct Supervisor {
 }
 
 impl Supervisor {
+    /// Starts process `number` and queues for it what is in force, then `caught-up`: it reads
+    /// them before it takes a connection. Whatever is said from now on reaches it after them.
+    fn start(&mut self, number: usize) -> std::io::Result<Running> {
+        let mut r = self.spawner.spawn(number)?;
+        for m in self.hub.catch_up(Instant::now()) {
+            r.tell(&Message::Share(m));
+        }
+        r.tell(&Message::CaughtUp);
+        Ok(r)
+    }
+
+    /// Sends what waits for each process, as far as its channel takes it; whether anything
+    /// still waits.
+    fn flush(&mut self, slots: &mut [Slot]) -> bool {
+        let mut waiting = false;
+        for r in Self::everyone_mut(slots, &mut self.retiring) {
+            r.control.flush(&mut r.outgoing);
+            waiting |= !r.outgoing.is_empty();
+        }
+        waiting
+    }
+
     /// Queues every slot with a process for replacement (once each).
     fn replace_all(&mut self, slots: &[Slot]) {
         for (i, slot) in slots.iter().enumerate() {
@@ -421,7 +468,7 @@ impl Supervisor {
         for (i, slot) in slots.iter_mut().enumerate() {
             if slot.current.is_none() && slot.next.is_none() && slot.restart_at.is_some_and(|t| t <= now) {
                 slot.restart_at = None;
-                match self.spawner.spawn(slot.number) {
+                match self.start(slot.number) {
                     Ok(r) => slot.current = Some(r),
                     Err(e) => {
                         crate::log::error!("cannot start process {}: {e}", slot.number);
@@ -506,10 +553,19 @@ impl Supervisor {
             .chain(self.retiring.iter())
     }
 
-    /// Relays what the processes (and other hosts) said, tells joiners what they missed and
-    /// the others who is gone, writes the ended blocks' lines, and the SIGUSR2 totals once
-    /// every process has reported.
-    fn share(&mut self, slots: &[Slot], said: Said) {
+    fn everyone_mut<'a>(
+        slots: &'a mut [Slot],
+        retiring: &'a mut [Running],
+    ) -> impl Iterator<Item = &'a mut Running> {
+        slots
+            .iter_mut()
+            .flat_map(|s| s.current.iter_mut().chain(s.next.as_mut().map(|(r, _)| r)))
+            .chain(retiring.iter_mut())
+    }
+
+    /// Relays what the processes (and other hosts) said, tells the others who is gone, writes
+    /// the ended blocks' lines, and the SIGUSR2 totals once every process has reported.
+    fn share(&mut self, slots: &mut [Slot], said: Said) {
         let now = Instant::now();
         let mut out = Vec::new();
         for (from, m) in said.shared {
@@ -523,7 +579,7 @@ impl Supervisor {
         // After the messages: a process that said something and exited this round is gone
         // after what it said.
         let live: Vec<u32> = self.everyone(slots).map(|r| r.child.id()).collect();
-        self.hub.members(&live, now, &mut out);
+        self.hub.members(&live, &mut out);
         self.hub.expire(now);
         for (to, m) in out {
             if to == To::Fleet {
@@ -533,16 +589,15 @@ impl Supervisor {
                 continue;
             }
             let message = Message::Share(m);
-            for r in self.everyone(slots) {
+            for r in Self::everyone_mut(slots, &mut self.retiring) {
                 let pid = r.child.id();
                 let send = match to {
                     To::AllBut(p) => p != pid,
-                    To::One(p) => p == pid,
                     To::All => true,
                     To::Fleet => false,
                 };
                 if send {
-                    r.control.send(&message);
+                    r.tell(&message);
                 }
             }
         }
@@ -564,7 +619,7 @@ impl Supervisor {
                 if slot.current.is_none() {
                     continue;
                 }
-                match self.spawner.spawn(slot.number) {
+                match self.start(slot.number) {
                     Ok(r) => {
                         slot.next = Some((r, Instant::now() + READY_WAIT));
                         self.replacing = Some(i);

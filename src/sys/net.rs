@@ -275,13 +275,20 @@ pub fn message_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Sends one message without waiting; false if it could not go (the peer is gone, or its queue
-/// is full).
-pub fn send_message(fd: RawFd, msg: &[u8]) -> bool {
+/// Sends one message without waiting: `Err` with `WouldBlock` when the peer's queue is full,
+/// another error when it could not go at all (the peer is gone).
+pub fn send_message(fd: RawFd, msg: &[u8]) -> io::Result<()> {
     // SAFETY: sends `msg.len()` bytes from a live slice on a socket the caller owns.
     let n =
         unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-    n == msg.len() as isize
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // A SOCK_SEQPACKET message goes whole or not at all.
+    if n as usize != msg.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "a message went in part"));
+    }
+    Ok(())
 }
 
 /// Waits until one of two descriptors is readable or hung up, for at most `timeout` (`None`:

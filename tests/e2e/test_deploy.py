@@ -260,10 +260,14 @@ def test_reload_serves_an_edit_and_keeps_the_old_code_on_a_syntax_error(request,
     assert get() == "one.a"
 
     def served_within(text, limit):
-        # Every process serves it: ten requests in a row, each on a new connection.
+        # Served within the limit: ten requests in a row, each on a new connection; then every
+        # process serves it (both replaced: until then an old one may still take a connection).
         t0 = time.monotonic()
+        replaced = server.stderr().count(" replaced (pid ")
         wait_for(lambda: all(get() == text for _ in range(10)), timeout=limit + 3, what=text)
-        return time.monotonic() - t0
+        took = time.monotonic() - t0
+        wait_for(lambda: server.stderr().count(" replaced (pid ") >= replaced + 2, what="both processes replaced")
+        return took
 
     app.write_text(RELOAD_APP.format(version="two"))
     took = served_within("two.a", 2)

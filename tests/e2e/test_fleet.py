@@ -222,6 +222,35 @@ def test_a_restarted_process_joins_the_shared_state(two):
         s.close()
 
 
+def test_a_new_process_holds_every_standing_block_before_it_serves(request, driver_env):
+    """A process started while blocks are in force has them all in its table before it takes a
+    connection: more of them than the control channel holds at once, and connections that
+    waited in the listen queue while there was no process at all."""
+    one = start_server(request, driver_env, APP, args=["--processes", "1", "--workers", "4"])
+    clients = [f"11.0.{i // 250}.{i % 250 + 1}" for i in range(1000)]
+    with requests.Session() as http:
+        for c in clients:
+            r = http.get(one.url + "/block", params={"t": "60"}, headers={"X-Forwarded-For": c})
+            assert r.status_code == 200, r.status_code
+    (victim,) = children(one.proc.pid)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in children(one.proc.pid), what="the killed process reaped")
+    # Queued before the new process exists (the supervisor holds the listening socket).
+    held = []
+    for c in clients[::97] + clients[-1:]:
+        s = socket.create_connection(addr(one))
+        s.sendall(f"GET /pid HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {c}\r\n\r\n".encode())
+        held.append(s)
+    control = socket.create_connection(addr(one))
+    control.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 12.0.0.1\r\n\r\n")
+    status, body = response(control, timeout=30)
+    assert status == 200 and int(body) in children(one.proc.pid) and int(body) != victim
+    served = [c for c, s in zip(clients[::97] + clients[-1:], held) if not quiet(s, 0.5)]
+    assert not served, f"blocked clients served by the new process: {served}"
+    for s in held + [control]:
+        s.close()
+
+
 # ---------- hosts through Redis ----------
 
 def free_port():

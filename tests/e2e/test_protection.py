@@ -135,6 +135,33 @@ def test_blocking(server):
     assert requests.get(server.url + "/", headers={"X-Forwarded-For": "10.1.2.3"}).status_code == 200
 
 
+def test_a_stop_does_not_wait_for_held_blocked_requests(request, driver_env):
+    """A blocked client's held requests (up to 25 s each) end when the server drains: it
+    answers them 429 and stops at once instead of after the longest hold."""
+    own = start_server(request, driver_env, "protect_app", args=["--workers", "4"])
+    assert requests.get(own.url + "/block?t=600", headers={"X-Forwarded-For": "8.8.8.8"}).status_code == 200
+    host, port = own.url.removeprefix("http://").rsplit(":", 1)
+    held = []
+    for _ in range(3):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 8.8.8.8\r\n\r\n")
+        held.append(s)
+    time.sleep(0.5)
+    for s in held:
+        s.settimeout(0.1)
+        with pytest.raises(socket.timeout):
+            s.recv(1)
+    started = time.monotonic()
+    os.kill(own.proc.pid, signal.SIGTERM)
+    own.proc.wait(20)
+    took = time.monotonic() - started
+    assert took < 3, f"the stop waited {took:.1f} s for held requests"
+    for s in held:
+        s.settimeout(5)
+        assert s.recv(4096).startswith(b"HTTP/1.1 429 "), "a held request is answered, not dropped"
+        s.close()
+
+
 # ---------- parking ----------
 
 def park(server, query, method="GET", data=None):
