@@ -12,12 +12,20 @@
 //! closing the connection counts as lost too: each host publishes a heartbeat when it has nothing
 //! else to say and hears its own messages back, so a subscription silent for 6 s is made again;
 //! every Redis call times out after 2 s. Messages are at most 64 KiB both ways.
+//!
+//! Blocks outlive a host's restart: the publisher also stores each block as a key
+//! `<channel>:block:<client>` that expires when the block ends (kept when a longer block stands),
+//! and the subscriber, once subscribed, reads the keys standing and hands them to the loop as
+//! blocks in force: a host that starts (or a Redis that comes back) learns the fleet's blocks,
+//! and its processes have them before they serve (`hub.rs`, `control.rs`).
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
+use crate::block::MAX_BLOCK;
+use crate::client::ClientKey;
 use crate::share::Shared;
 
 /// First reconnect delay, doubled per failure up to [`MAX_BACKOFF`].
@@ -36,9 +44,32 @@ const QUEUE: usize = 1024;
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const SILENT_FOR: Duration = Duration::from_secs(6);
 
+/// Keys read per SCAN step when catching up.
+const SCAN_COUNT: usize = 1000;
+/// What the subscriber puts before a block read from the stored keys (a block in force, not
+/// one just set), on its way to the loop.
+const STANDING: &[u8] = b"standing ";
+/// What the subscriber tells the loop once it has passed on the blocks in force (or could not
+/// read them).
+const READ_STANDING: &[u8] = b"read-standing";
+
+/// What the loop hears from the other hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// A message another host sent now.
+    Live(Shared),
+    /// A block in force, read from the stored ones when this host subscribed.
+    Standing(Shared),
+    /// Every block in force has been passed on (or could not be read).
+    ReadStanding,
+}
+
+/// A message for the publisher: its bytes, and the block it sets (to store).
+type Outgoing = (Vec<u8>, Option<(ClientKey, i64)>);
+
 /// The supervisor's link to the other hosts.
 pub struct Fleet {
-    outgoing: SyncSender<Vec<u8>>,
+    outgoing: SyncSender<Outgoing>,
     incoming: UnixDatagram,
     host: String,
 }
@@ -57,6 +88,30 @@ fn host_id() -> String {
 /// A message as it travels: the sending host's id, a space, the message.
 fn tag(host: &str, msg: &Shared) -> Vec<u8> {
     [host.as_bytes(), b" ", &msg.encode()].concat()
+}
+
+/// The Redis key holding a block: the channel's name, then the client.
+fn block_key(channel_name: &str, key: ClientKey) -> String {
+    format!("{channel_name}:block:{key}")
+}
+
+/// The client of a [`block_key`]; `None` for another channel's or anything malformed.
+fn client_of_key(channel_name: &str, name: &[u8]) -> Option<ClientKey> {
+    let rest = name.strip_prefix(channel_name.as_bytes())?.strip_prefix(b":block:")?;
+    ClientKey::parse(std::str::from_utf8(rest).ok()?)
+}
+
+/// A SCAN pattern matching the channel's block keys: the channel's name taken literally.
+fn block_pattern(channel_name: &str) -> String {
+    let mut out = String::with_capacity(channel_name.len() + 8);
+    for c in channel_name.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push_str(":block:*");
+    out
 }
 
 /// A message from another host; `None` for this host's own or anything malformed.
@@ -95,8 +150,12 @@ impl Fleet {
     /// [`MAX_MESSAGE`]).
     pub fn publish(&self, msg: &Shared) {
         let bytes = tag(&self.host, msg);
+        let block = match msg {
+            Shared::Block { key, secs } => Some((*key, *secs)),
+            _ => None,
+        };
         if bytes.len() <= MAX_MESSAGE {
-            let _ = self.outgoing.try_send(bytes);
+            let _ = self.outgoing.try_send((bytes, block));
         }
     }
 
@@ -105,12 +164,19 @@ impl Fleet {
         self.incoming.as_raw_fd()
     }
 
-    /// The messages from other hosts that wait, without waiting.
-    pub fn receive(&self) -> Vec<Shared> {
+    /// What the other hosts said (and the blocks in force read), without waiting.
+    pub fn receive(&self) -> Vec<Heard> {
         let mut buf = vec![0u8; MAX_MESSAGE];
         let mut out = Vec::new();
         while let Ok(n) = self.incoming.recv(&mut buf) {
-            out.extend(Shared::decode(&buf[..n]));
+            let got = &buf[..n];
+            if got == READ_STANDING {
+                out.push(Heard::ReadStanding);
+            } else if let Some(m) = got.strip_prefix(STANDING) {
+                out.extend(Shared::decode(m).map(Heard::Standing));
+            } else {
+                out.extend(Shared::decode(got).map(Heard::Live));
+            }
         }
         out
     }
@@ -138,6 +204,23 @@ fn subscribe(client: &redis::Client, channel_name: &str, host: &str, to_loop: &U
                             said_down = false;
                         }
                         failures = 0;
+                        // Subscribed first, so a block set meanwhile comes one way or the other.
+                        match standing_blocks(client, channel_name) {
+                            Ok(blocks) => {
+                                if !blocks.is_empty() {
+                                    crate::log::info!(
+                                        "--redis: applied the fleet's blocks in force: {}",
+                                        blocks.len()
+                                    );
+                                }
+                                for (key, secs) in blocks {
+                                    let m = Shared::Block { key, secs }.encode();
+                                    let _ = to_loop.send(&[STANDING, &m].concat());
+                                }
+                            }
+                            Err(e) => crate::log::warning!("--redis: cannot read the blocks in force: {e}"),
+                        }
+                        let _ = to_loop.send(READ_STANDING);
                         let mut heard = Instant::now();
                         loop {
                             match pubsub.get_message() {
@@ -175,17 +258,71 @@ fn subscribe(client: &redis::Client, channel_name: &str, host: &str, to_loop: &U
     }
 }
 
+/// The blocks stored by every host of the channel, with their seconds left.
+fn standing_blocks(client: &redis::Client, channel_name: &str) -> redis::RedisResult<Vec<(ClientKey, i64)>> {
+    let mut con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+    con.set_read_timeout(Some(HEARTBEAT))?;
+    con.set_write_timeout(Some(HEARTBEAT))?;
+    let pattern = block_pattern(channel_name);
+    let mut out = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, names): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query(&mut con)?;
+        let mut ttls = redis::pipe();
+        for name in &names {
+            ttls.cmd("TTL").arg(name);
+        }
+        let left: Vec<i64> = if names.is_empty() { Vec::new() } else { ttls.query(&mut con)? };
+        for (name, secs) in names.iter().zip(left) {
+            // A key without an expiry (-1) is not ours to trust; a gone one is -2.
+            if let Some(key) = client_of_key(channel_name, name).filter(|_| secs > 0) {
+                out.push((key, secs));
+            }
+        }
+        if next == 0 {
+            return Ok(out);
+        }
+        cursor = next;
+    }
+}
+
+/// Stores a block for hosts that start later: a key that expires with it, whose expiry only a
+/// longer block moves (`EXPIRE .. GT`, Redis 7; an older Redis keeps the first block's).
+fn store_block(
+    c: &mut redis::Connection,
+    channel_name: &str,
+    key: ClientKey,
+    secs: i64,
+) -> redis::RedisResult<()> {
+    let secs = secs.min(MAX_BLOCK.as_secs() as i64);
+    if secs <= 0 {
+        return Ok(());
+    }
+    let name = block_key(channel_name, key);
+    redis::cmd("SET").arg(&name).arg("").arg("NX").arg("EX").arg(secs).query::<()>(c)?;
+    match redis::cmd("EXPIRE").arg(&name).arg(secs).arg("GT").query::<()>(c) {
+        Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => Ok(()),
+        other => other,
+    }
+}
+
 /// The publisher thread: sends what the loop queues, and a heartbeat when there is nothing to
 /// send; while Redis cannot be reached, drops it.
-fn publish(client: &redis::Client, channel_name: &str, host: &str, queue: &Receiver<Vec<u8>>) {
+fn publish(client: &redis::Client, channel_name: &str, host: &str, queue: &Receiver<Outgoing>) {
     let mut con: Option<redis::Connection> = None;
     let mut failures = 0u32;
     let mut retry_at = Instant::now();
     loop {
-        let payload = match queue.recv_timeout(HEARTBEAT) {
-            Ok(payload) => payload,
+        let (payload, block) = match queue.recv_timeout(HEARTBEAT) {
+            Ok(item) => item,
             // Not a message: `Shared::decode` refuses it.
-            Err(RecvTimeoutError::Timeout) => format!("{host} heartbeat").into_bytes(),
+            Err(RecvTimeoutError::Timeout) => (format!("{host} heartbeat").into_bytes(), None),
             Err(RecvTimeoutError::Disconnected) => return,
         };
         if con.is_none() && Instant::now() >= retry_at {
@@ -208,7 +345,11 @@ fn publish(client: &redis::Client, channel_name: &str, host: &str, queue: &Recei
         }
         let Some(c) = con.as_mut() else { continue };
         let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(channel_name).arg(&payload).query(c);
-        if sent.is_err() {
+        let stored = match (&sent, block) {
+            (Ok(_), Some((key, secs))) => store_block(c, channel_name, key, secs),
+            _ => Ok(()),
+        };
+        if sent.is_err() || stored.is_err() {
             con = None;
             retry_at = Instant::now();
         }
@@ -227,6 +368,23 @@ mod tests {
         assert_eq!(untag("bbbb", &wire).and_then(Shared::decode), Some(msg));
         assert_eq!(untag("bbbb", b"no-space"), None);
         assert_ne!(host_id(), host_id());
+    }
+
+    #[test]
+    fn block_keys_name_the_channel_and_the_client() {
+        let k = ClientKey::parse("203.0.113.7").unwrap();
+        let v6 = ClientKey::parse("2001:db8:1:2::/64").unwrap();
+        assert_eq!(block_key("wsgo", k), "wsgo:block:203.0.113.7");
+        for key in [k, v6] {
+            assert_eq!(client_of_key("site-a", block_key("site-a", key).as_bytes()), Some(key));
+        }
+        // Another channel's, or not a client.
+        assert_eq!(client_of_key("site", b"site-a:block:203.0.113.7"), None);
+        assert_eq!(client_of_key("site", b"site:block:nope"), None);
+        assert_eq!(client_of_key("site", b"site:blocks:203.0.113.7"), None);
+        // The channel is matched literally.
+        assert_eq!(block_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\:block:*");
+        assert_eq!(block_pattern("wsgo"), "wsgo:block:*");
     }
 
     #[test]

@@ -82,12 +82,16 @@ impl Hub {
         }
     }
 
-    /// A message from another host: notifications and blocks apply in every process here.
-    pub fn from_fleet(&mut self, msg: Shared, now: Instant, out: &mut Vec<(To, Shared)>) {
+    /// A message from another host: notifications and blocks apply in every process here. A
+    /// `standing` block, read from the stored ones when this host subscribed, is not logged
+    /// again (it was when it was set; the fleet link logs how many it read).
+    pub fn from_fleet(&mut self, msg: Shared, standing: bool, now: Instant, out: &mut Vec<(To, Shared)>) {
         match msg {
             Shared::Notify { .. } => out.push((To::All, msg)),
             Shared::Block { key, secs } => {
-                crate::log::info!("- blocking {key} for {secs} seconds (set on another host)");
+                if !standing {
+                    crate::log::info!("- blocking {key} for {secs} seconds (set on another host)");
+                }
                 self.block(key, secs, now);
                 out.push((To::All, msg));
             }
@@ -205,8 +209,8 @@ mod tests {
         assert_eq!(hub.catch_up(t0 + Duration::from_secs(31)).len(), 1);
         // From another host: every process here.
         let far = Shared::Notify { channels: vec!["b".into()], action: Action::Http204, arg: String::new() };
-        hub.from_fleet(far.clone(), t0, &mut out);
-        hub.from_fleet(Shared::Gone { from: 1 }, t0, &mut out);
+        hub.from_fleet(far.clone(), false, t0, &mut out);
+        hub.from_fleet(Shared::Gone { from: 1 }, false, t0, &mut out);
         assert_eq!(out, vec![(To::All, far)]);
     }
 

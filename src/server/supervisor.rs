@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::control::{Channel, Closed, MAX_MESSAGE, Message, Outgoing};
-use super::fleet::Fleet;
+use super::fleet::{Fleet, Heard as FromFleet};
 use super::hub::{Hub, To};
 use super::listeners::{self, Listening};
 use super::reload::Reloader;
@@ -55,6 +55,9 @@ const READY_WAIT: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_millis(50);
 /// The wait instead while messages wait for a process's channel to take them.
 const FLUSH_EVERY: Duration = Duration::from_millis(2);
+/// `--redis`: how long the processes' `caught-up` waits for the fleet's blocks in force (read
+/// from Redis when the supervisor subscribes); then they serve without them.
+const FLEET_CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
 /// One running server process.
 struct Running {
@@ -63,6 +66,8 @@ struct Running {
     control: Channel,
     /// What its channel could not take yet.
     outgoing: Outgoing,
+    /// Told `caught-up`.
+    caught_up: bool,
     served: bool,
 }
 
@@ -161,6 +166,7 @@ impl Spawner {
             started: Instant::now(),
             control: ours,
             outgoing: Outgoing::default(),
+            caught_up: false,
             served: false,
         })
     }
@@ -328,6 +334,7 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
         reload: config.reload,
         grace: config.request_timeout.unwrap_or(Duration::from_secs(60)) + Duration::from_secs(15),
         hub: Hub::default(),
+        fleet_catch_up: fleet.as_ref().map(|_| Instant::now() + FLEET_CATCH_UP_WAIT),
         fleet,
         reports: None,
     };
@@ -414,6 +421,9 @@ struct Supervisor {
     hub: Hub,
     /// `--redis`: the other hosts.
     fleet: Option<Fleet>,
+    /// Until when new processes' `caught-up` waits for the fleet's blocks in force; `None` once
+    /// they came (or without `--redis`).
+    fleet_catch_up: Option<Instant>,
     /// A SIGUSR2's totals, waiting for the reports.
     reports: Option<Reports>,
 }
@@ -421,12 +431,18 @@ struct Supervisor {
 impl Supervisor {
     /// Starts process `number` and queues for it what is in force, then `caught-up`: it reads
     /// them before it takes a connection. Whatever is said from now on reaches it after them.
+    /// With `--redis`, `caught-up` waits for the blocks in force on the fleet (at most
+    /// [`FLEET_CATCH_UP_WAIT`] from the supervisor's start), which reach it as relays.
     fn start(&mut self, number: usize) -> std::io::Result<Running> {
         let mut r = self.spawner.spawn(number)?;
         for m in self.hub.catch_up(Instant::now()) {
             r.tell(&Message::Share(m));
         }
-        r.tell(&Message::CaughtUp);
+        // With `--redis`, once the fleet's blocks in force came too (`share`).
+        if self.fleet_catch_up.is_none() {
+            r.tell(&Message::CaughtUp);
+            r.caught_up = true;
+        }
         Ok(r)
     }
 
@@ -568,12 +584,17 @@ impl Supervisor {
     fn share(&mut self, slots: &mut [Slot], said: Said) {
         let now = Instant::now();
         let mut out = Vec::new();
+        let mut read_standing = false;
         for (from, m) in said.shared {
             self.hub.from_process(from, m, now, &mut out);
         }
         if let Some(fleet) = &self.fleet {
-            for m in fleet.receive() {
-                self.hub.from_fleet(m, now, &mut out);
+            for heard in fleet.receive() {
+                match heard {
+                    FromFleet::Live(m) => self.hub.from_fleet(m, false, now, &mut out),
+                    FromFleet::Standing(m) => self.hub.from_fleet(m, true, now, &mut out),
+                    FromFleet::ReadStanding => read_standing = true,
+                }
             }
         }
         // After the messages: a process that said something and exited this round is gone
@@ -599,6 +620,14 @@ impl Supervisor {
                 if send {
                     r.tell(&message);
                 }
+            }
+        }
+        // The fleet's blocks in force went out above: the processes started meanwhile may serve.
+        if self.fleet_catch_up.is_some_and(|until| read_standing || now >= until) {
+            self.fleet_catch_up = None;
+            for r in Self::everyone_mut(slots, &mut self.retiring).filter(|r| !r.caught_up) {
+                r.tell(&Message::CaughtUp);
+                r.caught_up = true;
             }
         }
         if let Some(reports) = self.reports.as_mut() {

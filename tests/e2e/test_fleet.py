@@ -291,6 +291,14 @@ class Redis:
     def url(self):
         return f"redis://127.0.0.1:{self.port}/"
 
+    def ttl(self, key):
+        """A key's seconds left (an inline command; -2: no such key)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(f"TTL {key}\r\n".encode())
+            reply = s.recv(64)
+        assert reply.startswith(b":"), reply
+        return int(reply[1:].strip())
+
 
 @pytest.fixture
 def fleet(request, driver_env):
@@ -300,6 +308,7 @@ def fleet(request, driver_env):
     args = ["--processes", "2", "--workers", "4", "--redis", redis.url, "--redis-channel", channel]
     a = start_server(request, driver_env, APP, args=args)
     b = start_server(request, driver_env, APP, args=args)
+    a.fleet_args = args
     # Both subscribed: a request parked on B is woken from A.
     linked(a, b, "probe-ab")
     return redis, a, b
@@ -349,6 +358,28 @@ def test_hosts_share_notifications_and_blocks_through_redis(fleet):
     assert quiet_for(s, 0.5), "B served a client A blocked"
     assert response(s, timeout=10)[0] == 429
     s.close()
+
+
+def test_a_host_that_starts_later_holds_the_fleets_blocks(fleet, request, driver_env):
+    """Blocks outlive a host's restart: each is stored in Redis until it ends, and a host that
+    starts reads them before its processes serve."""
+    redis, a, b = fleet
+    for client in ("203.0.113.81", "203.0.113.82"):
+        r = requests.get(a.url + "/block", params={"t": "60"}, headers={"X-Forwarded-For": client})
+        assert r.status_code == 200
+    wait_for(lambda: "- blocking 203.0.113.82 for 60 seconds (set on another host)" in b.stderr(), what="the block on B")
+    # Stored until the block ends.
+    channel = a.fleet_args[a.fleet_args.index("--redis-channel") + 1]
+    assert 55 <= redis.ttl(f"{channel}:block:203.0.113.81") <= 60
+    c = start_server(request, driver_env, APP, args=a.fleet_args)
+    assert "--redis: applied the fleet's blocks in force: 2" in c.stderr()
+    assert "- blocking 203.0.113.81" not in c.stderr(), "logged where it was set, not again"
+    for client in ("203.0.113.81", "203.0.113.82"):
+        s = socket.create_connection(addr(c))
+        s.sendall(f"GET /pid HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {client}\r\n\r\n".encode())
+        assert quiet_for(s, 0.5), f"the new host served {client}, blocked on the fleet"
+        s.close()
+    assert requests.get(c.url + "/pid", headers={"X-Forwarded-For": "203.0.113.83"}).status_code == 200
 
 
 def test_without_redis_each_host_goes_on_alone_and_sharing_resumes(fleet):
