@@ -135,17 +135,23 @@ def test_blocking(server):
     assert requests.get(server.url + "/", headers={"X-Forwarded-For": "10.1.2.3"}).status_code == 200
 
 
+def send_on_new_connections(server, n, raw):
+    """Opens n connections to the server and sends `raw` on each: the sockets."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(raw)
+        socks.append(s)
+    return socks
+
+
 def test_a_stop_does_not_wait_for_held_blocked_requests(request, driver_env):
     """A blocked client's held requests (up to 25 s each) end when the server drains: it
     answers them 429 and stops at once instead of after the longest hold."""
     own = start_server(request, driver_env, "protect_app", args=["--workers", "4"])
     assert requests.get(own.url + "/block?t=600", headers={"X-Forwarded-For": "8.8.8.8"}).status_code == 200
-    host, port = own.url.removeprefix("http://").rsplit(":", 1)
-    held = []
-    for _ in range(3):
-        s = socket.create_connection((host, int(port)))
-        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 8.8.8.8\r\n\r\n")
-        held.append(s)
+    held = send_on_new_connections(own, 3, b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 8.8.8.8\r\n\r\n")
     time.sleep(0.5)
     for s in held:
         s.settimeout(0.1)
@@ -213,12 +219,7 @@ def test_parking_timeouts(server):
 def test_parked_requests_cost_no_threads_and_wake_from_any_thread(server):
     pid = int(requests.get(server.url + "/pid").text)
     threads_before = len(os.listdir(f"/proc/{pid}/task"))
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    socks = []
-    for i in range(300):
-        s = socket.create_connection((host, int(port)))
-        s.sendall(b"GET /park?ch=many HTTP/1.1\r\nHost: t\r\n\r\n")
-        socks.append(s)
+    socks = send_on_new_connections(server, 300, b"GET /park?ch=many HTTP/1.1\r\nHost: t\r\n\r\n")
     wait_for(lambda: server.stderr().count("parked request many\n") >= 300, what="300 parked")
     assert len(os.listdir(f"/proc/{pid}/task")) == threads_before
     assert requests.get(server.url + "/notify-later", params={"ch": "many", "action": 2}).text == "scheduled"
