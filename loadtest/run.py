@@ -496,7 +496,8 @@ def table(results, layout, loadgen="wrk"):
             if is_ours(sv):
                 if ours is None or r["cpu_us_per_req"] < ours["cpu_us_per_req"]:
                     ours = r
-            elif best_peer is None or r["cpu_us_per_req"] < best_peer["cpu_us_per_req"]:
+            elif sv != "wsgo-base" and (best_peer is None or r["cpu_us_per_req"] < best_peer["cpu_us_per_req"]):
+                # Another build of ours (or the same one measured again) is no peer.
                 best_peer = r
         ratio = (f"{best_peer['cpu_us_per_req'] / ours['cpu_us_per_req']:.2f}x vs {best_peer['server']}"
                  if ours and best_peer else "-")
