@@ -217,6 +217,7 @@ async fn accept_loop(socket: Listening, core: Rc<Core>, signal: Arc<CoreSignal>,
     let mut accept_failures = 0u64;
     let mut last_accept_log: Option<Instant> = None;
     let mut burst = 0;
+    let mut stopped = std::pin::pin!(signal.wait());
     loop {
         if state.draining.load(SeqCst) {
             break;
@@ -257,7 +258,7 @@ async fn accept_loop(socket: Listening, core: Rc<Core>, signal: Arc<CoreSignal>,
         burst = 0;
         let stop = monoio::select! {
             _ = listener.readable() => false,
-            _ = signal.wait() => true,
+            _ = stopped.as_mut() => true,
         };
         if stop {
             break;

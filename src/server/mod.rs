@@ -64,17 +64,23 @@ impl CoreSignal {
         }
     }
 
-    /// Waits until the signal has fired.
+    /// Waits until the signal has fired. Keep one wait across many polls (as the accept loop
+    /// does): once its waker is registered, a poll is an atomic load and a comparison.
     pub async fn wait(&self) {
+        let mut registered: Option<Waker> = None;
         poll_fn(|cx| {
             if self.fired.load(SeqCst) {
                 return Poll::Ready(());
+            }
+            if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                return Poll::Pending;
             }
             let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
                 wakers.push(cx.waker().clone());
             }
             drop(wakers);
+            registered = Some(cx.waker().clone());
             if self.fired.load(SeqCst) { Poll::Ready(()) } else { Poll::Pending }
         })
         .await
@@ -399,6 +405,45 @@ pub fn run(config: Config) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::malloc_set_by_user;
+
+    #[test]
+    fn a_core_signal_holds_one_waker_per_waiter_and_ends_every_wait() {
+        use std::sync::Arc;
+        use std::time::Duration;
+        let signal = Arc::new(super::CoreSignal::default());
+        let mut rt =
+            monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
+        let s = signal.clone();
+        let ended = rt.block_on(async move {
+            // As the accept loop waits: one wait kept across many waits for something else...
+            let mut stopped = std::pin::pin!(s.wait());
+            for _ in 0..1000 {
+                monoio::select! {
+                    _ = monoio::time::sleep(Duration::from_micros(1)) => {},
+                    _ = stopped.as_mut() => return false,
+                }
+            }
+            // ...and waits made afresh each time.
+            for _ in 0..100 {
+                monoio::select! {
+                    _ = monoio::time::sleep(Duration::from_micros(1)) => {},
+                    _ = s.wait() => return false,
+                }
+            }
+            assert!(s.wakers.lock().unwrap().len() <= 1, "one task, one waker");
+            let fire = s.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                fire.fire();
+            });
+            monoio::select! {
+                _ = monoio::time::sleep(Duration::from_secs(5)) => false,
+                _ = stopped.as_mut() => true,
+            }
+        });
+        assert!(ended, "the kept wait ends when the signal fires from another thread");
+        assert!(signal.wakers.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn the_users_malloc_thresholds_are_left_alone() {
