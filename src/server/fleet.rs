@@ -47,11 +47,19 @@ const SILENT_FOR: Duration = Duration::from_secs(6);
 /// Keys read per SCAN step when catching up.
 const SCAN_COUNT: usize = 1000;
 /// What the subscriber puts before a block read from the stored keys (a block in force, not
-/// one just set), on its way to the loop.
-const STANDING: &[u8] = b"standing ";
+/// one just set), on its way to the loop. Its first byte begins no message (`Shared::encode`
+/// writes a word first), and a message from another host that begins with it is dropped: no
+/// host can pass for the subscriber.
+const STANDING: &[u8] = b"\x01standing ";
 /// What the subscriber tells the loop once it has passed on the blocks in force (or could not
 /// read them).
-const READ_STANDING: &[u8] = b"read-standing";
+const READ_STANDING: &[u8] = b"\x01read-standing";
+
+/// Whether another host's message may go to the loop: not too long, and not in the form of
+/// the subscriber's own notes.
+fn passes(m: &[u8]) -> bool {
+    m.len() <= MAX_MESSAGE && m.first() != Some(&STANDING[0])
+}
 
 /// What the loop hears from the other hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,7 +235,7 @@ fn subscribe(client: &redis::Client, channel_name: &str, host: &str, to_loop: &U
                                 Ok(msg) => {
                                     heard = Instant::now();
                                     let payload = msg.get_payload_bytes();
-                                    if let Some(m) = untag(host, payload).filter(|m| m.len() <= MAX_MESSAGE) {
+                                    if let Some(m) = untag(host, payload).filter(|m| passes(m)) {
                                         let _ = to_loop.send(m);
                                     }
                                 }
@@ -385,6 +393,18 @@ mod tests {
         // The channel is matched literally.
         assert_eq!(block_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\:block:*");
         assert_eq!(block_pattern("wsgo"), "wsgo:block:*");
+    }
+
+    #[test]
+    fn another_host_cannot_pass_for_the_subscribers_notes() {
+        assert_eq!(READ_STANDING[0], STANDING[0]);
+        for note in [READ_STANDING.to_vec(), [STANDING, b"block 203.0.113.7 60"].concat()] {
+            let wire = [b"bbbb ", &note[..]].concat();
+            assert!(!untag("aaaa", &wire).is_some_and(passes), "{note:?}");
+        }
+        let block = tag("bbbb", &Shared::Block { key: ClientKey::parse("203.0.113.7").unwrap(), secs: 60 });
+        assert!(untag("aaaa", &block).is_some_and(passes));
+        assert!(!passes(&vec![b'x'; MAX_MESSAGE + 1]));
     }
 
     #[test]
