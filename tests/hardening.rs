@@ -96,7 +96,7 @@ fn hosts_outside_rfc_3986_are_refused() {
 fn answers_promptly(server: &Server, pid: u32) {
     let t0 = Instant::now();
     let r = get(server, "/");
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 200, "after {:?}; the server said:\n{}", t0.elapsed(), server.stderr_text());
     assert!(t0.elapsed() < Duration::from_secs(1), "answered after {:?}", t0.elapsed());
     assert_eq!(server.pid(), pid);
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the process is gone");
