@@ -168,18 +168,21 @@ impl Channel {
         true
     }
 
-    /// Sends what waits in `out`, in order, until the other end's queue is full again. A gone
-    /// other end empties it (its exit is seen by the caller).
-    pub fn flush(&self, out: &mut Outgoing) {
+    /// Sends what waits in `out`, in order, until the other end's queue is full again; how many
+    /// went (or were dropped: a gone other end empties it, its exit is seen by the caller).
+    pub fn flush(&self, out: &mut Outgoing) -> usize {
+        let mut went = 0;
         while let Some(bytes) = out.waiting.front() {
             match crate::sys::net::send_message(self.0.as_raw_fd(), bytes) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Ok(()) | Err(_) => {
                     out.bytes -= bytes.len();
                     out.waiting.pop_front();
+                    went += 1;
                 }
             }
         }
+        went
     }
 
     /// The messages waiting, without waiting; `Err` once the other end closed. A message longer
@@ -295,6 +298,7 @@ mod tests {
         }
         assert!(!out.is_empty(), "the socket's queue filled");
         let mut buf = vec![0; MAX_MESSAGE];
+        assert_eq!(sup.flush(&mut out), 0, "nothing goes while the child reads nothing");
         let mut got = Vec::new();
         for _ in 0..10_000 {
             sup.flush(&mut out);

@@ -446,15 +446,16 @@ impl Supervisor {
         Ok(r)
     }
 
-    /// Sends what waits for each process, as far as its channel takes it; whether anything
-    /// still waits.
+    /// Sends what waits for each process, as far as its channel takes it; whether the loop
+    /// should look again soon: something still waits for a process that is reading (one that
+    /// took nothing this time is looked at again at the next tick, not every few milliseconds).
     fn flush(&mut self, slots: &mut [Slot]) -> bool {
-        let mut waiting = false;
+        let mut soon = false;
         for r in Self::everyone_mut(slots, &mut self.retiring) {
-            r.control.flush(&mut r.outgoing);
-            waiting |= !r.outgoing.is_empty();
+            let went = r.control.flush(&mut r.outgoing);
+            soon |= went > 0 && !r.outgoing.is_empty();
         }
-        waiting
+        soon
     }
 
     /// Queues every slot with a process for replacement (once each).
