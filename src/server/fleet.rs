@@ -301,7 +301,10 @@ fn standing_blocks(client: &redis::Client, channel_name: &str) -> redis::RedisRe
 }
 
 /// Stores a block for hosts that start later: a key that expires with it, whose expiry only a
-/// longer block moves (`EXPIRE .. GT`, Redis 7; an older Redis keeps the first block's).
+/// longer block moves (`EXPIRE .. GT`, Redis 7; an older Redis keeps the first block's). A
+/// Redis that refuses to store (full under `noeviction`, a read-only replica, no `GT`) answers
+/// with an error reply: the block then only goes out live, and the connection is kept; `Err`
+/// only when the connection failed.
 fn store_block(
     c: &mut redis::Connection,
     channel_name: &str,
@@ -313,11 +316,13 @@ fn store_block(
         return Ok(());
     }
     let name = block_key(channel_name, key);
-    redis::cmd("SET").arg(&name).arg("").arg("NX").arg("EX").arg(secs).query::<()>(c)?;
-    match redis::cmd("EXPIRE").arg(&name).arg(secs).arg("GT").query::<()>(c) {
-        Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => Ok(()),
+    // An error reply: a known code (`READONLY`, `ERR`) or one redis-rs does not know (`OOM`).
+    let refused = |r: redis::RedisResult<()>| match r {
+        Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_) | redis::ErrorKind::Extension) => Ok(()),
         other => other,
-    }
+    };
+    refused(redis::cmd("SET").arg(&name).arg("").arg("NX").arg("EX").arg(secs).query(c))?;
+    refused(redis::cmd("EXPIRE").arg(&name).arg(secs).arg("GT").query(c))
 }
 
 /// The publisher thread: sends what the loop queues, and a heartbeat when there is nothing to

@@ -291,13 +291,21 @@ class Redis:
     def url(self):
         return f"redis://127.0.0.1:{self.port}/"
 
-    def ttl(self, key):
-        """A key's seconds left (an inline command; -2: no such key)."""
+    def command(self, line):
+        """One inline command's raw reply."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(f"TTL {key}\r\n".encode())
-            reply = s.recv(64)
+            s.sendall(f"{line}\r\n".encode())
+            return s.recv(65536)
+
+    def ttl(self, key):
+        """A key's seconds left (-2: no such key)."""
+        reply = self.command(f"TTL {key}")
         assert reply.startswith(b":"), reply
         return int(reply[1:].strip())
+
+    def connections_received(self):
+        info = self.command("INFO stats").decode()
+        return int(info.split("total_connections_received:", 1)[1].split()[0])
 
 
 @pytest.fixture
@@ -380,6 +388,28 @@ def test_a_host_that_starts_later_holds_the_fleets_blocks(fleet, request, driver
         assert quiet_for(s, 0.5), f"the new host served {client}, blocked on the fleet"
         s.close()
     assert requests.get(c.url + "/pid", headers={"X-Forwarded-For": "203.0.113.83"}).status_code == 200
+
+
+def test_a_redis_that_refuses_to_store_still_carries_blocks(fleet):
+    """A full Redis (`maxmemory` under `noeviction`) refuses the stored copy of a block: the block
+    still reaches the other host live, and the publisher keeps its connection."""
+    redis, a, b = fleet
+    assert redis.command("CONFIG SET maxmemory 1").startswith(b"+OK")
+    try:
+        before = redis.connections_received()
+        for i in range(3):
+            client = f"203.0.113.9{i}"
+            r = requests.get(a.url + "/block", params={"t": "60"}, headers={"X-Forwarded-For": client})
+            assert r.status_code == 200
+            wait_for(lambda: f"- blocking {client} for 60 seconds (set on another host)" in b.stderr(),
+                     what=f"the block of {client} on B")
+        channel = a.fleet_args[a.fleet_args.index("--redis-channel") + 1]
+        assert redis.ttl(f"{channel}:block:203.0.113.90") == -2, "refused: not stored"
+        # Our own probes (this INFO, the TTL) are the only new connections: none from a host
+        # that dropped its connection over the refusal.
+        assert redis.connections_received() - before <= 2, "a host reconnected after a refusal"
+    finally:
+        redis.command("CONFIG SET maxmemory 0")
 
 
 def test_without_redis_each_host_goes_on_alone_and_sharing_resumes(fleet):
