@@ -62,17 +62,20 @@ pub(super) fn run<R: Runner>(sched: &Scheduler, runner: &R, stats: &Stats, quit:
 /// Raises the timeout exception in the thread of `slot` if it is still on job `seq`.
 fn interrupt<R: Runner>(runner: &R, slot: &Slot, seq: u64, stats: &Stats) {
     Python::attach(|py| {
+        let ident = slot.ident.load(SeqCst);
+        // Formatting the stack runs Python, which may hand the GIL to the worker meanwhile: it
+        // is taken before the check, so that nothing between the check and the raise lets the
+        // worker finish its job (the exception would then hit its next request).
+        let stack = runner.stack(py, ident);
         // Under the GIL the worker cannot move to another job: it changes jobs holding it.
         if slot.job.load(SeqCst) != seq || slot.fired.load(SeqCst) {
             return;
         }
-        let ident = slot.ident.load(SeqCst);
         let ran = slot.running_for().unwrap_or_default().as_secs_f64();
         crate::log::warning!(
-            "Task timed out! {} has run {} for {ran:.1} s; raising wsgo.RequestTimeoutException\n{}",
+            "Task timed out! {} has run {} for {ran:.1} s; raising wsgo.RequestTimeoutException\n{stack}",
             slot.name,
             slot.what(),
-            runner.stack(py, ident)
         );
         if runner.interrupt(py, ident) {
             slot.fired.store(true, SeqCst);
@@ -81,4 +84,51 @@ fn interrupt<R: Runner>(runner: &R, slot: &Slot, seq: u64, stats: &Stats) {
             crate::log::error!("Failed to issue RequestTimeoutException to stuck worker!");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handoff::Job;
+    use crate::handoff::slot::What;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    /// A worker that finishes its job (and starts the next) while the monitor formats its stack.
+    struct FinishesMeanwhile<'a> {
+        slot: &'a Slot,
+        interrupts: AtomicUsize,
+    }
+
+    impl Runner for FinishesMeanwhile<'static> {
+        type Task = ();
+        fn run(&self, _: Python<'_>, _: Box<Job>) {}
+        fn run_task(&self, _: Python<'_>, _: &(), _: &str) {}
+        fn after_job(&self, _: Python<'_>) {}
+        fn interrupt(&self, _: Python<'_>, _: u64) -> bool {
+            self.interrupts.fetch_add(1, SeqCst);
+            true
+        }
+        fn after_interrupted(&self, _: Python<'_>, _: u64) {}
+        fn stack(&self, _: Python<'_>, _: u64) -> String {
+            self.slot.end();
+            self.slot.begin(8, What::Text("GET /next".into()));
+            String::new()
+        }
+        fn counts(&self, _: Python<'_>) -> (u64, u64) {
+            (0, 0)
+        }
+    }
+
+    #[test]
+    fn a_job_that_ends_while_its_stack_is_taken_is_not_interrupted_nor_the_next() {
+        crate::wsgi::interp::init_for_tests();
+        let slot: &'static Slot =
+            Box::leak(Box::new(Slot::new("worker 1".into(), Some(Duration::from_millis(1)), Instant::now())));
+        slot.begin(7, What::Text("POST /slow".into()));
+        let runner = FinishesMeanwhile { slot, interrupts: AtomicUsize::new(0) };
+        interrupt(&runner, slot, 7, &Stats::default());
+        assert_eq!(runner.interrupts.load(SeqCst), 0, "raised into the thread after job 7 ended");
+        assert!(!slot.end(), "job 8 is not marked interrupted");
+    }
 }
