@@ -251,6 +251,49 @@ def test_a_new_process_holds_every_standing_block_before_it_serves(request, driv
         s.close()
 
 
+def switches(pid):
+    """Context switches of every thread of a process so far: how often it went to sleep or was
+    put aside."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            total += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+    return total
+
+
+def test_a_process_that_reads_nothing_does_not_keep_the_supervisor_busy(request, driver_env):
+    """While a process takes none of its messages (stopped here), what waits for it in the
+    supervisor is offered again at the supervisor's tick (50 ms), not every 2 ms; and none of it
+    is lost: once the process reads again, it holds every block sent meanwhile."""
+    server = start_server(request, driver_env, APP, args=["--processes", "2", "--workers", "4"])
+    wait_for(lambda: len(children(server.proc.pid)) == 2, what="two processes")
+    kept = connections_in_each(server, 1)
+    (stopped, (to_stopped,)), (other, (to_other,)) = kept.items()
+    clients = [f"13.0.{i // 250}.{i % 250 + 1}" for i in range(1000)]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        # More blocks than the stopped process's channel holds: the rest wait in the supervisor.
+        for c in clients:
+            to_other.sendall(f"GET /block?t=60 HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {c}\r\n\r\n".encode())
+            assert response(to_other)[0] == 200
+        time.sleep(0.5)
+        before = switches(server.proc.pid)
+        time.sleep(2)
+        woke = switches(server.proc.pid) - before
+        # The tick alone is 40 wake-ups in 2 s; offering every 2 ms would be 1,000.
+        assert woke < 200, f"the supervisor woke {woke} times in 2 s with a process that reads nothing"
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    assert stopped in children(server.proc.pid), "the stopped process was replaced"
+    to_stopped.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert response(to_stopped)[1] == str(stopped).encode(), "the stopped process serves again"
+    time.sleep(1)
+    # Blocks from the start, the middle and the end of what waited are held by that process.
+    for c, s in zip([clients[0], clients[500], clients[-1]], connections_in_each(server, 3)[stopped]):
+        s.sendall(f"GET /pid HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {c}\r\n\r\n".encode())
+        assert quiet(s, 0.5), f"blocked client {c} served by the process that was stopped"
+
+
 # ---------- hosts through Redis ----------
 
 def free_port():
