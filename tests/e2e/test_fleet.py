@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -431,6 +432,33 @@ def test_a_host_that_starts_later_holds_the_fleets_blocks(fleet, request, driver
         assert quiet_for(s, 0.5), f"the new host served {client}, blocked on the fleet"
         s.close()
     assert requests.get(c.url + "/pid", headers={"X-Forwarded-For": "203.0.113.83"}).status_code == 200
+
+
+def test_a_host_that_starts_while_redis_is_slow_waits_for_the_fleets_blocks(fleet, request, driver_env):
+    """A host's processes start serving only once it has read the fleet's standing blocks (or
+    after 2 s): with Redis answering 1.2 s late, the new host's first connections from blocked
+    clients are held, not served before the blocks arrive."""
+    redis, a, b = fleet
+    for client in ("203.0.113.84", "203.0.113.85"):
+        r = requests.get(a.url + "/block", params={"t": "60"}, headers={"X-Forwarded-For": client})
+        assert r.status_code == 200
+    wait_for(lambda: "- blocking 203.0.113.85 for 60 seconds (set on another host)" in b.stderr(), what="the block on B")
+    redis.proc.send_signal(signal.SIGSTOP)
+    resume = threading.Timer(1.2, lambda: redis.proc.send_signal(signal.SIGCONT))
+    resume.start()
+    try:
+        t0 = time.monotonic()
+        c = start_server(request, driver_env, APP, args=a.fleet_args)
+        ready = time.monotonic() - t0
+        for client in ("203.0.113.84", "203.0.113.85"):
+            s = socket.create_connection(addr(c))
+            s.sendall(f"GET /pid HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {client}\r\n\r\n".encode())
+            assert quiet_for(s, 0.5), f"the new host served {client} {ready:.2f} s after its start"
+            s.close()
+    finally:
+        resume.join()
+        redis.proc.send_signal(signal.SIGCONT)
+    assert "--redis: applied the fleet's blocks in force: 2" in c.stderr()
 
 
 def test_a_redis_that_refuses_to_store_still_carries_blocks(fleet):
