@@ -472,3 +472,46 @@ fn an_exception_in_close_after_a_complete_body_keeps_the_response() {
     }
     assert_eq!(get(&server, "/").status, 200);
 }
+
+/// An access log nobody reads (here a FIFO whose reader reads nothing; in the wild a stdout pipe
+/// whose reader stalled) used to stop the server: a core thread blocked writing its lines stopped
+/// serving every connection it held. Now the core threads never write themselves: requests go on
+/// being answered, lines beyond the writer's queue are dropped, and the server says how many.
+#[test]
+fn an_access_log_nobody_reads_does_not_stop_the_server() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir().join(format!("wsgo-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("access.fifo");
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Opened before the server's process opens it to write (which waits for a reader).
+    let mut reader =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path).unwrap();
+    let server = Server::start(&["--access-log", path.to_str().unwrap()]);
+    // ~2 KB lines: 4,000 of them are 8 MB against a 64 KiB pipe and the writer's 4 MiB queue.
+    let ua = "u".repeat(2000);
+    let mut r = BufReader::new(server.connect());
+    let t0 = Instant::now();
+    for i in 0..4000 {
+        let req = format!("GET /?n={i} HTTP/1.1\r\nHost: t\r\nUser-Agent: {ua}\r\n\r\n");
+        r.get_mut().write_all(req.as_bytes()).unwrap();
+        let resp = read_response(&mut r, false).unwrap_or_else(|| panic!("request {i} unanswered"));
+        assert_eq!(resp.status, 200);
+    }
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    // Once read, the log flows again: lines arrive and the server says how many it dropped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut lines, mut buf) = (0, vec![0; 1 << 16]);
+    while !server.stderr_text().contains("access-log lines dropped") {
+        assert!(Instant::now() < deadline, "no word of dropped lines: {}", server.stderr_text());
+        match reader.read(&mut buf) {
+            Ok(n) => lines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    assert!(lines > 0, "no line came through");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,8 +1,10 @@
 //! The access log: one line per response, in Combined Log Format (plus the duration) or as a
 //! JSON object, to stdout, to a file, or nowhere (`--access-log`, `--access-log-format`).
 //!
-//! Lines are collected in a per-core buffer and written when it fills, every 100 ms, and at
-//! shutdown: a `write(2)` per request would cost more than the rest of a small request. Fields
+//! Lines are collected in a per-core buffer and handed to the log's writer thread when it fills,
+//! every 100 ms, and at shutdown: a `write(2)` per request would cost more than the rest of a
+//! small request, and a core thread never writes itself (a destination that blocks would stop it
+//! serving; the writer's queue is bounded, and lines beyond it are dropped and counted). Fields
 //! that come from the client are escaped so a request cannot forge a line. Timestamps are UTC:
 //! an app may change the process's time zone (Django's `TIME_ZONE` calls `tzset()`), and the
 //! lines of one log must not change offset under it.
@@ -11,12 +13,14 @@
 //! away, then signals): [`Sink::reopen`].
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http::response::{push_ip, push_u64};
 use crate::stats::CoreCounts;
@@ -58,21 +62,77 @@ pub enum Format {
     Json,
 }
 
-/// The process's access-log destination, shared by its core threads.
-#[derive(Debug)]
+/// Most bytes of lines waiting for the writer thread. A destination that takes nothing (a stdout
+/// pipe nobody reads) fills it in a few seconds of traffic; lines beyond it are dropped and
+/// counted, and the writer says how many once it writes again.
+const QUEUE_MAX: usize = 4 << 20;
+
+/// What the writer thread is handed, in order.
+enum Item {
+    Lines(Vec<u8>),
+    /// The file opened again (SIGHUP): the lines queued before it go to the old file.
+    Reopened(File),
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    /// Bytes of lines queued or being written.
+    bytes: usize,
+    /// The writer took items and has not finished writing them.
+    writing: bool,
+    /// Lines dropped since the writer last said so.
+    dropped: u64,
+    /// The sink is gone: the writer ends once the queue is empty.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Items arrived (for the writer), or the writer emptied the queue (for `sync`).
+    changed: Condvar,
+    /// Lines dropped in the process's life.
+    dropped_total: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The process's access-log destination, shared by its core threads. Their lines are written by
+/// a thread of its own: a destination that blocks (a full pipe, a stalled terminal) holds that
+/// thread, never a core thread, which would stop serving every connection it holds.
 pub struct Sink {
     target: Target,
-    file: Mutex<Option<File>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").field("target", &self.target).finish_non_exhaustive()
+    }
 }
 
 impl Sink {
-    /// Opens the destination (a file is created if needed, and appended to).
+    /// Opens the destination (a file is created if needed, and appended to) and starts its
+    /// writer thread.
     pub fn open(target: Target) -> std::io::Result<Sink> {
-        let file = match &target {
-            Target::File(path) => Some(append(path)?),
-            _ => None,
-        };
-        Ok(Sink { target, file: Mutex::new(file) })
+        let file = Sink::check(&target)?;
+        let shared = Arc::new(Shared::default());
+        if target != Target::Off {
+            let (s, t) = (shared.clone(), target.clone());
+            std::thread::Builder::new().name("wsgo-access-log".into()).spawn(move || writer(&s, &t, file))?;
+        }
+        Ok(Sink { target, shared })
+    }
+
+    /// Whether the destination can be opened (a file is created if needed): the file, open.
+    pub fn check(target: &Target) -> std::io::Result<Option<File>> {
+        match target {
+            Target::File(path) => append(path).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Whether lines are thrown away.
@@ -85,26 +145,104 @@ impl Sink {
     pub fn reopen(&self) -> std::io::Result<()> {
         if let Target::File(path) = &self.target {
             let fresh = append(path)?;
-            *self.file.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
+            lock(&self.shared.queue).items.push_back(Item::Reopened(fresh));
+            self.shared.changed.notify_all();
         }
         Ok(())
     }
 
-    /// Writes whole lines.
-    fn write(&self, lines: &[u8]) {
-        match &self.target {
-            Target::Off => {}
-            Target::Stdout => {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(lines);
-                let _ = out.flush();
+    /// Hands whole lines to the writer thread; drops them (counted) when it is that far behind.
+    fn send(&self, lines: Vec<u8>) {
+        if self.is_off() || lines.is_empty() {
+            return;
+        }
+        let mut q = lock(&self.shared.queue);
+        if q.bytes + lines.len() > QUEUE_MAX {
+            let n = lines.iter().filter(|&&b| b == b'\n').count() as u64;
+            q.dropped += n;
+            self.shared.dropped_total.fetch_add(n, Relaxed);
+            return;
+        }
+        q.bytes += lines.len();
+        q.items.push_back(Item::Lines(lines));
+        drop(q);
+        self.shared.changed.notify_all();
+    }
+
+    /// Waits until everything handed over is written, at most `timeout`: whether it was.
+    pub fn sync(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut q = lock(&self.shared.queue);
+        while !self.is_off() && (!q.items.is_empty() || q.writing) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
             }
-            Target::File(_) => {
-                if let Some(f) = self.file.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                    let _ = f.write_all(lines);
+            q = self.shared.changed.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+
+    /// Lines dropped because the destination did not take them.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped_total.load(Relaxed)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+/// The writer thread: writes what the core threads hand over, in order, for the sink's life.
+fn writer(shared: &Shared, target: &Target, mut file: Option<File>) {
+    let mut q = lock(&shared.queue);
+    loop {
+        if q.items.is_empty() {
+            q.writing = false;
+            shared.changed.notify_all();
+            if q.closed {
+                return;
+            }
+            q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        let items: Vec<Item> = q.items.drain(..).collect();
+        let dropped = std::mem::take(&mut q.dropped);
+        q.writing = true;
+        drop(q);
+        let mut written = 0;
+        for item in items {
+            match item {
+                Item::Lines(lines) => {
+                    written += lines.len();
+                    match target {
+                        Target::Stdout => {
+                            let mut out = std::io::stdout().lock();
+                            let _ = out.write_all(&lines);
+                            let _ = out.flush();
+                        }
+                        Target::File(_) => {
+                            if let Some(f) = file.as_mut() {
+                                let _ = f.write_all(&lines);
+                            }
+                        }
+                        Target::Off => {}
+                    }
                 }
+                Item::Reopened(fresh) => file = Some(fresh),
             }
         }
+        if dropped > 0 {
+            crate::log::warning!(
+                "{dropped} access-log lines dropped: the log's destination fell {} MiB behind",
+                QUEUE_MAX >> 20
+            );
+        }
+        q = lock(&shared.queue);
+        q.bytes -= written;
     }
 }
 
@@ -174,18 +312,15 @@ impl AccessLog {
             Format::Json => format_json(&mut buf, e, &stamps.1),
         }
         if buf.len() >= FLUSH_AT {
-            self.sink.write(&buf);
-            buf.clear();
+            let full = std::mem::replace(&mut *buf, Vec::with_capacity(FLUSH_AT + 4096));
+            self.sink.send(full);
         }
     }
 
     /// Writes the buffered lines now.
     pub fn flush(&self) {
-        let mut buf = self.buf.borrow_mut();
-        if !buf.is_empty() {
-            self.sink.write(&buf);
-            buf.clear();
-        }
+        let lines = std::mem::take(&mut *self.buf.borrow_mut());
+        self.sink.send(lines);
     }
 
     /// What is buffered (for tests).
@@ -426,6 +561,58 @@ mod tests {
         assert_eq!(counts.by_class(), [1, 0, 2, 1, 1, 1]);
     }
 
+    /// A destination that takes nothing (a pipe nobody reads) holds the writer thread only: the
+    /// core threads' writes return at once, lines beyond the queue are dropped and counted, and
+    /// every line is either written or counted.
+    #[test]
+    fn a_destination_that_takes_nothing_holds_only_the_writer() {
+        use std::io::Read;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir().join(format!("wsgo-access-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.fifo");
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // A reader that reads nothing yet (opened first: opening a FIFO to write waits for one).
+        let mut reader =
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path).unwrap();
+        let sink = Arc::new(Sink::open(Target::File(path.clone())).unwrap());
+        let log = AccessLog::new(sink.clone(), Format::Combined, Arc::new(CoreCounts::default()));
+        let ua = vec![b'u'; 1000];
+        const LINES: usize = 20_000; // ~21 MB, against a 64 KiB pipe and the 4 MiB queue
+        let t0 = Instant::now();
+        for _ in 0..LINES {
+            log.write(&entry(b"/", Some(&ua)));
+        }
+        log.flush();
+        assert!(t0.elapsed() < Duration::from_secs(5), "the writes were held {:?}", t0.elapsed());
+        assert!(sink.dropped() > 10_000, "dropped {}", sink.dropped());
+        assert!(!sink.sync(Duration::from_millis(100)), "written with nobody reading");
+        let drain = std::thread::spawn(move || {
+            let (mut lines, mut buf) = (0, vec![0; 1 << 16]);
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => return lines,
+                    Ok(n) => lines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        assert!(sink.sync(Duration::from_secs(20)), "written once read");
+        let dropped = sink.dropped() as usize;
+        // The last owner gone, the writer ends and closes the pipe: the reader sees its end.
+        drop((log, sink));
+        let written = drain.join().unwrap();
+        assert!(written > 3_000, "written {written}");
+        assert_eq!(written + dropped, LINES, "every line written or counted");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_file_is_appended_to_and_reopened() {
         let dir = std::env::temp_dir().join(format!("wsgo-access-{}", std::process::id()));
@@ -441,6 +628,7 @@ mod tests {
         sink.reopen().unwrap();
         log.write(&entry(b"/three", None));
         log.flush();
+        assert!(sink.sync(Duration::from_secs(10)), "written");
         let old = std::fs::read_to_string(dir.join("access.log.1")).unwrap();
         let new = std::fs::read_to_string(&path).unwrap();
         assert!(old.contains("/one") && old.contains("/two") && !old.contains("/three"), "{old}");

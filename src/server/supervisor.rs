@@ -251,7 +251,7 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
         crate::log::error!("{e}");
         return ExitCode::from(2);
     }
-    if let Err(e) = crate::log::Sink::open(config.access_log.clone()) {
+    if let Err(e) = crate::log::Sink::check(&config.access_log) {
         crate::log::error!("cannot open the access log {:?}: {e}", config.access_log);
         return ExitCode::from(1);
     }
