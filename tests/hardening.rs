@@ -515,3 +515,82 @@ fn an_access_log_nobody_reads_does_not_stop_the_server() {
     assert!(lines > 0, "no line came through");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The same for the core threads' diagnostics: a stderr nobody reads held a core thread in its
+/// write of a warning. Now they go through a writer thread too.
+#[test]
+fn a_stderr_nobody_reads_does_not_stop_the_server() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir().join(format!("wsgo-stderr-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("stderr.fifo");
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut reader =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path).unwrap();
+    let stderr = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let mut child = std::process::Command::new(common::binary())
+        .args(["--module", "testapp", "--http-socket", "127.0.0.1:0", "--workers", "4"])
+        .current_dir(common::apps_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    // Reads what is there; false once the writers are gone.
+    let mut read_some = move |text: &mut String| {
+        let mut buf = vec![0; 1 << 16];
+        match reader.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+        true
+    };
+    // The start-up lines are read, up to the address; then nothing more until the end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr: std::net::SocketAddr = loop {
+        read_some(&mut text);
+        if let Some(a) =
+            text.lines().find_map(|l| l.split(" on http://").nth(1)?.split(' ').next()?.parse().ok())
+        {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no address: {text}");
+    };
+    // Each response is shorter than its Content-Length: a core thread warns for each, 3,000
+    // lines (~240 KB) against a 64 KiB pipe.
+    for i in 0..3000 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /short-cl HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let got = read_all(&mut s);
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "request {i} unanswered: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while text.matches("but its Content-Length says").count() < 3000 {
+        assert!(
+            Instant::now() < deadline,
+            "{} warnings",
+            text.matches("but its Content-Length says").count()
+        );
+        read_some(&mut text);
+    }
+    // SAFETY: kill(2) on the pid of a child we started and have not reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Read on, so that the exit's own lines do not wait for a reader.
+    let reading = std::thread::spawn(move || {
+        let mut rest = String::new();
+        while read_some(&mut rest) {}
+    });
+    common::wait_with_deadline(&mut child, Duration::from_secs(20));
+    reading.join().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,14 +13,13 @@
 //! away, then signals): [`Sink::reopen`].
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::writer::{Dest, Writer};
 
 use crate::http::response::{push_ip, push_u64};
 use crate::stats::CoreCounts;
@@ -62,50 +61,13 @@ pub enum Format {
     Json,
 }
 
-/// Most bytes of lines waiting for the writer thread. A destination that takes nothing (a stdout
-/// pipe nobody reads) fills it in a few seconds of traffic; lines beyond it are dropped and
-/// counted, and the writer says how many once it writes again.
-const QUEUE_MAX: usize = 4 << 20;
-
-/// What the writer thread is handed, in order.
-enum Item {
-    Lines(Vec<u8>),
-    /// The file opened again (SIGHUP): the lines queued before it go to the old file.
-    Reopened(File),
-}
-
-#[derive(Default)]
-struct Queue {
-    items: VecDeque<Item>,
-    /// Bytes of lines queued or being written.
-    bytes: usize,
-    /// The writer took items and has not finished writing them.
-    writing: bool,
-    /// Lines dropped since the writer last said so.
-    dropped: u64,
-    /// The sink is gone: the writer ends once the queue is empty.
-    closed: bool,
-}
-
-#[derive(Default)]
-struct Shared {
-    queue: Mutex<Queue>,
-    /// Items arrived (for the writer), or the writer emptied the queue (for `sync`).
-    changed: Condvar,
-    /// Lines dropped in the process's life.
-    dropped_total: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The process's access-log destination, shared by its core threads. Their lines are written by
-/// a thread of its own: a destination that blocks (a full pipe, a stalled terminal) holds that
-/// thread, never a core thread, which would stop serving every connection it holds.
+/// a thread of its own ([`Writer`]): a destination that blocks (a full pipe, a stalled terminal)
+/// holds that thread, never a core thread, which would stop serving every connection it holds.
 pub struct Sink {
     target: Target,
-    shared: Arc<Shared>,
+    /// `None` when off.
+    writer: Option<Writer>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -118,131 +80,53 @@ impl Sink {
     /// Opens the destination (a file is created if needed, and appended to) and starts its
     /// writer thread.
     pub fn open(target: Target) -> std::io::Result<Sink> {
-        let file = Sink::check(&target)?;
-        let shared = Arc::new(Shared::default());
-        if target != Target::Off {
-            let (s, t) = (shared.clone(), target.clone());
-            std::thread::Builder::new().name("wsgo-access-log".into()).spawn(move || writer(&s, &t, file))?;
-        }
-        Ok(Sink { target, shared })
+        let dest = match &target {
+            Target::Off => return Ok(Sink { target, writer: None }),
+            Target::Stdout => Dest::Stdout,
+            Target::File(path) => Dest::File(append(path)?),
+        };
+        let writer = Writer::start("wsgo-access-log", dest, "access-log lines")?;
+        Ok(Sink { target, writer: Some(writer) })
     }
 
-    /// Whether the destination can be opened (a file is created if needed): the file, open.
-    pub fn check(target: &Target) -> std::io::Result<Option<File>> {
+    /// Whether the destination can be opened (a file is created if needed).
+    pub fn check(target: &Target) -> std::io::Result<()> {
         match target {
-            Target::File(path) => append(path).map(Some),
-            _ => Ok(None),
+            Target::File(path) => append(path).map(drop),
+            _ => Ok(()),
         }
     }
 
     /// Whether lines are thrown away.
     pub fn is_off(&self) -> bool {
-        self.target == Target::Off
+        self.writer.is_none()
     }
 
     /// Opens the file again under its name (after logrotate moved it); lines go on to the old
     /// file if that fails. Nothing to do for stdout.
     pub fn reopen(&self) -> std::io::Result<()> {
-        if let Target::File(path) = &self.target {
-            let fresh = append(path)?;
-            lock(&self.shared.queue).items.push_back(Item::Reopened(fresh));
-            self.shared.changed.notify_all();
+        if let (Target::File(path), Some(w)) = (&self.target, &self.writer) {
+            let path: &std::path::Path = path;
+            w.reopened(append(path)?);
         }
         Ok(())
     }
 
-    /// Hands whole lines to the writer thread; drops them (counted) when it is that far behind.
+    /// Hands whole lines to the writer thread (dropped, counted, when it is far behind).
     fn send(&self, lines: Vec<u8>) {
-        if self.is_off() || lines.is_empty() {
-            return;
+        if let Some(w) = &self.writer {
+            w.send(lines);
         }
-        let mut q = lock(&self.shared.queue);
-        if q.bytes + lines.len() > QUEUE_MAX {
-            let n = lines.iter().filter(|&&b| b == b'\n').count() as u64;
-            q.dropped += n;
-            self.shared.dropped_total.fetch_add(n, Relaxed);
-            return;
-        }
-        q.bytes += lines.len();
-        q.items.push_back(Item::Lines(lines));
-        drop(q);
-        self.shared.changed.notify_all();
     }
 
     /// Waits until everything handed over is written, at most `timeout`: whether it was.
     pub fn sync(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut q = lock(&self.shared.queue);
-        while !self.is_off() && (!q.items.is_empty() || q.writing) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            q = self.shared.changed.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
-        }
-        true
+        self.writer.as_ref().is_none_or(|w| w.sync(timeout))
     }
 
     /// Lines dropped because the destination did not take them.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped_total.load(Relaxed)
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        lock(&self.shared.queue).closed = true;
-        self.shared.changed.notify_all();
-    }
-}
-
-/// The writer thread: writes what the core threads hand over, in order, for the sink's life.
-fn writer(shared: &Shared, target: &Target, mut file: Option<File>) {
-    let mut q = lock(&shared.queue);
-    loop {
-        if q.items.is_empty() {
-            q.writing = false;
-            shared.changed.notify_all();
-            if q.closed {
-                return;
-            }
-            q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
-            continue;
-        }
-        let items: Vec<Item> = q.items.drain(..).collect();
-        let dropped = std::mem::take(&mut q.dropped);
-        q.writing = true;
-        drop(q);
-        let mut written = 0;
-        for item in items {
-            match item {
-                Item::Lines(lines) => {
-                    written += lines.len();
-                    match target {
-                        Target::Stdout => {
-                            let mut out = std::io::stdout().lock();
-                            let _ = out.write_all(&lines);
-                            let _ = out.flush();
-                        }
-                        Target::File(_) => {
-                            if let Some(f) = file.as_mut() {
-                                let _ = f.write_all(&lines);
-                            }
-                        }
-                        Target::Off => {}
-                    }
-                }
-                Item::Reopened(fresh) => file = Some(fresh),
-            }
-        }
-        if dropped > 0 {
-            crate::log::warning!(
-                "{dropped} access-log lines dropped: the log's destination fell {} MiB behind",
-                QUEUE_MAX >> 20
-            );
-        }
-        q = lock(&shared.queue);
-        q.bytes -= written;
+        self.writer.as_ref().map_or(0, Writer::dropped)
     }
 }
 
@@ -582,7 +466,7 @@ mod tests {
         let log = AccessLog::new(sink.clone(), Format::Combined, Arc::new(CoreCounts::default()));
         let ua = vec![b'u'; 1000];
         const LINES: usize = 20_000; // ~21 MB, against a 64 KiB pipe and the 4 MiB queue
-        let t0 = Instant::now();
+        let t0 = std::time::Instant::now();
         for _ in 0..LINES {
             log.write(&entry(b"/", Some(&ua)));
         }

@@ -112,7 +112,39 @@ pub fn emit(level: Level, args: std::fmt::Arguments<'_>) {
     };
     // One write for the line: lines of several threads do not interleave.
     let line = format!("wsgo: {tag}{args}\n");
+    if DEFERRED.get()
+        && let Some(w) = diagnostics()
+    {
+        w.send(line.into_bytes());
+        return;
+    }
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+thread_local! {
+    /// This thread's diagnostics go through the writer thread ([`defer_this_thread`]).
+    static DEFERRED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The calling thread's diagnostics go through a writer thread from now on, so that a stderr
+/// nobody reads cannot stop it (for the core threads: a blocked write would stop every connection
+/// they hold). What the writer has not written is bounded like the access log's queue.
+pub fn defer_this_thread() {
+    DEFERRED.set(true);
+}
+
+/// The diagnostics' writer thread, started on first use (`None` if it cannot start: lines are
+/// then written directly).
+fn diagnostics() -> Option<&'static writer::Writer> {
+    static WRITER: std::sync::OnceLock<Option<writer::Writer>> = std::sync::OnceLock::new();
+    WRITER
+        .get_or_init(|| writer::Writer::start("wsgo-stderr", writer::Dest::Stderr, "diagnostic lines").ok())
+        .as_ref()
+}
+
+/// Waits until the deferred diagnostics are written, at most `timeout`: whether they were.
+pub fn sync_diagnostics(timeout: std::time::Duration) -> bool {
+    diagnostics().is_none_or(|w| w.sync(timeout))
 }
 
 /// Writes a multi-line report (SIGUSR1's stacks, SIGUSR2's counters) to stderr at once: never
@@ -140,6 +172,7 @@ macro_rules! debug {
 pub(crate) use {debug, error, info, warning};
 
 mod access;
+mod writer;
 pub use access::{
     AccessLog, Entry, FLUSH_EVERY, Format, Sink, Target, escape, format_json, format_line, format_stamps,
 };

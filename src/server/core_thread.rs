@@ -51,6 +51,7 @@ pub(super) fn run(
         core_affinity::set_for_current(core);
     }
     crate::sys::process::batch_scheduling();
+    crate::log::defer_this_thread();
     let count = sockets.len();
     if !force_legacy() {
         let mut ring = io_uring::IoUring::builder();

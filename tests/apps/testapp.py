@@ -246,6 +246,10 @@ def application(environ, start_response):
                 yield f"chunk{i};".encode()
 
         return gen()
+    if path == "/short-cl":
+        # Shorter than it says: the core thread warns on stderr and closes the connection.
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+        return iter([b"01234"])
     if path == "/stream-cl":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
         return iter([b"01234", b"56789"])
