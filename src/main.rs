@@ -14,6 +14,10 @@ fn main() -> ExitCode {
         let args: Vec<_> = std::env::args_os().skip(1).collect();
         wsgo::server::supervisor::run(&config, args)
     } else {
-        wsgo::server::run(config)
+        let code = wsgo::server::run(config);
+        // What the core threads said last (a thread that could not start, say) is written
+        // before the exit, unless stderr takes nothing.
+        wsgo::log::sync_diagnostics(std::time::Duration::from_secs(2));
+        code
     }
 }

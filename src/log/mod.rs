@@ -136,15 +136,17 @@ pub fn defer_this_thread() {
 /// The diagnostics' writer thread, started on first use (`None` if it cannot start: lines are
 /// then written directly).
 fn diagnostics() -> Option<&'static writer::Writer> {
-    static WRITER: std::sync::OnceLock<Option<writer::Writer>> = std::sync::OnceLock::new();
-    WRITER
+    DIAGNOSTICS
         .get_or_init(|| writer::Writer::start("wsgo-stderr", writer::Dest::Stderr, "diagnostic lines").ok())
         .as_ref()
 }
 
-/// Waits until the deferred diagnostics are written, at most `timeout`: whether they were.
+static DIAGNOSTICS: std::sync::OnceLock<Option<writer::Writer>> = std::sync::OnceLock::new();
+
+/// Waits until the deferred diagnostics are written, at most `timeout`: whether they were (a
+/// process whose core threads said nothing has no writer to wait for).
 pub fn sync_diagnostics(timeout: std::time::Duration) -> bool {
-    diagnostics().is_none_or(|w| w.sync(timeout))
+    DIAGNOSTICS.get().and_then(Option::as_ref).is_none_or(|w| w.sync(timeout))
 }
 
 /// Writes a multi-line report (SIGUSR1's stacks, SIGUSR2's counters) to stderr at once: never
