@@ -473,23 +473,28 @@ fn an_exception_in_close_after_a_complete_body_keeps_the_response() {
     assert_eq!(get(&server, "/").status, 200);
 }
 
+/// A FIFO in a folder of its own (removed by the caller), and its read end, opened without
+/// waiting: opened first, since a process opening a FIFO to write waits for a reader.
+fn fifo(name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::fs::File) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir().join(format!("wsgo-fifo-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.fifo"));
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path).unwrap();
+    (dir, path, reader)
+}
+
 /// An access log nobody reads (here a FIFO whose reader reads nothing; in the wild a stdout pipe
 /// whose reader stalled) used to stop the server: a core thread blocked writing its lines stopped
 /// serving every connection it held. Now the core threads never write themselves: requests go on
 /// being answered, lines beyond the writer's queue are dropped, and the server says how many.
 #[test]
 fn an_access_log_nobody_reads_does_not_stop_the_server() {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = std::env::temp_dir().join(format!("wsgo-fifo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("access.fifo");
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: mkfifo with a NUL-terminated path that outlives the call.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    // Opened before the server's process opens it to write (which waits for a reader).
-    let mut reader =
-        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path).unwrap();
+    let (dir, path, mut reader) = fifo("access");
     let server = Server::start(&["--access-log", path.to_str().unwrap()]);
     // ~2 KB lines: 4,000 of them are 8 MB against a 64 KiB pipe and the writer's 4 MiB queue.
     let ua = "u".repeat(2000);
@@ -520,16 +525,7 @@ fn an_access_log_nobody_reads_does_not_stop_the_server() {
 /// write of a warning. Now they go through a writer thread too.
 #[test]
 fn a_stderr_nobody_reads_does_not_stop_the_server() {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = std::env::temp_dir().join(format!("wsgo-stderr-fifo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("stderr.fifo");
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: mkfifo with a NUL-terminated path that outlives the call.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let mut reader =
-        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path).unwrap();
+    let (dir, path, mut reader) = fifo("stderr");
     let stderr = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     let mut child = std::process::Command::new(common::binary())
         .args(["--module", "testapp", "--http-socket", "127.0.0.1:0", "--workers", "4"])
