@@ -528,7 +528,16 @@ fn a_stderr_nobody_reads_does_not_stop_the_server() {
     let (dir, path, mut reader) = fifo("stderr");
     let stderr = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     let mut child = std::process::Command::new(common::binary())
-        .args(["--module", "testapp", "--http-socket", "127.0.0.1:0", "--workers", "4"])
+        .args([
+            "--module",
+            "testapp",
+            "--http-socket",
+            "127.0.0.1:0",
+            "--workers",
+            "4",
+            "--request-timeout",
+            "1",
+        ])
         .current_dir(common::apps_dir())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -570,8 +579,22 @@ fn a_stderr_nobody_reads_does_not_stop_the_server() {
             String::from_utf8_lossy(&got)
         );
     }
+    // The pipe is full now. A request past its timeout makes the monitor warn, which it does
+    // holding the GIL: the app goes on answering (on another worker).
+    let sleeper = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"GET /sleep?t=2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        read_all(&mut s)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let got = read_all(&mut s);
+    assert!(got.starts_with(b"HTTP/1.1 200"), "the app stopped answering after the timeout's warning");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while text.matches("but its Content-Length says").count() < 3000 {
+    while !text.contains("Task timed out!") || text.matches("but its Content-Length says").count() < 3000 {
         assert!(
             Instant::now() < deadline,
             "{} warnings",
@@ -579,6 +602,9 @@ fn a_stderr_nobody_reads_does_not_stop_the_server() {
         );
         read_some(&mut text);
     }
+    // The timed-out request's worker printed its traceback itself (Python writes a Python
+    // thread's output): read now, it answers.
+    assert!(sleeper.join().unwrap().starts_with(b"HTTP/1.1 504"));
     // SAFETY: kill(2) on the pid of a child we started and have not reaped yet.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     // Read on, so that the exit's own lines do not wait for a reader.

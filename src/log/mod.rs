@@ -127,8 +127,10 @@ thread_local! {
 }
 
 /// The calling thread's diagnostics go through a writer thread from now on, so that a stderr
-/// nobody reads cannot stop it (for the core threads: a blocked write would stop every connection
-/// they hold). What the writer has not written is bounded like the access log's queue.
+/// nobody reads cannot stop it: for the core threads, a blocked write would stop every connection
+/// they hold; for the monitor, it would hold the GIL. What the writer has not written is bounded
+/// like the access log's queue. Not for the Python threads: their lines and the tracebacks Python
+/// prints must keep their order.
 pub fn defer_this_thread() {
     DEFERRED.set(true);
 }

@@ -57,9 +57,11 @@ impl Pool {
         quit: Box<dyn Fn(&str) + Send>,
     ) -> std::io::Result<()> {
         let (sched, runner, stats) = (self.sched.clone(), runner.clone(), self.stats.clone());
-        std::thread::Builder::new()
-            .name("wsgo-monitor".into())
-            .spawn(move || monitor::run(&sched, &*runner, &stats, quit))?;
+        std::thread::Builder::new().name("wsgo-monitor".into()).spawn(move || {
+            // It writes its warnings holding the GIL: a stderr nobody reads must not hold it.
+            crate::log::defer_this_thread();
+            monitor::run(&sched, &*runner, &stats, quit)
+        })?;
         Ok(())
     }
 

@@ -69,9 +69,10 @@ pub fn start(control: Arc<Channel>, here: Here) -> std::io::Result<CaughtUp> {
         let _ = nudge.send(&[1]);
     }));
     let (caught_up, heard) = sync_channel(1);
-    std::thread::Builder::new()
-        .name("wsgo-sharing".into())
-        .spawn(move || run(&control, &woken, &here, caught_up))?;
+    std::thread::Builder::new().name("wsgo-sharing".into()).spawn(move || {
+        crate::log::defer_this_thread();
+        run(&control, &woken, &here, caught_up)
+    })?;
     Ok(CaughtUp(heard))
 }
 

@@ -80,6 +80,7 @@ pub fn start(state: Arc<State>, queue: Arc<Scheduler>, control: Option<Arc<Chann
         super::metrics::serve(addr, page)?;
     }
     std::thread::Builder::new().name("wsgo-upkeep".into()).spawn(move || {
+        crate::log::defer_this_thread();
         let mut asked: Option<Instant> = None;
         let mut sampled: Option<Instant> = None;
         loop {
