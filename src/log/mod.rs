@@ -154,6 +154,12 @@ pub fn sync_diagnostics(timeout: std::time::Duration) -> bool {
 /// Writes a multi-line report (SIGUSR1's stacks, SIGUSR2's counters) to stderr at once: never
 /// mixed into the access log on stdout.
 pub fn report_stderr(text: &str) {
+    if DEFERRED.get()
+        && let Some(w) = diagnostics()
+    {
+        w.send(text.as_bytes().to_vec());
+        return;
+    }
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 

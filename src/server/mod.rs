@@ -355,6 +355,8 @@ pub fn run(config: Config) -> ExitCode {
         crate::sys::process::allowed_cpus().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         wsgi::interp::describe_python(),
     );
+    // The signal loop and the shutdown must not wait on a stderr nobody reads either.
+    crate::log::defer_this_thread();
 
     let sig = loop {
         match signals.wait() {

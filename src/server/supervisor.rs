@@ -340,6 +340,9 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
     };
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut fds = Vec::new();
+    // From here on a stderr nobody reads must not stop the loop that restarts the processes and
+    // relays what they say (the lines wait in a writer thread, written before the exit).
+    crate::log::defer_this_thread();
     loop {
         let mut watch = Vec::new();
         if let Some(code) = supervisor.tick(&mut slots, &mut buf, &mut watch) {
