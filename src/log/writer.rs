@@ -143,10 +143,10 @@ fn run(shared: &Shared, mut dest: Dest, what: &str) {
                 Item::Lines(lines) => {
                     written += lines.len();
                     let _ = match &mut dest {
-                        Dest::Stdout => std::io::stdout()
-                            .lock()
-                            .write_all(&lines)
-                            .and_then(|()| std::io::stdout().flush()),
+                        Dest::Stdout => {
+                            let mut out = std::io::stdout().lock();
+                            out.write_all(&lines).and_then(|()| out.flush())
+                        }
                         Dest::Stderr => std::io::stderr().lock().write_all(&lines),
                         Dest::File(f) => f.write_all(&lines),
                     };
