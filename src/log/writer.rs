@@ -155,11 +155,11 @@ fn run(shared: &Shared, mut dest: Dest, what: &str) {
             }
         }
         if dropped > 0 {
-            let note = format!(
-                "wsgo: warning: {dropped} {what} dropped: their destination fell {} MiB behind\n",
+            // Written directly (this thread never defers): it says why lines are missing.
+            crate::log::warning!(
+                "{dropped} {what} dropped: their destination fell {} MiB behind",
                 QUEUE_MAX >> 20
             );
-            let _ = std::io::stderr().lock().write_all(note.as_bytes());
         }
         q = lock(&shared.queue);
         q.bytes -= written;

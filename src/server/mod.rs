@@ -90,8 +90,8 @@ impl CoreSignal {
 /// Longest a new process waits, app loaded, for the supervisor's blocks in force before it
 /// serves without them.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
-/// How long an exiting process waits for its log writers (the access log's, the core threads'
-/// diagnostics') to write the last lines.
+/// How long an exiting process waits for its access log's writer to write the last lines (the
+/// diagnostics' writer is waited for in `main`, after this and every other way out of `run`).
 const LOG_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 /// glibc's heap, used by Python for objects above 512 bytes: memory freed at the top of a heap is
@@ -404,7 +404,6 @@ pub fn run(config: Config) -> ExitCode {
     if !state.access.sync(LOG_SYNC_WAIT) {
         crate::log::warning!("the access log's last lines were not written within {LOG_SYNC_WAIT:?}");
     }
-    crate::log::sync_diagnostics(LOG_SYNC_WAIT);
     if drained {
         crate::log::info!("shut down gracefully.");
     } else {
