@@ -35,7 +35,7 @@ import json
 import os
 import re
 import resource
-import select
+import selectors
 import signal
 import socket
 import statistics
@@ -66,6 +66,7 @@ SCENARIOS = {
     "slow_io": ("/sleep", "GET", b"", 13, 64, [], "wsgi", APP),
     "conn_close": ("/", "GET", b"", 13, 64, ["Connection: close"], "wsgi", APP),
     "hello_256": ("/", "GET", b"", 13, 256, [], "wsgi", APP),
+    "hello_1k": ("/", "GET", b"", 13, 1024, [], "wsgi", APP),
     # What our users run: a Django page rendered from a SQLite query, and a Flask JSON endpoint
     # that waits 2 ms as if for a database, with as many clients as workers (16 per process)
     # and with four times as many (overload).
@@ -110,6 +111,10 @@ def server_command(name, port, procs, webroot, app=APP):
         "wsgo-share": [ours, "--module", app, "--http-socket", addr, "--workers", "16",
                        "--processes", str(procs), "--cpu-share", "--static-map", f"/static={webroot}",
                        "--max-age", "60"],
+        # The same layout of the other build (WSGO_BASE_BIN), for before/after on all cores.
+        "wsgo-share-base": [base, "--module", app, "--http-socket", addr, "--workers", "16",
+                            "--processes", str(procs), "--cpu-share", "--static-map", f"/static={webroot}",
+                            "--max-age", "60"],
         "wsgo-go": [str(b / "wsgo"), "--module", module, "--http-socket", addr, "--workers", "16"]
         + (["--process", "1"] if procs == 1 else ["--processes", str(procs)])
         + ["--static-map", f"/static={webroot}", "--max-age", "60"],
@@ -130,6 +135,7 @@ SUPPORTS = {
     "wsgo-base": {"wsgi", "rust", "static", "cache"},
     "wsgo-multi": {"wsgi"},
     "wsgo-share": {"wsgi"},
+    "wsgo-share-base": {"wsgi"},
     "wsgo-go": {"wsgi", "static", "cache"},
     "granian": {"wsgi"},
     "gunicorn": {"wsgi"},
@@ -254,16 +260,19 @@ def answered_at_once(port, conns, wait=2.0):
             socks.append(socket.create_connection(("127.0.0.1", port), timeout=2))
         for s in socks:
             s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        answered, pending = 0, list(socks)
+        answered = 0
         deadline = time.monotonic() + wait
-        while pending and time.monotonic() < deadline:
-            ready, _, _ = select.select(pending, [], [], 0.05)
-            for s in ready:
-                pending.remove(s)
-                try:
-                    answered += bool(s.recv(4096))
-                except OSError:
-                    pass
+        # epoll, not select(): 1,024 connections have descriptors beyond select's limit.
+        with selectors.DefaultSelector() as sel:
+            for s in socks:
+                sel.register(s, selectors.EVENT_READ)
+            while sel.get_map() and time.monotonic() < deadline:
+                for key, _ in sel.select(0.05):
+                    sel.unregister(key.fileobj)
+                    try:
+                        answered += bool(key.fileobj.recv(4096))
+                    except OSError:
+                        pass
         return answered
     except OSError:
         return None
@@ -457,7 +466,7 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
 
 
 def is_ours(server):
-    return server.startswith("wsgo") and server not in ("wsgo-go", "wsgo-base")
+    return server.startswith("wsgo") and server not in ("wsgo-go", "wsgo-base", "wsgo-share-base")
 
 
 def table(results, layout, loadgen="wrk"):
@@ -496,7 +505,7 @@ def table(results, layout, loadgen="wrk"):
             if is_ours(sv):
                 if ours is None or r["cpu_us_per_req"] < ours["cpu_us_per_req"]:
                     ours = r
-            elif sv != "wsgo-base" and (best_peer is None or r["cpu_us_per_req"] < best_peer["cpu_us_per_req"]):
+            elif sv not in ("wsgo-base", "wsgo-share-base") and (best_peer is None or r["cpu_us_per_req"] < best_peer["cpu_us_per_req"]):
                 # Another build of ours (or the same one measured again) is no peer.
                 best_peer = r
         ratio = (f"{best_peer['cpu_us_per_req'] / ours['cpu_us_per_req']:.2f}x vs {best_peer['server']}"
@@ -536,7 +545,7 @@ def cpu_split_table(results, layout, loadgen="wrk"):
 def saturation(results, layout, scenario):
     """The best peer's closed-loop requests/s on a cell (the highest over the load generators)."""
     peers = [r["rps"] for r in results if r["layout"] == layout and r["scenario"] == scenario and not r.get("at_load")
-             and not is_ours(r["server"]) and r["server"] != "wsgo-base" and "failed" not in r and not r["errors"]
+             and not is_ours(r["server"]) and r["server"] not in ("wsgo-base", "wsgo-share-base") and "failed" not in r and not r["errors"]
              and r["rps"]]
     return max(peers) if peers else None
 
@@ -598,6 +607,10 @@ def disagreements(results, layout):
 
 
 def main():
+    # hello_1k holds 1,024 connections here and in wrk (each server raises its own limit or not).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 run of 2 s, hello/post/slow-io, wsgo/granian/bjoern")
     ap.add_argument("--layouts", default="one-core,all-cores")
@@ -635,7 +648,7 @@ def main():
         for layout in layouts:
             for sc in scenarios:
                 for sv in servers:
-                    if SCENARIOS[sc][6] in SUPPORTS[sv] and not (sv in ("wsgo-multi", "wsgo-share") and layout == "one-core"):
+                    if SCENARIOS[sc][6] in SUPPORTS[sv] and not (sv in ("wsgo-multi", "wsgo-share", "wsgo-share-base") and layout == "one-core"):
                         yield layout, sc, sv
 
     def log(r, what):

@@ -130,8 +130,11 @@ impl<T: Transport> Conn<T> {
     /// taken out first (a flood of connect-send-reset clients must not crowd out the living):
     /// this core's waiting connections are looked at now rather than at the next sweep.
     fn submit(&self, job: Box<Job>) -> Result<(), Box<Job>> {
-        let job = match self.core.queue.submit(job) {
-            Ok(()) => return Ok(()),
+        let job = match self.core.queue.push(job) {
+            Ok(()) => {
+                self.core.batch_wake.note();
+                return Ok(());
+            }
             Err(job) => job,
         };
         self.core.watch.check_waiting();

@@ -434,6 +434,7 @@ fn harness(timeouts: Timeouts, rest: Rest) -> Harness {
         watch: super::watch::Watch::new(),
         open: std::cell::Cell::new(0),
         mailbox: Arc::new(Mailbox::new()),
+        batch_wake: Default::default(),
         files: None,
         clock: std::cell::Cell::new(Instant::now()),
         timeouts,

@@ -20,6 +20,7 @@ mod memory;
 mod parked;
 mod send;
 pub mod transport;
+pub mod wake;
 pub mod watch;
 
 use std::cell::Cell;
@@ -124,6 +125,8 @@ pub struct Core {
     pub open: Cell<usize>,
     /// Where the Python threads leave wake-ups for this core's connection tasks.
     pub mailbox: Arc<Mailbox>,
+    /// The wake-up of a worker for the jobs this core queued, once its batch is queued.
+    pub batch_wake: wake::BatchWake,
     /// What this core knows of the `--static-map` folders (`None` without mappings).
     pub files: Option<crate::static_files::FileCache>,
     /// The last time read on this core (see [`Core::recent`]).

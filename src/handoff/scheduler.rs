@@ -151,16 +151,32 @@ impl Scheduler {
     /// Called on a core thread: queue the job, wake a worker if none is searching. A full queue
     /// refuses the job (it comes back; the caller answers 503).
     pub fn submit(&self, job: Box<Job>) -> Result<(), Box<Job>> {
+        self.push(job)?;
+        self.wake_for_queued();
+        Ok(())
+    }
+
+    /// Queues the job and wakes nobody: the core thread calls [`Scheduler::wake_for_queued`]
+    /// once its batch is queued (see `conn::BatchWake`).
+    pub fn push(&self, job: Box<Job>) -> Result<(), Box<Job>> {
         // Counted once it can be picked: a count ahead of the inbox would send workers looking
         // for a job that is not there yet (and, on one CPU, spinning while the core thread that
         // was about to push it waits for them). A worker may take the job before it is counted:
         // the count dips below zero for that moment.
         self.inbox.push(job)?;
         self.queued.fetch_add(1, SeqCst);
-        if self.searching.load(SeqCst) == 0 && (self.running.load(SeqCst) == 0 || !self.contended()) {
+        Ok(())
+    }
+
+    /// Wakes a worker for the queued work if none is searching (and, while the GIL is
+    /// contended, only when nothing runs).
+    pub fn wake_for_queued(&self) {
+        if self.queued.load(SeqCst) > 0
+            && self.searching.load(SeqCst) == 0
+            && (self.running.load(SeqCst) == 0 || !self.contended())
+        {
             self.wake_one();
         }
-        Ok(())
     }
 
     fn now_ns(&self) -> u64 {

@@ -108,6 +108,7 @@ async fn serve(
         open: Cell::new(0),
         files: (!state.roots.0.is_empty()).then(|| FileCache::new(state.roots.clone())),
         mailbox: Arc::new(Mailbox::new()),
+        batch_wake: Default::default(),
         clock: Cell::new(Instant::now()),
         timeouts: Default::default(),
         rest: Default::default(),
@@ -115,6 +116,8 @@ async fn serve(
 
     let drainer = core.clone();
     monoio::spawn(async move { drainer.mailbox.drain().await });
+    let waker = core.clone();
+    monoio::spawn(async move { waker.batch_wake.run(|| waker.queue.wake_for_queued()).await });
 
     // Housekeeping: connection deadlines and departed clients every SWEEP_EVERY, the access log
     // every FLUSH_EVERY.
