@@ -1,6 +1,8 @@
-//! The scheduler's pick with 128 jobs queued: every pick re-scores every queued job (ARCHITECTURE.md, "Scheduling"),
-//! so this is the cost a worker pays per request when the queue is long. Measured with local
-//! clients only (nothing to rank) and with 32 public clients (counts looked up per job).
+//! The scheduler's pick with 128 and 1,024 jobs queued: every pick scores each group of jobs with
+//! the same traits once (ARCHITECTURE.md, "Scheduling"), so this is the cost a worker pays per
+//! request when the queue is long. Measured with local clients only (nothing to rank, a third of
+//! the requests with a query string), with 32 public clients (their counts looked up per group),
+//! and with one public client flooding.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -14,10 +16,10 @@ use wsgo::handoff::scheduler::Scheduler;
 use wsgo::handoff::{Job, Traits};
 use wsgo::http::parse_head;
 
-fn job(i: u32, public: bool) -> Box<Job> {
+fn job(i: u32, clients: u32) -> Box<Job> {
     let raw = format!("GET /item/{i}?page=2 HTTP/1.1\r\nHost: t\r\n\r\n");
     let (h, len) = parse_head(raw.as_bytes()).expect("valid").expect("complete");
-    let client = public.then_some(ClientKey::V4(0x0808_0000 + i % 32));
+    let client = (clients > 0).then(|| ClientKey::V4(0x0808_0000 + i % clients));
     Box::new(Job {
         head: h.attach(Bytes::copy_from_slice(&raw.as_bytes()[..len])),
         body: Bytes::new(),
@@ -33,14 +35,21 @@ fn job(i: u32, public: bool) -> Box<Job> {
 }
 
 fn picks(c: &mut Criterion) {
-    let mut g = c.benchmark_group("scheduler_pick_128_queued");
-    for (name, public) in [("local_clients", false), ("32_public_clients", true)] {
-        let s = Scheduler::new(1024, None, 1, Default::default());
-        for i in 0..128 {
-            s.submit(job(i, public)).expect("room");
+    let mut g = c.benchmark_group("scheduler_pick");
+    for (queued, name, clients) in [
+        (128, "local_clients", 0),
+        (128, "32_public_clients", 32),
+        (1024, "local_clients", 0),
+        (1024, "32_public_clients", 32),
+        (1024, "1_public_client", 1),
+    ] {
+        let s = Scheduler::new(2048, None, 1, Default::default());
+        for i in 0..queued {
+            s.submit(job(i, clients)).expect("room");
         }
+        let name = format!("{queued}_queued/{name}");
         let mut refused = Vec::new();
-        g.bench_function(name, |b| {
+        g.bench_function(&name, |b| {
             b.iter(|| {
                 let (j, score) = s.pick_scored(&mut refused).expect("a job");
                 black_box(score);

@@ -344,8 +344,8 @@ def parse_latency(text):
 def run_wrk(port, path, script, conns, duration, pin):
     threads = 1 if pin else max(1, NCPU)
     cmd = (["taskset", "-c", pin] if pin else []) + [
-        "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s", "-s", script,
-        f"http://127.0.0.1:{port}{path}"]
+        "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s"] + (
+        ["-s", script] if script else []) + [f"http://127.0.0.1:{port}{path}"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
 
 

@@ -1,12 +1,18 @@
-"""How a server grows with its connections: CPU per request and p99 of a hello load (wrk -c64)
-while 0, 1,000 and 10,000 more keep-alive connections sit idle, and the memory each idle
-connection costs.
+"""How a server grows with its connections: CPU per request and p99 of a hello load (wrk -c64, or
+each count of --busy) while 0, 1,000 and 10,000 more keep-alive connections sit idle, and the
+memory each idle connection costs.
 
 The idle connections are held by this script: each sends one request, reads the response and
-stays open (keep-alive). The server is pinned to CPU 0, wrk and this script to CPU 1.
+stays open (keep-alive). The server is pinned to CPU 0, wrk and this script to CPU 1. wrk checks
+every response with a Lua script; --plain runs it without (its error counters only), as it is
+usually run: it then sends faster, and a core thread's batches are larger. The server runs in a
+session of its own, so the kernel schedules it as a group of its own (autogroup); --shared-group
+starts it in this script's session, with wrk: a server that shares its group with busy tasks on
+other CPUs, as in a container beside nginx, or started from a terminal that also runs the load.
 
 Usage:
     loadtest/.venv/bin/python loadtest/scaling.py [--servers wsgo,bjoern,granian] [--idle 0,1000,10000]
+        [--busy 64] [--plain] [--shared-group]
 Prints a markdown table. Only 127.0.0.1; servers are stopped by process id.
 """
 
@@ -81,7 +87,7 @@ def _pump(sel, socks, pending, end, until):
         raise RuntimeError(f"{len(pending)} idle connections got no answer")
 
 
-def measure(server, idle_counts, libdir, settle=2.0):
+def measure(server, idle_counts, libdir, settle=2.0, busy_counts=(64,), plain=False, shared=False):
     port = run.free_port()
     webroot = str(run.RESULTS / "webroot")
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,12 +98,12 @@ def measure(server, idle_counts, libdir, settle=2.0):
         env = dict(os.environ, VIRTUAL_ENV=str(run.VENV), PATH=f"{run.VENV}/bin:{os.environ['PATH']}",
                    LD_LIBRARY_PATH=libdir)
         proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=run.APPS, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+                                stderr=subprocess.DEVNULL, start_new_session=not shared)
         rows = []
         held = []
         try:
             run.wait_ready(port, "/", proc)
-            script = run.lua_script(tmp, "GET", b"", 13, [])
+            script = None if plain else run.lua_script(tmp, "GET", b"", 13, [])
             run.run_wrk(port, "/", script, 64, 1, "1")  # warm-up
             for n in idle_counts:
                 pids = run.children(proc.pid)
@@ -111,22 +117,36 @@ def measure(server, idle_counts, libdir, settle=2.0):
                     print(f"{server} idle={n}: {e}", file=sys.stderr)
                     break
                 time.sleep(settle)
-                cpu0 = run.cpu_seconds(pids)
-                out = run.run_wrk(port, "/", script, 64, 3, "1")
-                cpu = run.cpu_seconds(run.children(proc.pid)) - cpu0
-                # Measured after the load: an allocator gives freed memory back to the system when
-                # its thread next allocates, not while the process sleeps.
-                per_conn = (rss_kb(pids) - before_kb) * 1024 / new if new > 0 else None
-                total = int(re.search(r"(\d+) requests in", out).group(1))
-                bad = int(re.search(r"BAD (\d+)", out).group(1))
-                rows.append({"idle": n, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-                             "cpu_us": cpu / total * 1e6, "p99_ms": run.parse_latency(re.search(r"99%\s+(\S+)", out).group(1)),
-                             "errors": bad, "bytes_per_idle": per_conn, "rss_mb": rss_kb(pids) / 1024})
-                print(f"{server} idle={n}: {rows[-1]}", file=sys.stderr)
+                for i, busy in enumerate(busy_counts):
+                    cpu0 = run.cpu_seconds(pids)
+                    out = run.run_wrk(port, "/", script, busy, 3, "1")
+                    cpu = run.cpu_seconds(run.children(proc.pid)) - cpu0
+                    # Measured after the load: an allocator gives freed memory back to the system
+                    # when its thread next allocates, not while the process sleeps.
+                    per_conn = (rss_kb(pids) - before_kb) * 1024 / new if new > 0 and i == 0 else None
+                    total = int(re.search(r"(\d+) requests in", out).group(1))
+                    bad = int(m.group(1)) if (m := re.search(r"BAD (\d+)", out)) else 0
+                    bad += int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+                    if sock := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+                        bad += sum(map(int, sock.groups()))
+                    rows.append({"idle": n, "busy": busy, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+                                 "cpu_us": cpu / total * 1e6,
+                                 "p99_ms": run.parse_latency(re.search(r"99%\s+(\S+)", out).group(1)),
+                                 "errors": bad, "bytes_per_idle": per_conn, "rss_mb": rss_kb(pids) / 1024})
+                    print(f"{server} idle={n} busy={busy}: {rows[-1]}", file=sys.stderr)
         finally:
             for s in held:
                 s.close()
-            run.stop(proc)
+            if shared:
+                # Not in a group of its own: stopped by its process id (its processes follow).
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            else:
+                run.stop(proc)
     return rows
 
 
@@ -134,6 +154,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--servers", default="wsgo,bjoern,granian")
     ap.add_argument("--idle", default="0,1000,10000")
+    ap.add_argument("--busy", default="64", help="connections of the load, one load per count (default 64)")
+    ap.add_argument("--plain", action="store_true", help="wrk without the response-checking script")
+    ap.add_argument("--shared-group", action="store_true", help="the server in this script's session, with wrk")
     ap.add_argument("--settle", type=float, default=2.0,
                     help="seconds between opening the idle connections and the load (default 2: "
                          "ours rest after 1 s idle)")
@@ -145,15 +168,17 @@ def main():
     (run.RESULTS / "webroot").mkdir(exist_ok=True)
     idle = [int(n) for n in args.idle.split(",")]
     libdir = run.python_libdir()
-    print("| server | idle connections | requests/s | CPU µs per request | p99 ms | errors | RSS MB | bytes per idle connection |")
-    print("|---|---|---|---|---|---|---|---|")
+    busy = [int(n) for n in args.busy.split(",")]
+    print("| server | idle connections | busy connections | requests/s | CPU µs per request | p99 ms | errors | RSS MB "
+          "| bytes per idle connection |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for server in args.servers.split(","):
-        for r in measure(server, idle, libdir, args.settle):
+        for r in measure(server, idle, libdir, args.settle, busy, args.plain, args.shared_group):
             if "failed" in r:
-                print(f"| {server} | {r['idle']:,} | failed: {r['failed']} | | | | | |")
+                print(f"| {server} | {r['idle']:,} | | failed: {r['failed']} | | | | | |")
                 continue
             per = "-" if r["bytes_per_idle"] is None else f"{r['bytes_per_idle']:,.0f}"
-            print(f"| {server} | {r['idle']:,} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {r['p99_ms']:.2f} | "
+            print(f"| {server} | {r['idle']:,} | {r['busy']:,} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {r['p99_ms']:.2f} | "
                   f"{r['errors']} | {r['rss_mb']:.0f} | {per} |")
 
 

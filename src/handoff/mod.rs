@@ -11,6 +11,7 @@ pub mod exchange;
 pub mod priority;
 pub mod scheduler;
 pub mod slot;
+pub mod waiting;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ impl std::fmt::Debug for Job {
 }
 
 /// What the scheduler knows of a request, decided on the core thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Traits {
     /// The client, when it is ranked (a public address).
     pub client: Option<ClientKey>,

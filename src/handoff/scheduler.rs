@@ -1,8 +1,9 @@
 //! The queue between the core threads and the workers, and who gets woken.
 //!
 //! Core threads push into a bounded lock-free inbox. A worker picks by draining the inbox into the
-//! pending list and taking the best-scored job; every job is re-scored at each pick, so the
-//! priority rules (`priority.rs`) change only [`Scheduler::score`], not the hand-off.
+//! pending list and taking the best-scored job; every job is re-scored at each pick (once per
+//! group of jobs with the same traits, which score alike: `waiting.rs`), so the priority rules
+//! (`priority.rs`) change only [`Scheduler::score`], not the hand-off.
 //!
 //! Wake-ups follow the "searching worker" rule: a push wakes an idle worker only when none is
 //! already on its way to pick. A worker that finds nothing gives up its searching token *before*
@@ -17,7 +18,6 @@
 //! for the GIL. Only with two or more CPUs: on one CPU workers cannot hold the GIL in parallel, and
 //! a long wait measures the wait for the CPU instead (acting on it was seen to worsen p99 there).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{
     AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
 };
@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
-use super::priority::{History, LOW, PerClient, TOP, priority};
+use super::priority::{History, LOW, PerClient, priority};
+use super::waiting::Waiting;
 use super::{Job, Traits};
 use crate::client::ClientKey;
 use crate::stats::{Stats, bump};
@@ -51,7 +52,7 @@ pub const CONTENDED_FOR: Duration = Duration::from_millis(10);
 /// Jobs taken out of the inbox and not yet picked, and the clients' counts.
 #[derive(Default)]
 struct Pending {
-    jobs: VecDeque<Box<Job>>,
+    jobs: Waiting,
     history: History,
 }
 
@@ -220,30 +221,25 @@ impl Scheduler {
     #[allow(clippy::vec_box)]
     fn intake(&self, p: &mut Pending, now: Instant, refused: &mut Vec<Box<Job>>) {
         while let Some(job) = self.inbox.pop() {
-            p.jobs.push_back(job);
+            p.jobs.push(job);
         }
         if p.jobs.len() > self.limit {
             // Before refusing anyone: the requests of clients that already left go first.
             self.drop_gone(p);
         }
         if let Some(t) = self.request_timeout {
-            // Jobs are pending in the order they were queued, so the expired ones are at the
-            // front (the cores' pushes interleave by microseconds at most; such a job is caught
-            // at the next look): no scan of the whole queue at every pick.
-            while p.jobs.front().is_some_and(|j| now.saturating_duration_since(j.queued_at) > t) {
+            // The expired ones are the oldest (the cores' pushes interleave by microseconds at
+            // most; such a job is caught at the next look): no look at every job at every pick.
+            while p.jobs.oldest().is_some_and(|j| now.saturating_duration_since(j.queued_at) > t) {
                 bump(&self.stats.queue_timeouts);
-                refused.extend(p.jobs.pop_front());
+                refused.extend(p.jobs.take_oldest());
                 self.queued.fetch_sub(1, SeqCst);
             }
         }
         while p.jobs.len() > self.limit {
-            let worst = p
-                .jobs
-                .iter()
-                .enumerate()
-                .min_by_key(|(i, j)| (Self::score(&p.history, &j.traits, now), *i))
-                .map(|(i, _)| i);
-            let Some(job) = worst.and_then(|i| p.jobs.remove(i)) else { break };
+            let history = &p.history;
+            let worst = p.jobs.worst(|t| Self::score(history, t, now));
+            let Some(job) = worst.and_then(|w| p.jobs.take(w)) else { break };
             bump(&self.stats.drops);
             self.queued.fetch_sub(1, SeqCst);
             refused.push(job);
@@ -269,24 +265,15 @@ impl Scheduler {
         let now = Instant::now();
         let mut p = lock(&self.pending);
         self.intake(&mut p, now, refused);
-        let front = Self::score(&p.history, &p.jobs.front()?.traits, now);
-        let (best, score) = if front == TOP {
-            // Nothing can beat it, and it is the oldest: the usual case costs no scan.
-            (0, front)
-        } else {
-            let history = &p.history;
-            p.jobs
-                .iter()
-                .enumerate()
-                .map(|(i, j)| (i, Self::score(history, &j.traits, now)))
-                .max_by_key(|&(i, score)| (score, std::cmp::Reverse(i)))?
-        };
+        let history = &p.history;
+        let best = p.jobs.best(|t| Self::score(history, t, now))?;
+        let score = best.score;
         if score <= LOW && self.running.load(SeqCst) > 0 {
             self.deferred.store(true, SeqCst);
             return None;
         }
         self.deferred.store(false, SeqCst);
-        let job = p.jobs.remove(best)?;
+        let job = p.jobs.take(best)?;
         let ranked = job.traits.client.inspect(|&key| p.history.started(key, now)).is_some();
         drop(p);
         if ranked {
@@ -323,15 +310,13 @@ impl Scheduler {
         }
         let mut p = lock(&self.pending);
         while let Some(job) = self.inbox.pop() {
-            p.jobs.push_back(job);
+            p.jobs.push(job);
         }
         self.drop_gone(&mut p) > 0
     }
 
     fn drop_gone(&self, p: &mut Pending) -> usize {
-        let before = p.jobs.len();
-        p.jobs.retain(|j| !j.exchange.is_gone());
-        let dropped = before - p.jobs.len();
+        let dropped = p.jobs.retain(|j| !j.exchange.is_gone());
         if dropped > 0 {
             self.queued.fetch_sub(dropped as isize, SeqCst);
             self.stats.abandoned.fetch_add(dropped as u64, Relaxed);
