@@ -188,6 +188,11 @@ pub fn run(config: Config) -> ExitCode {
         }
     };
     crate::sys::process::raise_fd_limit();
+    // Room for every connection (and the listeners, files and Python's own) before the core
+    // threads accept: a growth of the table later stalls the accepting core thread.
+    if let Err(e) = crate::sys::process::reserve_fds(config.max_connections.saturating_add(1024)) {
+        crate::log::debug!("cannot reserve the descriptor table: {e}");
+    }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     // Sockets from the supervisor, else from systemd, else bound here.
     let handed = from_supervisor.listen_fds.clone().or_else(listeners::from_systemd);
