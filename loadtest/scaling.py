@@ -10,9 +10,13 @@ session of its own, so the kernel schedules it as a group of its own (autogroup)
 starts it in this script's session, with wrk: a server that shares its group with busy tasks on
 other CPUs, as in a container beside nginx, or started from a terminal that also runs the load.
 
+--burst 256,1024 measures instead how long a fresh server takes to answer that many connections
+that each send one request at once (time to the first, median and last response), and the same
+again on the same server: what the first rush of connections to a new process costs.
+
 Usage:
     loadtest/.venv/bin/python loadtest/scaling.py [--servers wsgo,bjoern,granian] [--idle 0,1000,10000]
-        [--busy 64] [--plain] [--shared-group]
+        [--busy 64] [--plain] [--shared-group] [--burst 256,1024]
 Prints a markdown table. Only 127.0.0.1; servers are stopped by process id.
 """
 
@@ -87,6 +91,51 @@ def _pump(sel, socks, pending, end, until):
         raise RuntimeError(f"{len(pending)} idle connections got no answer")
 
 
+def burst(port, n, deadline=30):
+    """`n` connections, one request each sent at once: ms to the first, median and last response."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=deadline) for _ in range(n)]
+    try:
+        start = time.monotonic()
+        for s in socks:
+            s.sendall(REQUEST)
+        times = []
+        with selectors.DefaultSelector() as sel:
+            for s in socks:
+                sel.register(s, selectors.EVENT_READ)
+            while sel.get_map() and time.monotonic() < start + deadline:
+                for key, _ in sel.select(0.5):
+                    if key.fileobj.recv(4096):
+                        times.append((time.monotonic() - start) * 1000)
+                    sel.unregister(key.fileobj)
+        if len(times) < n:
+            raise RuntimeError(f"{n - len(times)} of {n} connections got no answer")
+        times.sort()
+        return times[0], times[n // 2], times[-1]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def measure_bursts(server, sizes, libdir):
+    """Each size on a fresh server, twice in a row: (size, first, second), each (first, p50, last)."""
+    rows = []
+    for n in sizes:
+        port = run.free_port()
+        cmd = run.server_command(server, port, 1, str(run.RESULTS / "webroot"))
+        env = dict(os.environ, VIRTUAL_ENV=str(run.VENV), PATH=f"{run.VENV}/bin:{os.environ['PATH']}",
+                   LD_LIBRARY_PATH=libdir)
+        proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=run.APPS, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            run.wait_ready(port, "/", proc)
+            time.sleep(0.5)
+            rows.append((n, burst(port, n), burst(port, n)))
+            print(f"{server} burst {n}: {rows[-1]}", file=sys.stderr)
+        finally:
+            run.stop(proc)
+    return rows
+
+
 def measure(server, idle_counts, libdir, settle=2.0, busy_counts=(64,), plain=False, shared=False):
     port = run.free_port()
     webroot = str(run.RESULTS / "webroot")
@@ -157,6 +206,7 @@ def main():
     ap.add_argument("--busy", default="64", help="connections of the load, one load per count (default 64)")
     ap.add_argument("--plain", action="store_true", help="wrk without the response-checking script")
     ap.add_argument("--shared-group", action="store_true", help="the server in this script's session, with wrk")
+    ap.add_argument("--burst", help="connection counts: a fresh server answers each at once, twice")
     ap.add_argument("--settle", type=float, default=2.0,
                     help="seconds between opening the idle connections and the load (default 2: "
                          "ours rest after 1 s idle)")
@@ -168,6 +218,14 @@ def main():
     (run.RESULTS / "webroot").mkdir(exist_ok=True)
     idle = [int(n) for n in args.idle.split(",")]
     libdir = run.python_libdir()
+    if args.burst:
+        print("| server | connections | first rush: first · median · last response, ms | again: first · median · last, ms |")
+        print("|---|---|---|---|")
+        for server in args.servers.split(","):
+            for n, first, again in measure_bursts(server, [int(n) for n in args.burst.split(",")], libdir):
+                cell = " · ".join  # noqa: E731
+                print(f"| {server} | {n:,} | {cell(f'{t:.1f}' for t in first)} | {cell(f'{t:.1f}' for t in again)} |")
+        return
     busy = [int(n) for n in args.busy.split(",")]
     print("| server | idle connections | busy connections | requests/s | CPU µs per request | p99 ms | errors | RSS MB "
           "| bytes per idle connection |")
