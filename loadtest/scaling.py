@@ -116,16 +116,24 @@ def burst(port, n, deadline=30):
             s.close()
 
 
+def start(server, port, libdir, own_session=True):
+    """The server pinned to CPU 0; in a session (and scheduling group) of its own unless not."""
+    cmd = run.server_command(server, port, 1, str(run.RESULTS / "webroot"))
+    if server in ("wsgo", "wsgo-base"):
+        # Its default limit is 10,000 connections per process.
+        cmd += ["--max-connections", "20000"]
+    env = dict(os.environ, VIRTUAL_ENV=str(run.VENV), PATH=f"{run.VENV}/bin:{os.environ['PATH']}",
+               LD_LIBRARY_PATH=libdir)
+    return subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=run.APPS, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=own_session)
+
+
 def measure_bursts(server, sizes, libdir):
     """Each size on a fresh server, twice in a row: (size, first, second), each (first, p50, last)."""
     rows = []
     for n in sizes:
         port = run.free_port()
-        cmd = run.server_command(server, port, 1, str(run.RESULTS / "webroot"))
-        env = dict(os.environ, VIRTUAL_ENV=str(run.VENV), PATH=f"{run.VENV}/bin:{os.environ['PATH']}",
-                   LD_LIBRARY_PATH=libdir)
-        proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=run.APPS, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = start(server, port, libdir)
         try:
             run.wait_ready(port, "/", proc)
             time.sleep(0.5)
@@ -138,16 +146,8 @@ def measure_bursts(server, sizes, libdir):
 
 def measure(server, idle_counts, libdir, settle=2.0, busy_counts=(64,), plain=False, shared=False):
     port = run.free_port()
-    webroot = str(run.RESULTS / "webroot")
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = run.server_command(server, port, 1, webroot)
-        if server in ("wsgo", "wsgo-base"):
-            # Its default limit is 10,000 connections per process.
-            cmd += ["--max-connections", "20000"]
-        env = dict(os.environ, VIRTUAL_ENV=str(run.VENV), PATH=f"{run.VENV}/bin:{os.environ['PATH']}",
-                   LD_LIBRARY_PATH=libdir)
-        proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=run.APPS, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=not shared)
+        proc = start(server, port, libdir, own_session=not shared)
         rows = []
         held = []
         try:
@@ -223,8 +223,8 @@ def main():
         print("|---|---|---|---|")
         for server in args.servers.split(","):
             for n, first, again in measure_bursts(server, [int(n) for n in args.burst.split(",")], libdir):
-                cell = " · ".join  # noqa: E731
-                print(f"| {server} | {n:,} | {cell(f'{t:.1f}' for t in first)} | {cell(f'{t:.1f}' for t in again)} |")
+                first, again = (" · ".join(f"{t:.1f}" for t in ts) for ts in (first, again))
+                print(f"| {server} | {n:,} | {first} | {again} |")
         return
     busy = [int(n) for n in args.busy.split(",")]
     print("| server | idle connections | busy connections | requests/s | CPU µs per request | p99 ms | errors | RSS MB "

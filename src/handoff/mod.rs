@@ -131,3 +131,22 @@ pub trait Runner: Send + Sync + 'static {
     /// Python's live threads and allocated blocks, for SIGUSR2.
     fn counts(&self, py: Python<'_>) -> (u64, u64);
 }
+
+/// A queued `GET path` with these traits, for the scheduler's tests.
+#[cfg(test)]
+pub(crate) fn test_job(path: &str, traits: Traits) -> Box<Job> {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (h, len) = crate::http::parse_head(raw.as_bytes()).expect("valid").expect("complete");
+    Box::new(Job {
+        head: h.attach(Bytes::copy_from_slice(&raw.as_bytes()[..len])),
+        body: Bytes::new(),
+        body_complete: true,
+        peer: crate::client::Peer::Ip("127.0.0.1:1".parse().expect("addr")),
+        local: "127.0.0.1:2".parse().expect("addr"),
+        https: false,
+        exchange: Arc::new(Exchange::new()),
+        queued_at: Instant::now(),
+        traits,
+        park_arg: None,
+    })
+}

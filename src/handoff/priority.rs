@@ -200,8 +200,7 @@ mod tests {
         for (traits, running, recent, want) in table {
             assert_eq!(priority(traits, *running, *recent), *want, "{traits:?} {running} {recent}");
         }
-        // Nothing scores above TOP (the scheduler picks a TOP job at the front without looking
-        // further).
+        // Nothing scores above TOP (a queued TOP job is picked before anything behind it).
         for client in [None, public] {
             for (robot, query) in [(false, false), (false, true), (true, false), (true, true)] {
                 for running in 0..3 {

@@ -5,9 +5,11 @@
 //! group of jobs with the same traits, which score alike: `waiting.rs`), so the priority rules
 //! (`priority.rs`) change only [`Scheduler::score`], not the hand-off.
 //!
-//! Wake-ups follow the "searching worker" rule: a push wakes an idle worker only when none is
-//! already on its way to pick. A worker that finds nothing gives up its searching token *before*
-//! its last look at the queue, so no push is ever left without a worker to see it.
+//! Wake-ups follow the "searching worker" rule: new work wakes an idle worker only when none is
+//! already on its way to pick ([`Scheduler::submit`] at once; a core thread once per batch of
+//! [`Scheduler::push`]es, through [`Scheduler::wake_for_queued`]). A worker that finds nothing
+//! gives up its searching token *before* its last look at the queue, so no job is ever left
+//! without a worker to see it.
 //!
 //! More workers only help while the running ones wait outside the GIL (I/O, sleeps). When the app
 //! is CPU-bound, every extra active worker takes the GIL by force after the switch interval (5 ms)
@@ -158,7 +160,7 @@ impl Scheduler {
     }
 
     /// Queues the job and wakes nobody: the core thread calls [`Scheduler::wake_for_queued`]
-    /// once its batch is queued (see `conn::BatchWake`).
+    /// once its batch is queued (see `conn::wake::BatchWake`).
     pub fn push(&self, job: Box<Job>) -> Result<(), Box<Job>> {
         // Counted once it can be picked: a count ahead of the inbox would send workers looking
         // for a job that is not there yet (and, on one CPU, spinning while the core thread that
@@ -449,24 +451,10 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handoff::exchange::Exchange;
     use std::time::Instant;
 
     fn job(path: &str) -> Box<Job> {
-        let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
-        let (h, len) = crate::http::parse_head(raw.as_bytes()).unwrap().unwrap();
-        Box::new(Job {
-            head: h.attach(bytes::Bytes::copy_from_slice(&raw.as_bytes()[..len])),
-            body: bytes::Bytes::new(),
-            body_complete: true,
-            peer: crate::client::Peer::Ip("127.0.0.1:1".parse().unwrap()),
-            local: "127.0.0.1:2".parse().unwrap(),
-            https: false,
-            exchange: Arc::new(Exchange::new()),
-            queued_at: Instant::now(),
-            traits: Traits { query: path.contains('?'), ..Traits::local() },
-            park_arg: None,
-        })
+        crate::handoff::test_job(path, Traits { query: path.contains('?'), ..Traits::local() })
     }
 
     fn path(j: &Job) -> Vec<u8> {
@@ -684,6 +672,20 @@ mod tests {
     fn still_parked(h: &std::thread::JoinHandle<bool>) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(50));
         !h.is_finished()
+    }
+
+    /// A push wakes nobody; the wake-up the core thread asks for once its batch is queued hands
+    /// an idle worker the searching token.
+    #[test]
+    fn a_push_waits_for_the_batch_wake_up() {
+        let s = Arc::new(Scheduler::new(8, None, 1, Arc::default()));
+        let idle = parked(&s, false);
+        assert!(still_parked(&idle), "nothing queued: asleep");
+        s.push(job("/a")).unwrap();
+        s.push(job("/b")).unwrap();
+        assert!(still_parked(&idle), "a push wakes nobody");
+        s.wake_for_queued();
+        assert!(idle.join().unwrap(), "woken with a searching token");
     }
 
     /// While the GIL is contended and a worker runs, new work wakes nobody and a finished worker

@@ -121,6 +121,7 @@ impl Waiting {
     }
 
     /// Every waiting job, in no particular order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &Job> {
         self.groups.iter().flat_map(|g| g.jobs.iter().map(|(_, job)| &**job))
     }
@@ -156,26 +157,10 @@ impl Waiting {
 mod tests {
     use super::*;
     use crate::client::ClientKey;
-    use crate::handoff::exchange::Exchange;
-    use std::sync::Arc;
-    use std::time::Instant;
 
     /// A job numbered `n` (its path) with these traits.
     fn job(n: u32, traits: Traits) -> Box<Job> {
-        let raw = format!("GET /{n} HTTP/1.1\r\nHost: t\r\n\r\n");
-        let (h, len) = crate::http::parse_head(raw.as_bytes()).expect("valid").expect("complete");
-        Box::new(Job {
-            head: h.attach(bytes::Bytes::copy_from_slice(&raw.as_bytes()[..len])),
-            body: bytes::Bytes::new(),
-            body_complete: true,
-            peer: crate::client::Peer::Ip("127.0.0.1:1".parse().expect("addr")),
-            local: "127.0.0.1:2".parse().expect("addr"),
-            https: false,
-            exchange: Arc::new(Exchange::new()),
-            queued_at: Instant::now(),
-            traits,
-            park_arg: None,
-        })
+        crate::handoff::test_job(&format!("/{n}"), traits)
     }
 
     fn number(j: &Job) -> u32 {

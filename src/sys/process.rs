@@ -4,15 +4,26 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-/// Raises the open-file limit to its hard maximum: each connection is a descriptor.
-pub fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit with a valid, initialised rlimit struct.
+/// The open-file limit (soft and hard).
+fn open_file_limit() -> io::Result<libc::rlimit> {
+    // SAFETY: getrlimit with a valid, initialised rlimit struct.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
         }
+        Ok(lim)
+    }
+}
+
+/// Raises the open-file limit to its hard maximum: each connection is a descriptor.
+pub fn raise_fd_limit() {
+    if let Ok(mut lim) = open_file_limit()
+        && lim.rlim_cur < lim.rlim_max
+    {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit with a valid, initialised rlimit struct.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
     }
 }
 
@@ -23,16 +34,9 @@ pub fn raise_fd_limit() {
 /// `accept4`, with every connection of that core waiting (11-13 ms a growth here: the first 256
 /// connections of a new process waited 12 ms for their first response, bjoern's 2 ms). Grown
 /// once at the start, the table never shrinks. The kernel keeps ~8 bytes per slot (128 KiB for
-/// 16,384). Returns the number of slots asked for, or why it could not.
-pub fn reserve_fds(n: usize) -> io::Result<usize> {
-    // SAFETY: getrlimit with a valid, initialised rlimit struct.
-    let limit = unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        lim.rlim_cur
-    };
+/// 16,384).
+pub fn reserve_fds(n: usize) -> io::Result<()> {
+    let limit = open_file_limit()?.rlim_cur;
     let top = n.min(usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(1)).min(i32::MAX as usize);
     // SAFETY: eventfd creates a descriptor we own (closed below).
     let probe = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
@@ -50,7 +54,7 @@ pub fn reserve_fds(n: usize) -> io::Result<usize> {
         }
         libc::close(high);
     }
-    Ok(top + 1)
+    Ok(())
 }
 
 /// Sets glibc's heap thresholds: allocations from `mmap` bytes get their own mapping, and up to
