@@ -234,6 +234,7 @@ def peak_rss_mb(pids):
 
 
 def wait_ready(port, path, proc, deadline=30):
+    """Waits until the server answers, then until it has settled (see `wait_settled`)."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if proc.poll() is not None:
@@ -242,11 +243,27 @@ def wait_ready(port, path, proc, deadline=30):
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                 s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
                 if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    wait_settled(proc, end)
                     return
         except OSError:
             pass
         time.sleep(0.1)
     raise RuntimeError("not ready")
+
+
+def wait_settled(proc, end, window=0.5, busy=0.02):
+    """Waits until the server's processes, all of them, are idle: less than `busy` CPU-seconds
+    in `window` seconds, with no process started or ended. A server of several processes answers
+    as soon as its first one does, while the others may still be loading the app (Django takes
+    about a second here), and a load started then would find them busy loading. Past `end` it
+    gives up waiting and says so."""
+    while time.monotonic() < end:
+        pids = children(proc.pid)
+        before = cpu_seconds(pids)
+        time.sleep(window)
+        if set(children(proc.pid)) == set(pids) and cpu_seconds(pids) - before < busy:
+            return
+    print(f"  (pid {proc.pid} still busy at the deadline: measured anyway)", file=sys.stderr)
 
 
 def answered_at_once(port, conns, wait=2.0):
@@ -430,12 +447,17 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
             def cell(duration, rate=None):
                 pids = children(proc.pid)
                 before = cpu_seconds(pids)
+                each_before = {p: cpu_seconds([p]) for p in pids}
                 gen_before = loadgen_cpu_seconds()
                 if rate or loadgen == "oha":
                     r = oha_cell(port, scenario, tmp, duration, pin, rate)
                 else:
                     r = wrk_cell(port, scenario, tmp, duration, pin)
                 cpu = cpu_seconds(children(proc.pid)) - before
+                each = sorted((cpu_seconds([p]) - t for p, t in each_before.items()), reverse=True)
+                # With one process per CPU, the share of the CPU time its busiest process used: near
+                # 1/procs when the load is spread, near 1 when one process took every connection.
+                r["top_share"] = each[0] / cpu if procs > 1 and len(each) > 1 and cpu > 0 else None
                 gen = loadgen_cpu_seconds() - gen_before
                 r["cpu_us_per_req"] = cpu / r["responses"] * 1e6 if r["responses"] else None
                 r["loadgen_us_per_req"] = gen / r["responses"] * 1e6 if r["responses"] else None
@@ -459,7 +481,7 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
         values = [r[key] for r in runs if r[key] is not None]
         return statistics.median(values) if values else None
 
-    med = {k: median(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "loadgen_us_per_req")}
+    med = {k: median(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "loadgen_us_per_req", "top_share")}
     return {"server": server, "scenario": scenario, "layout": layout, "loadgen": loadgen, **med,
             "errors": sum(r["errors"] for r in runs), "peak_rss_mb": rss, "runs": runs, "answered": answered,
             "at_load": at_load}
@@ -497,6 +519,8 @@ def table(results, layout, loadgen="wrk"):
             conns = SCENARIOS[sc][4]
             if r.get("answered") is not None and r["answered"] < conns:
                 err += f" (answers {r['answered']} of {conns} connections)"
+            if r.get("top_share") and r["top_share"] > 0.75:
+                err += f" (one process used {r['top_share']:.0%} of the CPU)"
             fmt = lambda v, spec: "?" if v is None else format(v, spec)  # noqa: E731
             cells.append(f"{fmt(r['rps'], ',.0f')} · {fmt(r['cpu_us_per_req'], '.1f')} · {fmt(r['p99_ms'], '.2f')} · "
                          f"{r['peak_rss_mb']:.0f}{err}")
