@@ -157,7 +157,7 @@ def main():
         for scenario in args.scenarios.split(","):
             need = run.SCENARIOS[scenario][6]
             cells = [s for s in servers if need in run.SUPPORTS[s]
-                     and not (layout == "one-core" and s in ("wsgo-multi", "wsgo-share", "wsgo-share-base"))]
+                     and not (layout == "one-core" and s in run.MULTI)]
             if not cells:
                 continue
             rows = []

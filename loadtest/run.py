@@ -111,7 +111,9 @@ def server_command(name, port, procs, webroot, app=APP):
         "wsgo-share": [ours, "--module", app, "--http-socket", addr, "--workers", "16",
                        "--processes", str(procs), "--cpu-share", "--static-map", f"/static={webroot}",
                        "--max-age", "60"],
-        # The same layout of the other build (WSGO_BASE_BIN), for before/after on all cores.
+        # The same layouts of the other build (WSGO_BASE_BIN), for before/after on all cores.
+        "wsgo-multi-base": [base, "--module", app, "--http-socket", addr, "--workers", "16",
+                            "--processes", str(procs), "--static-map", f"/static={webroot}", "--max-age", "60"],
         "wsgo-share-base": [base, "--module", app, "--http-socket", addr, "--workers", "16",
                             "--processes", str(procs), "--cpu-share", "--static-map", f"/static={webroot}",
                             "--max-age", "60"],
@@ -135,6 +137,7 @@ SUPPORTS = {
     "wsgo-base": {"wsgi", "rust", "static", "cache"},
     "wsgo-multi": {"wsgi"},
     "wsgo-share": {"wsgi"},
+    "wsgo-multi-base": {"wsgi"},
     "wsgo-share-base": {"wsgi"},
     "wsgo-go": {"wsgi", "static", "cache"},
     "granian": {"wsgi"},
@@ -487,8 +490,14 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
             "at_load": at_load}
 
 
+# Other builds of ours (WSGO_BASE_BIN, or the same one measured again): neither ours nor a peer.
+BASES = ("wsgo-base", "wsgo-multi-base", "wsgo-share-base")
+# Layouts of several processes: all cores only.
+MULTI = ("wsgo-multi", "wsgo-share", "wsgo-multi-base", "wsgo-share-base")
+
+
 def is_ours(server):
-    return server.startswith("wsgo") and server not in ("wsgo-go", "wsgo-base", "wsgo-share-base")
+    return server.startswith("wsgo") and server != "wsgo-go" and server not in BASES
 
 
 def table(results, layout, loadgen="wrk"):
@@ -529,7 +538,7 @@ def table(results, layout, loadgen="wrk"):
             if is_ours(sv):
                 if ours is None or r["cpu_us_per_req"] < ours["cpu_us_per_req"]:
                     ours = r
-            elif sv not in ("wsgo-base", "wsgo-share-base") and (best_peer is None or r["cpu_us_per_req"] < best_peer["cpu_us_per_req"]):
+            elif sv not in BASES and (best_peer is None or r["cpu_us_per_req"] < best_peer["cpu_us_per_req"]):
                 # Another build of ours (or the same one measured again) is no peer.
                 best_peer = r
         ratio = (f"{best_peer['cpu_us_per_req'] / ours['cpu_us_per_req']:.2f}x vs {best_peer['server']}"
@@ -569,7 +578,7 @@ def cpu_split_table(results, layout, loadgen="wrk"):
 def saturation(results, layout, scenario):
     """The best peer's closed-loop requests/s on a cell (the highest over the load generators)."""
     peers = [r["rps"] for r in results if r["layout"] == layout and r["scenario"] == scenario and not r.get("at_load")
-             and not is_ours(r["server"]) and r["server"] not in ("wsgo-base", "wsgo-share-base") and "failed" not in r and not r["errors"]
+             and not is_ours(r["server"]) and r["server"] not in BASES and "failed" not in r and not r["errors"]
              and r["rps"]]
     return max(peers) if peers else None
 
@@ -672,7 +681,7 @@ def main():
         for layout in layouts:
             for sc in scenarios:
                 for sv in servers:
-                    if SCENARIOS[sc][6] in SUPPORTS[sv] and not (sv in ("wsgo-multi", "wsgo-share", "wsgo-share-base") and layout == "one-core"):
+                    if SCENARIOS[sc][6] in SUPPORTS[sv] and not (sv in MULTI and layout == "one-core"):
                         yield layout, sc, sv
 
     def log(r, what):

@@ -28,6 +28,8 @@ pub struct Stats {
     pub cache_misses: AtomicU64,
     /// Static files served.
     pub static_files: AtomicU64,
+    /// Connections taken from another process's socket, where they had waited too long.
+    pub rescued: AtomicU64,
     /// Each core thread's counts.
     cores: Mutex<Vec<Arc<CoreCounts>>>,
 }

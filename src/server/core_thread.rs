@@ -32,6 +32,11 @@ use crate::static_files::FileCache;
 const LINGER: Duration = Duration::from_millis(200);
 /// Connections accepted in a row before the accept loop lets the others run.
 const ACCEPT_BURST: usize = 64;
+/// How often a core thread looks at the sockets it rescues from (other processes' own sockets):
+/// what was waiting there at two looks in a row is taken here. A process that stopped, is still
+/// loading its app or is at `--max-connections` leaves its connections to the others after 20 to
+/// 40 ms instead of until it serves again.
+pub(super) const RESCUE_EVERY: Duration = Duration::from_millis(20);
 
 /// Whether MONOIO_FORCE_LEGACY_DRIVER asks for epoll.
 fn force_legacy() -> bool {
@@ -39,10 +44,11 @@ fn force_legacy() -> bool {
         .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
+/// `sockets`: the sockets this core thread accepts from, and those it only rescues from.
 pub(super) fn run(
     index: usize,
     core: Option<core_affinity::CoreId>,
-    sockets: Vec<Listening>,
+    sockets: (Vec<Listening>, Vec<Listening>),
     state: Arc<State>,
     queue: Arc<Scheduler>,
     signal: Arc<CoreSignal>,
@@ -52,7 +58,7 @@ pub(super) fn run(
     }
     crate::sys::process::batch_scheduling();
     crate::log::defer_this_thread();
-    let count = sockets.len();
+    let count = sockets.0.len();
     if !force_legacy() {
         let mut ring = io_uring::IoUring::builder();
         ring.setup_coop_taskrun();
@@ -94,7 +100,7 @@ const RELEASE_EVERY: Duration = Duration::from_secs(5);
 
 /// `nonblocking`: the driver wants non-blocking sockets (epoll); io_uring takes blocking ones.
 async fn serve(
-    sockets: Vec<Listening>,
+    (sockets, rescued): (Vec<Listening>, Vec<Listening>),
     state: Arc<State>,
     queue: Arc<Scheduler>,
     signal: Arc<CoreSignal>,
@@ -150,6 +156,9 @@ async fn serve(
         }
     });
 
+    if !rescued.is_empty() {
+        monoio::spawn(rescue_loop(rescued, core.clone(), signal.clone(), nonblocking));
+    }
     let loops: Vec<_> = sockets
         .into_iter()
         .map(|l| monoio::spawn(accept_loop(l, core.clone(), signal.clone(), nonblocking)))
@@ -199,20 +208,7 @@ async fn accept_loop(socket: Listening, core: Rc<Core>, signal: Arc<CoreSignal>,
             return;
         }
     };
-    let start = |fd: OwnedFd, peer: Option<SocketAddr>| {
-        if unix {
-            match UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)) {
-                Ok(s) => start_conn(&core, s, Peer::Unix, local),
-                Err(e) => crate::log::error!("cannot register a connection: {e}"),
-            }
-        } else {
-            let Some(peer) = peer else { return };
-            match TcpStream::from_std(std::net::TcpStream::from(fd)) {
-                Ok(s) => start_conn(&core, s, Peer::Ip(peer), local),
-                Err(e) => crate::log::error!("cannot register a connection: {e}"),
-            }
-        }
-    };
+    let start = |fd: OwnedFd, peer: Option<SocketAddr>| start_accepted(&core, fd, peer, unix, local);
 
     // Connections are taken with accept4(SOCK_CLOEXEC) rather than the runtime's accept (whose
     // io_uring form leaves them inheritable by the app's child processes); the runtime only
@@ -301,6 +297,72 @@ async fn accept_loop(socket: Listening, core: Rc<Core>, signal: Arc<CoreSignal>,
     }
     drop(listener);
     state.listening.fetch_sub(1, SeqCst);
+}
+
+/// Registers an accepted connection with the runtime and starts serving it.
+fn start_accepted(core: &Rc<Core>, fd: OwnedFd, peer: Option<SocketAddr>, unix: bool, local: SocketAddr) {
+    if unix {
+        match UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)) {
+            Ok(s) => start_conn(core, s, Peer::Unix, local),
+            Err(e) => crate::log::error!("cannot register a connection: {e}"),
+        }
+    } else {
+        let Some(peer) = peer else { return };
+        match TcpStream::from_std(std::net::TcpStream::from(fd)) {
+            Ok(s) => start_conn(core, s, Peer::Ip(peer), local),
+            Err(e) => crate::log::error!("cannot register a connection: {e}"),
+        }
+    }
+}
+
+/// Takes the connections that wait too long on other processes' sockets: every
+/// [`RESCUE_EVERY`], a socket readable at this look and the last one is accepted from (up to a
+/// burst). Ends at the drain.
+async fn rescue_loop(sockets: Vec<Listening>, core: Rc<Core>, signal: Arc<CoreSignal>, nonblocking: bool) {
+    let state = core.state.clone();
+    let fds: Vec<_> = sockets.iter().map(Listening::fd).collect();
+    let locals: Vec<(bool, SocketAddr)> = sockets
+        .iter()
+        .map(|s| match s {
+            Listening::Tcp(l) => (false, l.local_addr().unwrap_or(UNIX_LOCAL)),
+            Listening::Unix(_) => (true, UNIX_LOCAL),
+        })
+        .collect();
+    let mut waited = vec![false; fds.len()];
+    let mut ready = Vec::new();
+    let mut stopped = std::pin::pin!(signal.wait());
+    loop {
+        let stop = monoio::select! {
+            _ = monoio::time::sleep(RESCUE_EVERY) => false,
+            _ = stopped.as_mut() => true,
+        };
+        if stop || state.draining.load(SeqCst) {
+            break;
+        }
+        if state.open.load(SeqCst) >= state.config.max_connections {
+            waited.fill(false);
+            continue;
+        }
+        crate::sys::net::readable(&fds, &mut ready);
+        for (i, &fd) in fds.iter().enumerate() {
+            if !(ready[i] && waited[i]) {
+                waited[i] = ready[i];
+                continue;
+            }
+            waited[i] = false;
+            let (unix, local) = locals[i];
+            let mut taken = 0;
+            while taken < ACCEPT_BURST
+                && let Ok(Some((conn, peer))) = crate::sys::net::accept(fd, nonblocking)
+            {
+                start_accepted(&core, conn, peer, unix, local);
+                taken += 1;
+            }
+            if taken > 0 {
+                core.state.stats.rescued.fetch_add(taken as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Starts serving an accepted connection.

@@ -46,6 +46,7 @@ pub(crate) fn print_stats<R: Runner>(
     line(format!("Request drops: {}", get(&stats.drops)));
     line(format!("Requests abandoned by their clients while queued: {}", get(&stats.abandoned)));
     line(format!("Static files served: {}", get(&stats.static_files)));
+    line(format!("Connections rescued from other processes: {}", get(&stats.rescued)));
     let (established, refused) = state.blocks.counts();
     line(format!("Blocks established: {established}"));
     line(format!("Blocked requests: {refused}"));

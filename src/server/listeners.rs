@@ -1,8 +1,8 @@
 //! The listening sockets: bound here (TCP and unix), inherited from the supervisor, or handed
 //! over by systemd (socket activation); and shared out to the core threads.
 //!
-//! A TCP address gets one SO_REUSEPORT socket per core thread, so the kernel spreads its
-//! connections over the cores. Before binding, the address is claimed for this process (an
+//! A TCP address gets one SO_REUSEPORT socket per core thread (per process, when the supervisor
+//! binds), so the kernel spreads its connections over the cores (the processes). Before binding, the address is claimed for this process (an
 //! abstract unix socket named after it) and probed (a bind without SO_REUSEPORT fails when anyone
 //! holds the port): a second wsgo, or anything else, on an address a wsgo serves fails at start
 //! with "Address already in use" instead of silently sharing its connections. A unix socket is
@@ -106,9 +106,9 @@ impl Drop for Bound {
     }
 }
 
-/// Binds every address of `config`: `config.io_threads` SO_REUSEPORT sockets per TCP address
-/// (port 0 resolved once, the others join it), one socket per unix path.
-pub fn bind(config: &Config) -> Result<Bound, ListenError> {
+/// Binds every address of `config`: `copies` SO_REUSEPORT sockets per TCP address (port 0
+/// resolved once, the others join it), one socket per unix path.
+pub fn bind(config: &Config, copies: usize) -> Result<Bound, ListenError> {
     use std::os::unix::fs::MetadataExt;
     let mut bound = Bound::default();
     for bind in &config.binds {
@@ -123,7 +123,7 @@ pub fn bind(config: &Config) -> Result<Bound, ListenError> {
                     }
                     bound.claims.push(claim);
                 }
-                for _ in 0..config.io_threads.max(1) {
+                for _ in 0..copies.max(1) {
                     let l = crate::sys::net::listen(addr, config.defer_accept)
                         .map_err(|source| ListenError::Bind { bind: Bind::Tcp(addr), source })?;
                     if addr.port() == 0
@@ -186,10 +186,10 @@ pub fn inherit(fds: &[RawFd]) -> Result<Vec<Listening>, ListenError> {
 /// accepts from it whatever the numbers (a process given fewer cores than the supervisor bound
 /// sockets takes several on a core); a core left without one gets a copy. A unix socket is
 /// copied to every core.
-pub fn per_core(sockets: &[Listening], cores: usize) -> io::Result<Vec<Vec<Listening>>> {
+pub fn per_core(sockets: &[&Listening], cores: usize) -> io::Result<Vec<Vec<Listening>>> {
     let cores = cores.max(1);
     let mut groups: Vec<(Option<Bind>, Vec<&Listening>)> = Vec::new();
-    for l in sockets {
+    for &l in sockets {
         let b = l.bind();
         match groups.iter_mut().find(|(g, _)| *g == b) {
             Some((_, members)) => members.push(l),
@@ -203,6 +203,54 @@ pub fn per_core(sockets: &[Listening], cores: usize) -> io::Result<Vec<Vec<Liste
         }
     }
     Ok(out)
+}
+
+/// `sockets` dealt out to `cores` cores in turn, each socket to one core (the other processes'
+/// sockets, which a core only rescues from).
+pub fn deal(sockets: &[&Listening], cores: usize) -> io::Result<Vec<Vec<Listening>>> {
+    let cores = cores.max(1);
+    let mut out: Vec<Vec<Listening>> = (0..cores).map(|_| Vec::new()).collect();
+    for (i, l) in sockets.iter().enumerate() {
+        out[i % cores].push(l.try_clone()?);
+    }
+    Ok(out)
+}
+
+/// Which of `sockets` each of `processes` processes owns (their indices): of each address's
+/// SO_REUSEPORT group an even slice, when the group divides evenly; every socket of a group that
+/// does not (a unix socket, systemd's single socket) to every process.
+///
+/// A process accepts from its own sockets as they become readable, and from the others only
+/// what waits there too long ([`RESCUE_EVERY`](super::core_thread::RESCUE_EVERY)). The kernel
+/// spreads a group's connections over its sockets by their addresses, so each process gets its
+/// share whichever runs first. When every process accepted from every socket, the first one
+/// woken took a whole burst (up to 64 in a row), and keep-alive kept it there: Django on
+/// `--processes 2` ran at one process's speed in 5 of 12 starts.
+pub fn owned_by_process(sockets: &[Listening], processes: usize) -> Vec<Vec<usize>> {
+    let processes = processes.max(1);
+    let mut groups: Vec<(Option<Bind>, Vec<usize>)> = Vec::new();
+    for (i, l) in sockets.iter().enumerate() {
+        let b = l.bind();
+        match groups.iter_mut().find(|(g, _)| *g == b) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((b, vec![i])),
+        }
+    }
+    let mut out = vec![Vec::new(); processes];
+    for (bind, members) in &groups {
+        let tcp = matches!(bind, Some(Bind::Tcp(_)));
+        if tcp && members.len() >= processes && members.len() % processes == 0 {
+            let each = members.len() / processes;
+            for (k, own) in out.iter_mut().enumerate() {
+                own.extend_from_slice(&members[k * each..(k + 1) * each]);
+            }
+        } else {
+            for own in &mut out {
+                own.extend_from_slice(members);
+            }
+        }
+    }
+    out
 }
 
 /// What the addresses are, for the start-up line: the TCP ones as `http://ADDR` first.
@@ -255,11 +303,35 @@ mod tests {
     }
 
     #[test]
+    fn each_process_owns_an_even_slice_of_each_group() {
+        // (TCP sockets of one address, processes) -> how many each owns; every socket owned once.
+        for (n, processes, each) in [(4, 2, 2), (2, 2, 1), (6, 3, 2), (2, 1, 2), (1, 2, 1), (3, 2, 3)] {
+            let g = group(n);
+            let owned = owned_by_process(&g, processes);
+            assert_eq!(owned.len(), processes);
+            assert!(owned.iter().all(|o| o.len() == each), "{n} sockets, {processes} processes: {owned:?}");
+            let mut all: Vec<usize> = owned.concat();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all, (0..n).collect::<Vec<_>>(), "{n} sockets, {processes} processes: each owned");
+        }
+        // Two addresses and a unix socket: a slice of each group, the unix socket to both.
+        let dir = std::env::temp_dir().join(format!("wsgo-own-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let mut sockets = group(2);
+        sockets.push(Listening::Unix(std::os::unix::net::UnixListener::bind(&dir).unwrap()));
+        sockets.extend(group(2));
+        let owned = owned_by_process(&sockets, 2);
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(owned, vec![vec![0, 2, 3], vec![1, 2, 4]]);
+    }
+
+    #[test]
     fn every_socket_gets_a_core_and_every_core_a_socket() {
         for (sockets, cores) in [(2, 2), (2, 1), (1, 2), (4, 2), (2, 3), (1, 1)] {
             let g = group(sockets);
             let all: Vec<u64> = g.iter().map(inode).collect();
-            let shares = per_core(&g, cores).unwrap();
+            let shares = per_core(&g.iter().collect::<Vec<_>>(), cores).unwrap();
             assert_eq!(shares.len(), cores);
             assert!(shares.iter().all(|s| !s.is_empty()), "{sockets} sockets, {cores} cores");
             let mut served: Vec<u64> = shares.iter().flatten().map(inode).collect();

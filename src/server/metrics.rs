@@ -44,6 +44,11 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("wsgo_cache_bytes", "gauge", "Bytes held by the response cache."),
     ("wsgo_cache_entries", "gauge", "Responses held by the response cache."),
     ("wsgo_static_files_total", "counter", "Static files served."),
+    (
+        "wsgo_connections_rescued_total",
+        "counter",
+        "Connections taken from another process's socket, where they had waited too long.",
+    ),
     ("wsgo_blocks_total", "counter", "Blocks established by X-WSGo-Block."),
     ("wsgo_blocked_requests_total", "counter", "Requests refused because their client is blocked."),
     ("wsgo_blocked_clients", "gauge", "Clients blocked now."),
@@ -78,6 +83,7 @@ pub fn sample(state: &State, queue: &Scheduler, started: u64) -> String {
     line("wsgo_cache_bytes", state.cache.as_ref().map_or(0, |c| c.size() as u64));
     line("wsgo_cache_entries", state.cache.as_ref().map_or(0, |c| c.len() as u64));
     line("wsgo_static_files_total", get(&s.static_files));
+    line("wsgo_connections_rescued_total", get(&s.rescued));
     let (established, refused) = state.blocks.counts();
     line("wsgo_blocks_total", established);
     line("wsgo_blocked_requests_total", refused);

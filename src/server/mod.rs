@@ -126,10 +126,15 @@ fn malloc_set_by_user(tunables: &str, trim_var: bool, mmap_var: bool) -> bool {
 
 /// The listening sockets of a server process: handed over by the supervisor
 /// (`WSGO_LISTEN_FDS`) or by systemd (`LISTEN_FDS`), or bound here.
-pub(crate) fn open_sockets(config: &Config, handed: Option<Vec<RawFd>>) -> Result<Bound, ExitCode> {
+/// `copies`: how many SO_REUSEPORT sockets to bind for each TCP address.
+pub(crate) fn open_sockets(
+    config: &Config,
+    handed: Option<Vec<RawFd>>,
+    copies: usize,
+) -> Result<Bound, ExitCode> {
     let bound = match handed {
         Some(fds) => listeners::inherit(&fds).map(Bound::inherited),
-        None => listeners::bind(config),
+        None => listeners::bind(config, copies),
     };
     bound.map_err(|e| {
         crate::log::error!("{e}");
@@ -158,6 +163,9 @@ pub fn adopt_cpu_share() {
 struct FromSupervisor {
     /// `WSGO_LISTEN_FDS`: the inherited listening sockets.
     listen_fds: Option<Vec<RawFd>>,
+    /// `WSGO_LISTEN_OWN`: which of them are this process's own (the others are only rescued
+    /// from); all of them when absent.
+    listen_own: Option<Vec<RawFd>>,
     /// `WSGO_CONTROL_FD`: the channel to the supervisor.
     control: Option<Channel>,
 }
@@ -165,13 +173,16 @@ struct FromSupervisor {
 impl FromSupervisor {
     /// Reads and removes the variables. Call before any other thread starts.
     fn take() -> FromSupervisor {
-        let listen_fds = std::env::var(supervisor::LISTEN_FDS)
-            .ok()
-            .map(|list| list.split(',').filter_map(|f| f.parse().ok()).collect::<Vec<RawFd>>());
-        // SAFETY: called at the start of the process, before any other thread exists, so
-        // nothing reads the environment concurrently.
-        unsafe { std::env::remove_var(supervisor::LISTEN_FDS) };
-        FromSupervisor { listen_fds, control: Channel::from_env() }
+        let fds = |var: &str| {
+            let list = std::env::var(var).ok();
+            // SAFETY: called at the start of the process, before any other thread exists, so
+            // nothing reads the environment concurrently.
+            unsafe { std::env::remove_var(var) };
+            list.map(|list| list.split(',').filter_map(|f| f.parse().ok()).collect::<Vec<RawFd>>())
+        };
+        let listen_fds = fds(supervisor::LISTEN_FDS);
+        let listen_own = fds(supervisor::LISTEN_OWN);
+        FromSupervisor { listen_fds, listen_own, control: Channel::from_env() }
     }
 }
 
@@ -197,7 +208,7 @@ pub fn run(config: Config) -> ExitCode {
     // Sockets from the supervisor, else from systemd, else bound here.
     let handed = from_supervisor.listen_fds.clone().or_else(listeners::from_systemd);
     let shared_sockets = handed.is_some();
-    let mut bound = match open_sockets(&config, handed) {
+    let mut bound = match open_sockets(&config, handed, config.io_threads) {
         Ok(b) => b,
         Err(code) => return code,
     };
@@ -205,7 +216,14 @@ pub fn run(config: Config) -> ExitCode {
         crate::log::error!("no socket to listen on");
         return ExitCode::from(1);
     }
-    let per_core = match listeners::per_core(&bound.sockets, config.io_threads) {
+    // This process's own sockets, and the other processes' (only rescued from).
+    let (own, others): (Vec<&listeners::Listening>, Vec<&listeners::Listening>) = bound
+        .sockets
+        .iter()
+        .partition(|l| from_supervisor.listen_own.as_ref().is_none_or(|own| own.contains(&l.fd())));
+    let dealt = listeners::per_core(&own, config.io_threads)
+        .and_then(|own| Ok((own, listeners::deal(&others, config.io_threads)?)));
+    let (per_core, rescued_per_core) = match dealt {
         Ok(p) => p,
         Err(e) => {
             crate::log::error!("cannot share the listening sockets out to the core threads: {e}");
@@ -320,14 +338,14 @@ pub fn run(config: Config) -> ExitCode {
         );
     }
     let mut signals_to_cores = Vec::new();
-    for (i, sockets) in per_core.into_iter().enumerate() {
+    for (i, (sockets, rescued)) in per_core.into_iter().zip(rescued_per_core).enumerate() {
         let signal = Arc::new(CoreSignal::default());
         signals_to_cores.push(signal.clone());
         let core_id = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         let (state, queue) = (state.clone(), queue.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("wsgo-core-{i}"))
-            .spawn(move || core_thread::run(i, core_id, sockets, state, queue, signal));
+            .spawn(move || core_thread::run(i, core_id, (sockets, rescued), state, queue, signal));
         if let Err(e) = spawned {
             crate::log::error!("cannot start core thread {i}: {e}");
             return ExitCode::from(1);

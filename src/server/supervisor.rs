@@ -5,10 +5,11 @@
 //! process's metrics.
 //!
 //! The supervisor owns the listening sockets and hands them to every server process (inherited
-//! descriptors, `WSGO_LISTEN_FDS`): all processes accept from the same sockets, one per core
-//! thread slot (an SO_REUSEPORT group, so the kernel spreads connections over the slots). A
-//! process that stops closes only its copies, so connections waiting in the kernel's queue are
-//! never reset: another process accepts them. That is what lets a replacement swap processes
+//! descriptors, `WSGO_LISTEN_FDS`): an SO_REUSEPORT group with one socket per process, each
+//! process's own named in `WSGO_LISTEN_OWN` (`listeners::owned_by_process`). A
+//! process accepts from its own and rescues what waits too long on the others'; one that stops
+//! closes only its copies, so connections waiting in the kernel's queue are never reset: the
+//! others (or its successor, which owns the same sockets) accept them. That is what lets a replacement swap processes
 //! without a refused or reset connection: the new process serves before the old one is asked to
 //! drain. The supervisor never starts Python.
 //!
@@ -42,6 +43,9 @@ use crate::wsgi::interp::EXIT_LOAD_FAILED;
 
 /// The environment variable naming the inherited listening descriptors (`3,4`).
 pub const LISTEN_FDS: &str = "WSGO_LISTEN_FDS";
+/// The environment variable naming which of them are the process's own (`3,5`); the others it
+/// only rescues connections from (`listeners::owned_by_process`).
+pub const LISTEN_OWN: &str = "WSGO_LISTEN_OWN";
 /// The environment variable naming a process's share of the CPUs (`0,1`).
 pub const CPUS: &str = "WSGO_CPUS";
 /// First restart delay, doubled per quick failure.
@@ -112,6 +116,8 @@ struct Slot {
 struct Spawner {
     args: Vec<OsString>,
     sockets: Vec<Listening>,
+    /// Which of them each slot owns (indices).
+    own: Vec<Vec<usize>>,
     /// Each slot's share of the CPUs (empty: no restriction).
     shares: Vec<Vec<usize>>,
 }
@@ -145,6 +151,10 @@ impl Spawner {
         let mut fds: Vec<RawFd> = self.sockets.iter().map(Listening::fd).collect();
         let names: Vec<String> = (0..fds.len()).map(|i| (first + i as RawFd).to_string()).collect();
         cmd.env(LISTEN_FDS, names.join(","));
+        if let Some(own) = self.own.get(number - 1) {
+            let own: Vec<&str> = own.iter().filter_map(|&i| names.get(i).map(String::as_str)).collect();
+            cmd.env(LISTEN_OWN, own.join(","));
+        }
         cmd.env(super::control::CONTROL_FD, (first + fds.len() as RawFd).to_string());
         // Fewer malloc arenas: Python's threads otherwise each grow their own (the original
         // sets the same for its children). Kept if the user set GLIBC_TUNABLES.
@@ -257,7 +267,11 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
     }
     let systemd = listeners::from_systemd();
     let from_systemd = systemd.is_some();
-    let mut bound = match super::open_sockets(config, systemd) {
+    // One socket of each TCP address for each process, its own (`listeners::owned_by_process`).
+    // Not one per core thread: spread over all of them, a hello load came to each core thread in
+    // smaller batches and cost 13% more CPU per request on `--processes 2` (7.4 against 8.4 us,
+    // `loadtest/placement.py`); a process's core threads share its socket.
+    let mut bound = match super::open_sockets(config, systemd, config.processes) {
         Ok(b) => b,
         Err(code) => return code,
     };
@@ -309,7 +323,8 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
         },
         None => None,
     };
-    let spawner = Spawner { args, sockets: std::mem::take(&mut bound.sockets), shares };
+    let own = listeners::owned_by_process(&bound.sockets, config.processes);
+    let spawner = Spawner { args, sockets: std::mem::take(&mut bound.sockets), own, shares };
     crate::log::info!(
         "supervisor {} starting {} processes on {where_}",
         std::process::id(),

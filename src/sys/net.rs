@@ -357,6 +357,27 @@ pub fn shutdown(fd: RawFd) {
     }
 }
 
+/// Which of `fds` (listening sockets) have a connection waiting: `POLLIN` in one `poll(2)` that
+/// does not wait. `ready[i]` is set for `fds[i]`.
+pub fn readable(fds: &[RawFd], ready: &mut Vec<bool>) {
+    ready.clear();
+    ready.resize(fds.len(), false);
+    if fds.is_empty() {
+        return;
+    }
+    let mut polls: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: `polls` is a valid array of `polls.len()` pollfd structs; a zero timeout makes
+    // poll(2) only report, never wait.
+    let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 0) };
+    if n <= 0 {
+        return;
+    }
+    for (r, p) in ready.iter_mut().zip(&polls) {
+        *r = p.revents & libc::POLLIN != 0;
+    }
+}
+
 /// Which of `fds` (sockets) the peer has closed or reset: hung-up flags (`POLLRDHUP`, `POLLHUP`,
 /// `POLLERR`) in one `poll(2)` that does not wait. `gone[i]` is set for `fds[i]`.
 pub fn hung_up(fds: &[RawFd], gone: &mut Vec<bool>) {

@@ -92,6 +92,50 @@ def test_two_processes_share_the_port(two):
     assert requests.get(two.url + "/headers").status_code == 200
 
 
+def test_a_burst_of_keep_alive_connections_is_spread_over_the_processes(two):
+    # Each process accepts from sockets of its own and the kernel spreads connections over them by
+    # their addresses. When both accepted from the same sockets, the first one woken could take a
+    # whole burst, and keep-alive kept every request of the load on it.
+    host, port = two.url.removeprefix("http://").rsplit(":", 1)
+    for burst in range(3):
+        socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(64)]
+        try:
+            for s in socks:
+                s.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+            served = {}
+            for s in socks:
+                head, _, body = s.recv(4096).partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200"), head
+                served[int(body)] = served.get(int(body), 0) + 1
+        finally:
+            for s in socks:
+                s.close()
+        # 64 connections over two processes' sockets: fewer than 12 on one has odds below 1e-7.
+        assert len(served) == 2 and min(served.values()) >= 12, f"burst {burst}: {served}"
+
+
+def test_a_stopped_process_leaves_its_connections_to_the_others(two):
+    # Connections that the kernel queued on a stopped process's own sockets are taken by the other
+    # after waiting two looks (20-40 ms), not left until it runs again.
+    victim = sorted(children(two.proc.pid))[0]
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        waits = []
+        for _ in range(40):
+            t0 = time.monotonic()
+            r = requests.get(two.url + "/pid", headers={"Connection": "close"}, timeout=5)
+            waits.append(time.monotonic() - t0)
+            assert r.status_code == 200 and int(r.text) != victim
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    assert max(waits) < 1.0, sorted(waits)[-5:]
+    os.kill(two.proc.pid, signal.SIGUSR2)
+    wait_for(lambda: "total: Connections rescued from other processes:" in two.stderr(), what="the SIGUSR2 report")
+    rescued = int(two.stderr().split("total: Connections rescued from other processes:")[-1].split()[0])
+    # About half of 40 connections were queued on the stopped process's sockets.
+    assert rescued >= 5, rescued
+
+
 def test_a_killed_process_is_restarted_and_the_others_keep_serving(two):
     before = children(two.proc.pid)
     load = Load(two.url)
