@@ -460,7 +460,9 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
                 each = sorted((cpu_seconds([p]) - t for p, t in each_before.items()), reverse=True)
                 # With one process per CPU, the share of the CPU time its busiest process used: near
                 # 1/procs when the load is spread, near 1 when one process took every connection.
-                r["top_share"] = each[0] / cpu if procs > 1 and len(each) > 1 and cpu > 0 else None
+                # (`wsgo` and `wsgo-base` are one process under a supervisor on every layout.)
+                several = procs > 1 and len(each) > 1 and server not in ("wsgo", "wsgo-base")
+                r["top_share"] = each[0] / cpu if several and cpu > 0 else None
                 gen = loadgen_cpu_seconds() - gen_before
                 r["cpu_us_per_req"] = cpu / r["responses"] * 1e6 if r["responses"] else None
                 r["loadgen_us_per_req"] = gen / r["responses"] * 1e6 if r["responses"] else None

@@ -267,11 +267,13 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
     }
     let systemd = listeners::from_systemd();
     let from_systemd = systemd.is_some();
-    // One socket of each TCP address for each process, its own (`listeners::owned_by_process`).
-    // Not one per core thread: spread over all of them, a hello load came to each core thread in
-    // smaller batches and cost 13% more CPU per request on `--processes 2` (7.4 against 8.4 us,
-    // `loadtest/placement.py`); a process's core threads share its socket.
-    let mut bound = match super::open_sockets(config, systemd, config.processes) {
+    // One process: a socket of each TCP address per core thread, as without a supervisor. More:
+    // one for each process, its own (`listeners::owned_by_process`), which its core threads share.
+    // Not one per core thread of each: spread over all of them, a hello load came to each core
+    // thread in smaller batches and cost 13% more CPU per request on `--processes 2` (7.4
+    // against 8.4 us, `loadtest/placement.py`).
+    let copies = if config.processes > 1 { config.processes } else { config.io_threads };
+    let mut bound = match super::open_sockets(config, systemd, copies) {
         Ok(b) => b,
         Err(code) => return code,
     };
