@@ -360,42 +360,33 @@ pub fn shutdown(fd: RawFd) {
 /// Which of `fds` (listening sockets) have a connection waiting: `POLLIN` in one `poll(2)` that
 /// does not wait. `ready[i]` is set for `fds[i]`.
 pub fn readable(fds: &[RawFd], ready: &mut Vec<bool>) {
-    ready.clear();
-    ready.resize(fds.len(), false);
-    if fds.is_empty() {
-        return;
-    }
-    let mut polls: Vec<libc::pollfd> =
-        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
-    // SAFETY: `polls` is a valid array of `polls.len()` pollfd structs; a zero timeout makes
-    // poll(2) only report, never wait.
-    let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 0) };
-    if n <= 0 {
-        return;
-    }
-    for (r, p) in ready.iter_mut().zip(&polls) {
-        *r = p.revents & libc::POLLIN != 0;
-    }
+    poll_now(fds, libc::POLLIN, libc::POLLIN, ready);
 }
 
 /// Which of `fds` (sockets) the peer has closed or reset: hung-up flags (`POLLRDHUP`, `POLLHUP`,
 /// `POLLERR`) in one `poll(2)` that does not wait. `gone[i]` is set for `fds[i]`.
 pub fn hung_up(fds: &[RawFd], gone: &mut Vec<bool>) {
-    gone.clear();
-    gone.resize(fds.len(), false);
+    poll_now(fds, libc::POLLRDHUP, libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR, gone);
+}
+
+/// One `poll(2)` over `fds` for `events` that does not wait: `out[i]` is set when `fds[i]`
+/// reported any of `flags`.
+fn poll_now(fds: &[RawFd], events: i16, flags: i16, out: &mut Vec<bool>) {
+    out.clear();
+    out.resize(fds.len(), false);
     if fds.is_empty() {
         return;
     }
     let mut polls: Vec<libc::pollfd> =
-        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 }).collect();
+        fds.iter().map(|&fd| libc::pollfd { fd, events, revents: 0 }).collect();
     // SAFETY: `polls` is a valid array of `polls.len()` pollfd structs; a zero timeout makes
     // poll(2) only report, never wait.
     let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 0) };
     if n <= 0 {
         return;
     }
-    for (g, p) in gone.iter_mut().zip(&polls) {
-        *g = p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+    for (o, p) in out.iter_mut().zip(&polls) {
+        *o = p.revents & flags != 0;
     }
 }
 
@@ -441,6 +432,29 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn readable_names_the_listeners_with_a_connection_waiting() {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fds = [a.as_raw_fd(), b.as_raw_fd()];
+        let mut ready = vec![true; 5];
+        readable(&fds, &mut ready);
+        assert_eq!(ready, [false, false]);
+        let _client = std::net::TcpStream::connect(b.local_addr().unwrap()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            readable(&fds, &mut ready);
+            if ready == [false, true] || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(ready, [false, true]);
+        drop(b.accept().unwrap());
+        readable(&fds, &mut ready);
+        assert_eq!(ready, [false, false], "nothing waits once taken");
+    }
 
     #[test]
     fn several_listeners_share_a_port() {
