@@ -6,12 +6,12 @@
 //!
 //! The supervisor owns the listening sockets and hands them to every server process (inherited
 //! descriptors, `WSGO_LISTEN_FDS`): an SO_REUSEPORT group with one socket per process, each
-//! process's own named in `WSGO_LISTEN_OWN` (`listeners::owned_by_process`). A
-//! process accepts from its own and rescues what waits too long on the others'; one that stops
-//! closes only its copies, so connections waiting in the kernel's queue are never reset: the
-//! others (or its successor, which owns the same sockets) accept them. That is what lets a replacement swap processes
-//! without a refused or reset connection: the new process serves before the old one is asked to
-//! drain. The supervisor never starts Python.
+//! process's own named in `WSGO_LISTEN_OWN` (`listeners::owned_by_process`). A process accepts
+//! from its own and rescues what waits too long on the others'; one that stops closes only its
+//! copies, so connections waiting in the kernel's queue are never reset: the others (or its
+//! successor, which owns the same sockets) accept them. That is what lets a replacement swap
+//! processes without a refused or reset connection: the new process serves before the old one is
+//! asked to drain. The supervisor never starts Python.
 //!
 //! Each process has a control channel to the supervisor (`control`): it says when it serves,
 //! asks to be replaced, and reports metrics and the folders of its source. The supervisor's loop
