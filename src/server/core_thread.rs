@@ -352,7 +352,9 @@ async fn rescue_loop(sockets: Vec<Listening>, core: Rc<Core>, signal: Arc<CoreSi
             waited[i] = false;
             let (unix, local) = locals[i];
             let mut taken = 0;
+            // Up to a burst, and never past --max-connections (the rest waits for the owner).
             while taken < ACCEPT_BURST
+                && state.open.load(SeqCst) < state.config.max_connections
                 && let Ok(Some((conn, peer))) = crate::sys::net::accept(fd, nonblocking)
             {
                 start_accepted(&core, conn, peer, unix, local);

@@ -2,8 +2,8 @@
 //! over by systemd (socket activation); and shared out to the core threads.
 //!
 //! A TCP address gets one SO_REUSEPORT socket per core thread (per process, when the supervisor
-//! binds), so the kernel spreads its connections over the cores (the processes). Before binding, the address is claimed for this process (an
-//! abstract unix socket named after it) and probed (a bind without SO_REUSEPORT fails when anyone
+//! binds), so the kernel spreads its connections over the cores (the processes). Before binding,
+//! the address is claimed for this process (an abstract unix socket named after it) and probed (a bind without SO_REUSEPORT fails when anyone
 //! holds the port): a second wsgo, or anything else, on an address a wsgo serves fails at start
 //! with "Address already in use" instead of silently sharing its connections. A unix socket is
 //! one socket that every core accepts from.
@@ -188,21 +188,27 @@ pub fn inherit(fds: &[RawFd]) -> Result<Vec<Listening>, ListenError> {
 /// copied to every core.
 pub fn per_core(sockets: &[&Listening], cores: usize) -> io::Result<Vec<Vec<Listening>>> {
     let cores = cores.max(1);
-    let mut groups: Vec<(Option<Bind>, Vec<&Listening>)> = Vec::new();
-    for &l in sockets {
-        let b = l.bind();
-        match groups.iter_mut().find(|(g, _)| *g == b) {
-            Some((_, members)) => members.push(l),
-            None => groups.push((b, vec![l])),
-        }
-    }
     let mut out: Vec<Vec<Listening>> = (0..cores).map(|_| Vec::new()).collect();
-    for (_, members) in &groups {
+    for (_, members) in by_address(sockets.iter().copied()) {
         for i in 0..members.len().max(cores) {
-            out[i % cores].push(members[i % members.len()].try_clone()?);
+            out[i % cores].push(sockets[members[i % members.len()]].try_clone()?);
         }
     }
     Ok(out)
+}
+
+/// The sockets grouped by what they are bound to (an SO_REUSEPORT group is one address), in
+/// their order: each group's address and its members' indices.
+fn by_address<'a>(sockets: impl Iterator<Item = &'a Listening>) -> Vec<(Option<Bind>, Vec<usize>)> {
+    let mut groups: Vec<(Option<Bind>, Vec<usize>)> = Vec::new();
+    for (i, l) in sockets.enumerate() {
+        let b = l.bind();
+        match groups.iter_mut().find(|(g, _)| *g == b) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((b, vec![i])),
+        }
+    }
+    groups
 }
 
 /// `sockets` dealt out to `cores` cores in turn, each socket to one core (the other processes'
@@ -228,16 +234,8 @@ pub fn deal(sockets: &[&Listening], cores: usize) -> io::Result<Vec<Vec<Listenin
 /// `--processes 2` ran at one process's speed in 5 of 12 starts.
 pub fn owned_by_process(sockets: &[Listening], processes: usize) -> Vec<Vec<usize>> {
     let processes = processes.max(1);
-    let mut groups: Vec<(Option<Bind>, Vec<usize>)> = Vec::new();
-    for (i, l) in sockets.iter().enumerate() {
-        let b = l.bind();
-        match groups.iter_mut().find(|(g, _)| *g == b) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((b, vec![i])),
-        }
-    }
     let mut out = vec![Vec::new(); processes];
-    for (bind, members) in &groups {
+    for (bind, members) in &by_address(sockets.iter()) {
         let tcp = matches!(bind, Some(Bind::Tcp(_)));
         if tcp && members.len() >= processes && members.len() % processes == 0 {
             let each = members.len() / processes;

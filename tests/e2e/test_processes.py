@@ -136,6 +136,35 @@ def test_a_stopped_process_leaves_its_connections_to_the_others(two):
     assert rescued >= 5, rescued
 
 
+def test_a_process_rescues_no_more_than_its_connection_limit(request, driver_env):
+    # The other process stopped: its connections are rescued, but only up to this process's
+    # --max-connections; the rest wait in the kernel's queue.
+    s = start_server(request, driver_env, "protect_app",
+                     args=["--processes", "2", "--workers", "4", "--max-connections", "10"])
+    victim = sorted(children(s.proc.pid))[0]
+    host, port = s.url.removeprefix("http://").rsplit(":", 1)
+    os.kill(victim, signal.SIGSTOP)
+    socks = []
+    try:
+        for _ in range(16):
+            c = socket.create_connection((host, int(port)), timeout=10)
+            c.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+            socks.append(c)
+        time.sleep(1.5)  # dozens of looks at the stopped process's socket
+        answered = 0
+        for c in socks:
+            c.setblocking(False)
+            try:
+                answered += c.recv(4096).startswith(b"HTTP/1.1 200")
+            except BlockingIOError:
+                pass
+        assert answered == 10, answered
+    finally:
+        os.kill(victim, signal.SIGCONT)
+        for c in socks:
+            c.close()
+
+
 def test_a_killed_process_is_restarted_and_the_others_keep_serving(two):
     before = children(two.proc.pid)
     load = Load(two.url)
