@@ -624,6 +624,16 @@ fn proc_number(pid: u32, file: &str, field: &str, column: usize) -> u64 {
     line[field.len()..].split_whitespace().nth(column).and_then(|v| v.parse().ok()).expect("a number")
 }
 
+/// A first touch of a 2 MiB transparent huge page zeroes all of it in one fault, with requests
+/// waiting (4-9 ms on a VM): a server process runs with them off.
+#[test]
+fn a_server_process_runs_without_transparent_huge_pages() {
+    let server = Server::start(&["--process", "1"]);
+    let pid = server.pid();
+    assert_eq!(proc_number(pid, "status", "THP_enabled:", 0), 0, "THP still on for the server process");
+    assert_eq!(get(&server, "/").status, 200);
+}
+
 /// The kernel grows a process's descriptor table by doubling when a new descriptor does not fit,
 /// and in a process with threads each growth first waits for an RCU grace period, in the call
 /// that opened the descriptor: a core thread's accept4, with all its connections waiting (the

@@ -77,6 +77,14 @@ pub fn release_free_memory() {
     unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
+/// Turns transparent huge pages off for the calling process and those it starts (the flag
+/// survives fork and exec): page faults map 4 KiB pages, whatever the memory was advised.
+pub fn disable_huge_pages() -> io::Result<()> {
+    // SAFETY: PR_SET_THP_DISABLE takes integers only and changes no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// Puts the calling thread under SCHED_BATCH: a wake-up no longer preempts the thread running on
 /// that CPU. When a core thread and a Python thread share a CPU, each hand-off would otherwise
 /// switch threads at once (a context switch per request); with it, work queues up while the other
