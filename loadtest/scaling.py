@@ -1,6 +1,7 @@
 """How a server grows with its connections: CPU per request and p99 of a hello load (wrk -c64, or
 each count of --busy) while 0, 1,000 and 10,000 more keep-alive connections sit idle, and the
-memory each idle connection costs.
+memory each idle connection costs. "Host took": the share of the VM's CPU time its host ran
+something else during the load (steal, /proc/stat); on a shared VM p99 follows it.
 
 The idle connections are held by this script: each sends one request, reads the response and
 stays open (keep-alive). The server is pinned to CPU 0, wrk and this script to CPU 1. wrk checks
@@ -168,8 +169,10 @@ def measure(server, idle_counts, libdir, settle=2.0, busy_counts=(64,), plain=Fa
                 time.sleep(settle)
                 for i, busy in enumerate(busy_counts):
                     cpu0 = run.cpu_seconds(pids)
+                    steal0, all0 = run.machine_seconds()
                     out = run.run_wrk(port, "/", script, busy, 3, "1")
                     cpu = run.cpu_seconds(run.children(proc.pid)) - cpu0
+                    steal1, all1 = run.machine_seconds()
                     # Measured after the load: an allocator gives freed memory back to the system
                     # when its thread next allocates, not while the process sleeps.
                     per_conn = (rss_kb(pids) - before_kb) * 1024 / new if new > 0 and i == 0 else None
@@ -181,7 +184,8 @@ def measure(server, idle_counts, libdir, settle=2.0, busy_counts=(64,), plain=Fa
                     rows.append({"idle": n, "busy": busy, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
                                  "cpu_us": cpu / total * 1e6,
                                  "p99_ms": run.parse_latency(re.search(r"99%\s+(\S+)", out).group(1)),
-                                 "errors": bad, "bytes_per_idle": per_conn, "rss_mb": rss_kb(pids) / 1024})
+                                 "errors": bad, "bytes_per_idle": per_conn, "rss_mb": rss_kb(pids) / 1024,
+                                 "stolen": (steal1 - steal0) / max(all1 - all0, 1e-9)})
                     print(f"{server} idle={n} busy={busy}: {rows[-1]}", file=sys.stderr)
         finally:
             for s in held:
@@ -228,16 +232,16 @@ def main():
         return
     busy = [int(n) for n in args.busy.split(",")]
     print("| server | idle connections | busy connections | requests/s | CPU µs per request | p99 ms | errors | RSS MB "
-          "| bytes per idle connection |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| bytes per idle connection | host took |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for server in args.servers.split(","):
         for r in measure(server, idle, libdir, args.settle, busy, args.plain, args.shared_group):
             if "failed" in r:
-                print(f"| {server} | {r['idle']:,} | | failed: {r['failed']} | | | | | |")
+                print(f"| {server} | {r['idle']:,} | | failed: {r['failed']} | | | | | | |")
                 continue
             per = "-" if r["bytes_per_idle"] is None else f"{r['bytes_per_idle']:,.0f}"
             print(f"| {server} | {r['idle']:,} | {r['busy']:,} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {r['p99_ms']:.2f} | "
-                  f"{r['errors']} | {r['rss_mb']:.0f} | {per} |")
+                  f"{r['errors']} | {r['rss_mb']:.0f} | {per} | {r['stolen']:.1%} |")
 
 
 if __name__ == "__main__":
