@@ -235,6 +235,12 @@ def machine_seconds():
     return fields[7] / tick, sum(fields[:8]) / tick
 
 
+def stolen_since(mark):
+    """The share of the machine's CPU time the host took since `mark` (a `machine_seconds()`)."""
+    steal, total = machine_seconds()
+    return (steal - mark[0]) / max(total - mark[1], 1e-9)
+
+
 def peak_rss_mb(pids):
     total = 0
     for pid in pids:
@@ -462,7 +468,7 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
                 before = cpu_seconds(pids)
                 each_before = {p: cpu_seconds([p]) for p in pids}
                 gen_before = loadgen_cpu_seconds()
-                steal_before, all_before = machine_seconds()
+                machine_before = machine_seconds()
                 if rate or loadgen == "oha":
                     r = oha_cell(port, scenario, tmp, duration, pin, rate)
                 else:
@@ -475,8 +481,7 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
                 several = procs > 1 and len(each) > 1 and server not in ("wsgo", "wsgo-base")
                 r["top_share"] = each[0] / cpu if several and cpu > 0 else None
                 gen = loadgen_cpu_seconds() - gen_before
-                steal_after, all_after = machine_seconds()
-                r["stolen"] = (steal_after - steal_before) / max(all_after - all_before, 1e-9)
+                r["stolen"] = stolen_since(machine_before)
                 r["cpu_us_per_req"] = cpu / r["responses"] * 1e6 if r["responses"] else None
                 r["loadgen_us_per_req"] = gen / r["responses"] * 1e6 if r["responses"] else None
                 return r

@@ -169,10 +169,10 @@ def measure(server, idle_counts, libdir, settle=2.0, busy_counts=(64,), plain=Fa
                 time.sleep(settle)
                 for i, busy in enumerate(busy_counts):
                     cpu0 = run.cpu_seconds(pids)
-                    steal0, all0 = run.machine_seconds()
+                    machine0 = run.machine_seconds()
                     out = run.run_wrk(port, "/", script, busy, 3, "1")
                     cpu = run.cpu_seconds(run.children(proc.pid)) - cpu0
-                    steal1, all1 = run.machine_seconds()
+                    stolen = run.stolen_since(machine0)
                     # Measured after the load: an allocator gives freed memory back to the system
                     # when its thread next allocates, not while the process sleeps.
                     per_conn = (rss_kb(pids) - before_kb) * 1024 / new if new > 0 and i == 0 else None
@@ -185,7 +185,7 @@ def measure(server, idle_counts, libdir, settle=2.0, busy_counts=(64,), plain=Fa
                                  "cpu_us": cpu / total * 1e6,
                                  "p99_ms": run.parse_latency(re.search(r"99%\s+(\S+)", out).group(1)),
                                  "errors": bad, "bytes_per_idle": per_conn, "rss_mb": rss_kb(pids) / 1024,
-                                 "stolen": (steal1 - steal0) / max(all1 - all0, 1e-9)})
+                                 "stolen": stolen})
                     print(f"{server} idle={n} busy={busy}: {rows[-1]}", file=sys.stderr)
         finally:
             for s in held:

@@ -634,6 +634,16 @@ fn a_server_process_runs_without_transparent_huge_pages() {
     assert_eq!(get(&server, "/").status, 200);
 }
 
+/// `MIMALLOC_ALLOW_THP` (any value) leaves the process as it was started: with the setting it
+/// inherited, here this test's own.
+#[test]
+fn mimalloc_allow_thp_keeps_transparent_huge_pages() {
+    let own = proc_number(std::process::id(), "status", "THP_enabled:", 0);
+    let server = Server::start_with_env(&["--process", "1"], &[("MIMALLOC_ALLOW_THP", "1")]);
+    assert_eq!(proc_number(server.pid(), "status", "THP_enabled:", 0), own, "the server changed THP");
+    assert_eq!(get(&server, "/").status, 200);
+}
+
 /// The kernel grows a process's descriptor table by doubling when a new descriptor does not fit,
 /// and in a process with threads each growth first waits for an RCU grace period, in the call
 /// that opened the descriptor: a core thread's accept4, with all its connections waiting (the

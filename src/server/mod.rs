@@ -119,9 +119,10 @@ fn tune_malloc() {
 /// (`=1` keeps them). The allocator asks for them on its regions, and each first touch of a
 /// 2 MiB region then zeroes all of it in one fault: on a VM, 4-9 ms in a Python thread's
 /// `mi_page_fresh_alloc` under load (`perf record`), with the core thread waiting for the CPU,
-/// and a second rush of 1,024 connections to a new process took 45-54 ms to its last response
-/// against 21-24 without them (`loadtest/scaling.py --burst 1024`, alternated, four each). The
-/// resident memory of an idle process halves (45 to 23 MB) and CPU per request did not move.
+/// and a second rush of 1,024 connections took 45-54 ms to its last response against 21-24
+/// without them (`loadtest/scaling.py`'s bursts with and without the variable, alternated, four
+/// each). The resident memory of an idle process halves (45 to 23 MB) and CPU per request did
+/// not move beyond the spread.
 fn avoid_huge_pages() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none()
         && let Err(e) = crate::sys::process::disable_huge_pages()

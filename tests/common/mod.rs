@@ -38,10 +38,16 @@ pub fn binary() -> PathBuf {
 
 /// Starts `wsgo` in `tests/apps` with `args`; does not wait for readiness.
 pub fn spawn(args: &[&str]) -> (Child, PathBuf, PathBuf) {
+    spawn_with_env(args, &[])
+}
+
+/// [`spawn`] with variables added to the environment.
+pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf, PathBuf) {
     let stdout = log_path("out");
     let stderr = log_path("err");
     let child = Command::new(binary())
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(apps_dir())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout).expect("stdout file"))
@@ -74,9 +80,14 @@ impl Server {
 
     /// Starts the test app with extra flags and waits until it serves.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_with_env(extra, &[])
+    }
+
+    /// [`Server::start`] with variables added to the server's environment.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut args = vec!["--module", "testapp", "--http-socket", "127.0.0.1:0", "--workers", "4"];
         args.extend_from_slice(extra);
-        let (mut child, stdout, stderr) = spawn(&args);
+        let (mut child, stdout, stderr) = spawn_with_env(&args, env);
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr = loop {
             let text = std::fs::read_to_string(&stderr).unwrap_or_default();
