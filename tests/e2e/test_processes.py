@@ -25,6 +25,22 @@ def children(pid):
         return {int(p) for p in f.read().split()}
 
 
+def stop_process(pid):
+    """SIGSTOPs a process and returns once every one of its threads is stopped: the signal is
+    delivered later than kill returns, and a core thread still running could accept connections
+    meant for the test (which then wait in a stopped process instead of the kernel's queue)."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def all_stopped():
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "T":
+                    return False
+        return True
+
+    wait_for(all_stopped, timeout=5, what=f"process {pid} to stop")
+
+
 
 
 class Load:
@@ -118,7 +134,7 @@ def test_a_stopped_process_leaves_its_connections_to_the_others(two):
     # Connections that the kernel queued on a stopped process's own sockets are taken by the other
     # after waiting two looks (20-40 ms), not left until it runs again.
     victim = sorted(children(two.proc.pid))[0]
-    os.kill(victim, signal.SIGSTOP)
+    stop_process(victim)
     try:
         waits = []
         for _ in range(40):
@@ -143,7 +159,7 @@ def test_a_process_rescues_no_more_than_its_connection_limit(request, driver_env
                      args=["--processes", "2", "--workers", "4", "--max-connections", "10"])
     victim = sorted(children(s.proc.pid))[0]
     host, port = s.url.removeprefix("http://").rsplit(":", 1)
-    os.kill(victim, signal.SIGSTOP)
+    stop_process(victim)
     socks = []
     try:
         for _ in range(16):
