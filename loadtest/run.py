@@ -99,24 +99,26 @@ def server_command(name, port, procs, webroot, app=APP):
     addr = f"127.0.0.1:{port}"
     # Before/after in one run: WSGO_BASE_BIN names another build of ours (`wsgo-base`).
     base = os.environ.get("WSGO_BASE_BIN", ours)
+    def wsgo(binary, *layout):
+        return [binary, "--module", app, "--http-socket", addr, "--workers", "16", *layout,
+                "--static-map", f"/static={webroot}", "--max-age", "60"]
+
+    # All cores only: one process per CPU, as the multi-process peers run (`multi`); each on its
+    # own share of the CPUs (`share`); and each core thread taking the connections its CPU takes in
+    # (`steer`).
+    multi = ("--processes", str(procs))
+    share = (*multi, "--cpu-share")
+    steer = (*share, "--incoming-cpu")
     return {
-        "wsgo": [ours, "--module", app, "--http-socket", addr, "--workers", "16",
-                 "--static-map", f"/static={webroot}", "--max-age", "60"],
-        "wsgo-base": [base, "--module", app, "--http-socket", addr, "--workers", "16",
-                      "--static-map", f"/static={webroot}", "--max-age", "60"],
-        # All cores only: one process per CPU, as the multi-process peers run.
-        "wsgo-multi": [ours, "--module", app, "--http-socket", addr, "--workers", "16",
-                       "--processes", str(procs), "--static-map", f"/static={webroot}", "--max-age", "60"],
-        # The same with each process on its own share of the CPUs (`--cpu-share`).
-        "wsgo-share": [ours, "--module", app, "--http-socket", addr, "--workers", "16",
-                       "--processes", str(procs), "--cpu-share", "--static-map", f"/static={webroot}",
-                       "--max-age", "60"],
+        "wsgo": wsgo(ours),
+        "wsgo-base": wsgo(base),
+        "wsgo-multi": wsgo(ours, *multi),
+        "wsgo-share": wsgo(ours, *share),
+        "wsgo-steer": wsgo(ours, *steer),
         # The same layouts of the other build (WSGO_BASE_BIN), for before/after on all cores.
-        "wsgo-multi-base": [base, "--module", app, "--http-socket", addr, "--workers", "16",
-                            "--processes", str(procs), "--static-map", f"/static={webroot}", "--max-age", "60"],
-        "wsgo-share-base": [base, "--module", app, "--http-socket", addr, "--workers", "16",
-                            "--processes", str(procs), "--cpu-share", "--static-map", f"/static={webroot}",
-                            "--max-age", "60"],
+        "wsgo-multi-base": wsgo(base, *multi),
+        "wsgo-share-base": wsgo(base, *share),
+        "wsgo-steer-base": wsgo(base, *steer),
         "wsgo-go": [str(b / "wsgo"), "--module", module, "--http-socket", addr, "--workers", "16"]
         + (["--process", "1"] if procs == 1 else ["--processes", str(procs)])
         + ["--static-map", f"/static={webroot}", "--max-age", "60"],
@@ -137,8 +139,10 @@ SUPPORTS = {
     "wsgo-base": {"wsgi", "rust", "static", "cache"},
     "wsgo-multi": {"wsgi"},
     "wsgo-share": {"wsgi"},
+    "wsgo-steer": {"wsgi"},
     "wsgo-multi-base": {"wsgi"},
     "wsgo-share-base": {"wsgi"},
+    "wsgo-steer-base": {"wsgi"},
     "wsgo-go": {"wsgi", "static", "cache"},
     "granian": {"wsgi"},
     "gunicorn": {"wsgi"},
@@ -517,9 +521,9 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
 STOLEN_FLAG = 0.03
 
 # Other builds of ours (WSGO_BASE_BIN, or the same one measured again): neither ours nor a peer.
-BASES = ("wsgo-base", "wsgo-multi-base", "wsgo-share-base")
+BASES = ("wsgo-base", "wsgo-multi-base", "wsgo-share-base", "wsgo-steer-base")
 # Layouts of several processes: all cores only.
-MULTI = ("wsgo-multi", "wsgo-share", "wsgo-multi-base", "wsgo-share-base")
+MULTI = ("wsgo-multi", "wsgo-share", "wsgo-steer", "wsgo-multi-base", "wsgo-share-base", "wsgo-steer-base")
 
 
 def is_ours(server):

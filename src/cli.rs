@@ -184,6 +184,14 @@ pub struct Args {
     #[arg(long = "cpu-share", env = "WSGO_CPU_SHARE")]
     pub cpu_share: bool,
 
+    /// Each core thread asks the kernel for the connections whose packets arrive on its own CPU
+    /// (SO_INCOMING_CPU on its listening sockets; Linux 6.2 or later): a connection is then
+    /// served where the kernel took it in. For clients on the same host, and for network cards
+    /// that spread their receive queues over the CPUs; with one receive queue, every connection
+    /// would go to the CPU that takes its interrupts.
+    #[arg(long = "incoming-cpu", env = "WSGO_INCOMING_CPU")]
+    pub incoming_cpu: bool,
+
     /// Internal: run as server process N without a supervisor (the supervisor starts its
     /// processes so; `--process 1` alone runs one unsupervised process, as the original).
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -342,6 +350,7 @@ impl Args {
             reload: self.reload,
             metrics: self.metrics,
             cpu_share: self.processes > 1 && self.cpu_share,
+            incoming_cpu: self.incoming_cpu,
             proxy_protocol: self.proxy_protocol,
             redis: self.redis,
             redis_channel: self.redis_channel,

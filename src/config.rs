@@ -58,6 +58,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Each server process runs on its own share of the CPUs.
     pub cpu_share: bool,
+    /// Each core thread's listening sockets ask for the connections its CPU takes in.
+    pub incoming_cpu: bool,
     /// Connections from trusted peers may start with a PROXY protocol header.
     pub proxy_protocol: bool,
     /// `--redis`: the Redis the fleet's hosts share notifications and blocks through.

@@ -359,6 +359,9 @@ pub fn run(config: Config) -> ExitCode {
         let signal = Arc::new(CoreSignal::default());
         signals_to_cores.push(signal.clone());
         let core_id = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        if state.config.incoming_cpu {
+            prefer_this_cpu(&sockets, core_id, i);
+        }
         let (state, queue) = (state.clone(), queue.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("wsgo-core-{i}"))
@@ -450,6 +453,29 @@ pub fn run(config: Config) -> ExitCode {
         crate::log::warning!("shutdown timed out, exiting.");
     }
     if failed.load(SeqCst) { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+/// `--incoming-cpu`: core `index`'s own TCP sockets ask for the connections that its CPU takes
+/// in. Set before the process reports ready, so that no connection is spread by the hash first.
+/// A socket that several cores share (fewer sockets than cores) ends with the last one's CPU;
+/// the kernel then steers to it what that CPU takes in, and any of its cores accepts.
+fn prefer_this_cpu(own: &[listeners::Listening], core: Option<core_affinity::CoreId>, index: usize) {
+    let Some(core) = core else {
+        if index == 0 {
+            crate::log::warning!(
+                "--incoming-cpu: no CPU list to pin the core threads to; connections are spread by their addresses"
+            );
+        }
+        return;
+    };
+    for l in own.iter().filter(|l| matches!(l, listeners::Listening::Tcp(_))) {
+        if let Err(e) = crate::sys::net::prefer_cpu(l.fd(), core.id) {
+            crate::log::warning!(
+                "--incoming-cpu: cannot set SO_INCOMING_CPU ({e}); connections are spread by their addresses"
+            );
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,15 @@ pub fn listen(addr: SocketAddr, defer_accept: bool) -> io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// Asks the kernel to hand this listening socket the connections whose packets CPU `cpu`
+/// receives (SO_INCOMING_CPU): in an SO_REUSEPORT group where sockets set it, a new connection
+/// goes to a socket of the CPU that took its SYN when there is one (Linux 6.2 and later), else by
+/// the hash as before.
+pub fn prefer_cpu(fd: RawFd, cpu: usize) -> io::Result<()> {
+    let cpu = libc::c_int::try_from(cpu).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    set_opt(fd, libc::SOL_SOCKET, libc::SO_INCOMING_CPU, cpu)
+}
+
 /// Makes a listening socket drop new connection attempts, while the connections already queued
 /// stay and can be accepted. Used when the last holder of a socket shuts down: a client whose
 /// SYN is dropped sees a refused connection (its retry finds the port closed) rather than one

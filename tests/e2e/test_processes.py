@@ -181,6 +181,47 @@ def test_a_process_rescues_no_more_than_its_connection_limit(request, driver_env
             c.close()
 
 
+def served_from_each_cpu(url, cpus, n=20):
+    """For each CPU, the pids that served `n` connections made by a thread pinned to it. On
+    loopback the kernel takes a connection in (its SYN) on the CPU of the thread that connects."""
+    served = {}
+
+    def connect_from(cpu):
+        os.sched_setaffinity(0, {cpu})  # this thread only
+        served[cpu] = [int(requests.get(url + "/pid", headers={"Connection": "close"}, timeout=10).text)
+                       for _ in range(n)]
+
+    for cpu in cpus:
+        t = threading.Thread(target=connect_from, args=(cpu,))
+        t.start()
+        t.join()
+    return served
+
+
+@pytest.mark.parametrize("steered", [True, False], ids=["incoming-cpu", "hash"])
+def test_cpu_share_gives_each_process_its_cpus_and_incoming_cpu_serves_a_connection_where_it_came_in(
+        request, driver_env, steered):
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(cpus) >= 2, f"this test needs two CPUs, it has {cpus}"
+    args = ["--processes", "2", "--workers", "2", "--cpu-share"] + (["--incoming-cpu"] if steered else [])
+    server = start_server(request, driver_env, "protect_app", args=args)
+    wait_for(lambda: server.stderr().count(" serving ") == 2, what="both processes to serve")
+    shares = {pid: os.sched_getaffinity(pid) for pid in children(server.proc.pid)}
+    # Each process on its own share of the CPUs, together all of them.
+    assert len(shares) == 2, shares
+    a, b = shares.values()
+    assert a and b and not a & b and a | b == set(cpus), shares
+    served = served_from_each_cpu(server.url, cpus)
+    for cpu, pids in served.items():
+        owner = next(pid for pid, share in shares.items() if cpu in share)
+        if steered:
+            # Every connection served by the process on the CPU that took it in.
+            assert set(pids) == {owner}, f"from CPU {cpu}: {pids}, the process on it is {owner}"
+        else:
+            # Spread by a hash of their addresses: 20 on one process has odds of 2e-6.
+            assert set(pids) == set(shares), f"from CPU {cpu}: {pids}"
+
+
 def test_a_killed_process_is_restarted_and_the_others_keep_serving(two):
     before = children(two.proc.pid)
     load = Load(two.url)
