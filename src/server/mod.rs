@@ -233,6 +233,9 @@ pub fn run(config: Config) -> ExitCode {
         crate::log::error!("no socket to listen on");
         return ExitCode::from(1);
     }
+    if from_supervisor.control.is_none() {
+        check_incoming_cpu(&config, &bound.sockets);
+    }
     // This process's own sockets, and the other processes' (only rescued from).
     let (own, others): (Vec<&listeners::Listening>, Vec<&listeners::Listening>) = bound
         .sockets
@@ -453,6 +456,25 @@ pub fn run(config: Config) -> ExitCode {
         crate::log::warning!("shutdown timed out, exiting.");
     }
     if failed.load(SeqCst) { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+/// `--incoming-cpu` with a network card that takes in every packet on one CPU sends every
+/// connection through it to that CPU: said once at start (by the supervisor, or a process that
+/// has none). Not for sockets bound to loopback only, whose packets come in on the client's CPU.
+fn check_incoming_cpu(config: &Config, sockets: &[listeners::Listening]) {
+    use crate::config::Bind;
+    let loopback_only = sockets.iter().filter_map(listeners::Listening::bind).all(|b| match b {
+        Bind::Tcp(a) => a.ip().is_loopback(),
+        Bind::Unix(_) => true,
+    });
+    if !config.incoming_cpu || loopback_only {
+        return;
+    }
+    for card in crate::sys::net::cards_on_one_cpu(std::path::Path::new("/sys/class/net")) {
+        crate::log::warning!(
+            "--incoming-cpu: {card} takes in every packet on one CPU (one receive queue, no RPS), so every connection through it goes to that CPU; spread them (RPS: /sys/class/net/{card}/queues/rx-0/rps_cpus) or leave --incoming-cpu off"
+        );
+    }
 }
 
 /// `--incoming-cpu`: core `index`'s own TCP sockets ask for the connections that its CPU takes

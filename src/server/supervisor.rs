@@ -309,6 +309,7 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
     let mut args = strip_flags(args, &["--http-socket", "--processes", "--process"]);
     args.push("--processes".into());
     args.push(config.processes.to_string().into());
+    super::check_incoming_cpu(config, &bound.sockets);
     let where_ = listeners::describe(&bound.sockets);
     let shares = if config.cpu_share {
         cpu_shares(&crate::sys::process::allowed_cpus(), config.processes)

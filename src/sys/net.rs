@@ -70,6 +70,35 @@ pub fn prefer_cpu(fd: RawFd, cpu: usize) -> io::Result<()> {
     set_opt(fd, libc::SOL_SOCKET, libc::SO_INCOMING_CPU, cpu)
 }
 
+/// The network cards (interfaces backed by a device, under `root`, normally /sys/class/net)
+/// that take in every packet on one CPU: one receive queue and no Receive Packet Steering
+/// (`rps_cpus` all zeroes). `--incoming-cpu` would put every connection through such a card on
+/// that CPU. Loopback, bridges, tunnels and other virtual interfaces have no device and are left
+/// out; a folder that cannot be read counts as spreading (no warning on a guess).
+pub fn cards_on_one_cpu(root: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().join("device").exists())
+        .filter(|e| {
+            let queues = e.path().join("queues");
+            let rx: Vec<_> = std::fs::read_dir(&queues)
+                .map(|q| q.flatten().filter(|q| q.file_name().to_string_lossy().starts_with("rx-")).collect())
+                .unwrap_or_default();
+            rx.len() == 1
+                && std::fs::read_to_string(rx[0].path().join("rps_cpus")).is_ok_and(|mask| !spreads(&mask))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether an `rps_cpus` mask (hex words separated by commas) names any CPU.
+fn spreads(mask: &str) -> bool {
+    mask.trim().chars().any(|c| c.is_ascii_hexdigit() && c != '0')
+}
+
 /// Makes a listening socket drop new connection attempts, while the connections already queued
 /// stay and can be accepted. Used when the last holder of a socket shuts down: a client whose
 /// SYN is dropped sees a refused connection (its retry finds the port closed) rather than one
@@ -564,5 +593,50 @@ mod tests {
         // SAFETY: F_GETFL only reads the flags of a descriptor we own.
         let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
         assert_eq!(flags & libc::O_NONBLOCK, 0, "blocking for io_uring");
+    }
+
+    #[test]
+    fn an_rps_mask_spreads_when_it_names_a_cpu() {
+        for (mask, want) in [
+            ("0\n", false),
+            ("00000000,00000000\n", false),
+            ("", false),
+            ("1\n", true),
+            ("00000000,00000003\n", true),
+            ("f0,00000000", true),
+        ] {
+            assert_eq!(spreads(mask), want, "{mask:?}");
+        }
+    }
+
+    #[test]
+    fn cards_on_one_cpu_are_those_with_one_receive_queue_and_no_rps() {
+        let root = std::env::temp_dir().join(format!("wsgo-sysnet-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // name, has a device, receive queues' rps_cpus
+        let cards: [(&str, bool, &[&str]); 6] = [
+            ("eth0", true, &["0\n"]),
+            ("ens5", true, &["0\n", "0\n", "0\n", "0\n"]),
+            ("eth1", true, &["00000000,00000003\n"]),
+            ("lo", false, &["0\n"]),
+            ("br0", false, &["0\n"]),
+            ("wlan0", true, &["00000000,00000000\n"]),
+        ];
+        for (name, device, queues) in cards {
+            let dir = root.join(name);
+            std::fs::create_dir_all(dir.join("queues")).unwrap();
+            if device {
+                std::fs::create_dir_all(dir.join("device")).unwrap();
+            }
+            for (i, mask) in queues.iter().enumerate() {
+                let q = dir.join("queues").join(format!("rx-{i}"));
+                std::fs::create_dir_all(&q).unwrap();
+                std::fs::write(q.join("rps_cpus"), mask).unwrap();
+                std::fs::create_dir_all(dir.join("queues").join(format!("tx-{i}"))).unwrap();
+            }
+        }
+        assert_eq!(cards_on_one_cpu(&root), ["eth0", "wlan0"]);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(cards_on_one_cpu(&root).is_empty(), "no folder, no warning");
     }
 }

@@ -4,13 +4,15 @@ with every response counted."""
 import os
 import signal
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 
 import pytest
 import requests
 
-from conftest import WsgoServer, start_server, wait_for
+from conftest import APPS, BINARY, WsgoServer, start_server, wait_for
 
 
 def pids_of(server, n=200):
@@ -321,3 +323,45 @@ def test_shutdown_answers_parked_requests_with_their_timeout_action(request, dri
     s.proc.wait(20)
     assert result["status"] == 504 and result["took"] < 5, result
     assert s.proc.returncode == 0
+
+
+def cards_on_one_cpu():
+    """The host's network cards that take in every packet on one CPU: one receive queue, no RPS."""
+    out = []
+    for card in sorted(os.listdir("/sys/class/net")):
+        path = f"/sys/class/net/{card}"
+        rx = [q for q in os.listdir(f"{path}/queues") if q.startswith("rx-")] if os.path.isdir(f"{path}/queues") else []
+        if os.path.exists(f"{path}/device") and len(rx) == 1:
+            with open(f"{path}/queues/{rx[0]}/rps_cpus") as f:
+                if not f.read().strip().replace(",", "").strip("0"):
+                    out.append(card)
+    return out
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:0", "127.0.0.1:0"])
+def test_incoming_cpu_warns_about_each_card_that_takes_packets_in_on_one_cpu(driver_env, bind):
+    # 0.0.0.0 inside a network namespace of its own (unshare -n: only its own loopback, which is
+    # down), so nothing outside the test can reach it. /sys/class/net still shows the host's cards.
+    cmd = ["unshare", "-n", str(BINARY), "--module", "protect_app", "--http-socket", bind,
+           "--processes", "2", "--cpu-share", "--incoming-cpu"]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=APPS, env=dict(os.environ, **driver_env), stdout=subprocess.DEVNULL,
+                                stderr=err, stdin=subprocess.DEVNULL)
+        try:
+            def text():
+                err.seek(0)
+                return err.read().decode(errors="replace")
+
+            def started():
+                assert proc.poll() is None, f"exited with {proc.returncode}: {text()}"
+                return text().count(" serving ") == 2
+
+            wait_for(started, what="both processes to serve")
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+        log = text()
+    warned = sorted(line.split("--incoming-cpu: ", 1)[1].split(" ")[0] for line in log.splitlines()
+                    if "--incoming-cpu: " in line and "one CPU" in line)
+    # A socket bound to loopback only takes in packets on its clients' CPUs: nothing to warn of.
+    assert warned == (cards_on_one_cpu() if bind.startswith("0.0.0.0") else []), log
