@@ -495,6 +495,34 @@ mod tests {
     }
 
     #[test]
+    fn a_listener_that_prefers_a_cpu_gets_the_connections_that_cpu_takes_in() {
+        let cpus = crate::sys::process::allowed_cpus();
+        assert!(cpus.len() >= 2, "this test needs two CPUs, it has {cpus:?}");
+        let a = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = listen(addr, false).unwrap();
+        prefer_cpu(a.as_raw_fd(), cpus[0]).unwrap();
+        prefer_cpu(b.as_raw_fd(), cpus[1]).unwrap();
+        for (cpu, mine, other) in [(cpus[0], &a, &b), (cpus[1], &b, &a)] {
+            // On loopback the SYN is taken in on the CPU of the thread that connects.
+            let clients = std::thread::spawn(move || {
+                core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                (0..16).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap();
+            for i in 0..16 {
+                assert!(
+                    accept_within(mine, Duration::from_secs(2)).is_some(),
+                    "connection {i} from CPU {cpu}"
+                );
+            }
+            assert!(other.accept().is_err(), "a connection from CPU {cpu} went to the other listener");
+            drop(clients);
+        }
+    }
+
+    #[test]
     fn several_listeners_share_a_port() {
         let a = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let port = a.local_addr().unwrap().port();
