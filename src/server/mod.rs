@@ -492,9 +492,12 @@ fn prefer_this_cpu(own: &[listeners::Listening], core: Option<core_affinity::Cor
     };
     for l in own.iter().filter(|l| matches!(l, listeners::Listening::Tcp(_))) {
         if let Err(e) = crate::sys::net::prefer_cpu(l.fd(), core.id) {
-            crate::log::warning!(
-                "--incoming-cpu: cannot set SO_INCOMING_CPU ({e}); connections are spread by their addresses"
-            );
+            // What fails for one core fails for every one: said once.
+            if index == 0 {
+                crate::log::warning!(
+                    "--incoming-cpu: cannot set SO_INCOMING_CPU ({e}); connections are spread by their addresses"
+                );
+            }
             return;
         }
     }
