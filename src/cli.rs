@@ -178,7 +178,8 @@ pub struct Args {
 
     /// With several processes, restrict each to its own share of the CPUs (its core threads
     /// pinned there, its Python threads on the same CPUs, `--io-threads` defaulting to the
-    /// share's size), so a request never crosses CPUs between the network and the app: less CPU
+    /// share's size), so a request never crosses CPUs between its core thread and the app (with
+    /// `--incoming-cpu`, nor between the network and its core thread): less CPU
     /// per request (JSON: -10%) on a host the server has to itself, but a longer tail when other
     /// busy processes share those CPUs (a process cannot move off a busy one).
     #[arg(long = "cpu-share", env = "WSGO_CPU_SHARE")]
