@@ -53,6 +53,11 @@ pub enum Message {
     Share(Shared),
     /// To a child: everything in force when it started came before this.
     CaughtUp,
+    /// How busy its CPUs were lately, in permille (`--incoming-cpu`'s guard, `steering`).
+    Busy(u16),
+    /// To a child: steer the connections its CPUs take in to it (`true`), or let the hash spread
+    /// them (`false`).
+    Steer(bool),
 }
 
 impl Message {
@@ -74,6 +79,9 @@ impl Message {
             Message::Report(lines) => format!("report\n{lines}").into_bytes(),
             Message::Share(m) => [&b"share\n"[..], &m.encode()].concat(),
             Message::CaughtUp => b"caught-up".to_vec(),
+            Message::Busy(permille) => format!("busy {permille}").into_bytes(),
+            Message::Steer(true) => b"steer on".to_vec(),
+            Message::Steer(false) => b"steer off".to_vec(),
         }
     }
 
@@ -84,7 +92,16 @@ impl Message {
         match bytes {
             b"ready" => return Some(Message::Ready),
             b"caught-up" => return Some(Message::CaughtUp),
+            b"steer on" => return Some(Message::Steer(true)),
+            b"steer off" => return Some(Message::Steer(false)),
             _ => {}
+        }
+        if let Some(permille) = bytes.strip_prefix(b"busy ") {
+            return std::str::from_utf8(permille)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|&p| p <= 1000)
+                .map(Message::Busy);
         }
         if let Some(why) = bytes.strip_prefix(b"replace ") {
             return Some(Message::Replace(String::from_utf8_lossy(why).into_owned()));
@@ -244,6 +261,10 @@ mod tests {
             Message::Report("1: Request count: 5\n".into()),
             Message::Share(Shared::Gone { from: 12 }),
             Message::CaughtUp,
+            Message::Busy(0),
+            Message::Busy(1000),
+            Message::Steer(true),
+            Message::Steer(false),
         ];
         for m in table {
             assert_eq!(Message::decode(&m.encode()), Some(m.clone()), "{m:?}");
@@ -257,6 +278,13 @@ mod tests {
             b"share\ngone",
             b"report",
             b"caught-up\n",
+            b"busy",
+            b"busy ",
+            b"busy 1001",
+            b"busy -1",
+            b"busy 5x",
+            b"steer",
+            b"steer maybe",
         ] {
             assert_eq!(Message::decode(junk), None, "{junk:?}");
         }

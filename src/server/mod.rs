@@ -16,6 +16,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod reload;
 pub mod sharing;
+pub mod steering;
 pub mod supervisor;
 pub mod upkeep;
 
@@ -270,6 +271,9 @@ pub fn run(config: Config) -> ExitCode {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let queue = Arc::new(Scheduler::new(QUEUE_CAPACITY, config.request_timeout, cpus, stats.clone()));
     let control = from_supervisor.control.map(Arc::new);
+    // `--incoming-cpu`: this process's sockets and their CPUs, which the supervisor may take off
+    // steering and give back.
+    let steering = Arc::new(steering::Steering::default());
     // What the others say is applied from now on, while the app loads.
     let mut caught_up = None;
     if let Some(control) = &control {
@@ -279,6 +283,7 @@ pub fn run(config: Config) -> ExitCode {
             blocks: blocks.clone(),
             share: share.clone(),
             queue: queue.clone(),
+            steering: steering.clone(),
         };
         match sharing::start(control.clone(), here) {
             Ok(c) => caught_up = Some(c),
@@ -363,7 +368,7 @@ pub fn run(config: Config) -> ExitCode {
         signals_to_cores.push(signal.clone());
         let core_id = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         if state.config.incoming_cpu {
-            prefer_this_cpu(&sockets, core_id, i);
+            prefer_this_cpu(&steering, &sockets, core_id, i);
         }
         let (state, queue) = (state.clone(), queue.clone());
         let spawned = std::thread::Builder::new()
@@ -425,6 +430,9 @@ pub fn run(config: Config) -> ExitCode {
     };
     let name = if sig == SIGINT { "interrupt" } else { "terminated" };
     crate::log::info!("got {name} signal, shutting down...");
+    // The core threads close their sockets from here on: the supervisor's word on steering no
+    // longer touches them.
+    steering.forget();
     state.draining.store(true, SeqCst);
     bound.remove_files();
     for s in &signals_to_cores {
@@ -481,7 +489,12 @@ fn check_incoming_cpu(config: &Config, sockets: &[listeners::Listening]) {
 /// in. Set before the process reports ready, so that no connection is spread by the hash first.
 /// A socket that several cores share (fewer sockets than cores) ends with the last one's CPU;
 /// the kernel then steers to it what that CPU takes in, and any of its cores accepts.
-fn prefer_this_cpu(own: &[listeners::Listening], core: Option<core_affinity::CoreId>, index: usize) {
+fn prefer_this_cpu(
+    steering: &steering::Steering,
+    own: &[listeners::Listening],
+    core: Option<core_affinity::CoreId>,
+    index: usize,
+) {
     let Some(core) = core else {
         if index == 0 {
             crate::log::warning!(
@@ -491,7 +504,7 @@ fn prefer_this_cpu(own: &[listeners::Listening], core: Option<core_affinity::Cor
         return;
     };
     for l in own.iter().filter(|l| matches!(l, listeners::Listening::Tcp(_))) {
-        if let Err(e) = crate::sys::net::prefer_cpu(l.fd(), core.id) {
+        if let Err(e) = steering.prefer(l.fd(), core.id) {
             // What fails for one core fails for every one: said once.
             if index == 0 {
                 crate::log::warning!(

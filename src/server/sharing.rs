@@ -45,6 +45,8 @@ pub struct Here {
     pub share: Arc<Outbox>,
     /// The priority rules' counts.
     pub queue: Arc<Scheduler>,
+    /// `--incoming-cpu`: this process's sockets, steered or not as the supervisor says.
+    pub steering: Arc<super::steering::Steering>,
 }
 
 /// The supervisor's `caught-up`, once the sharing thread has applied what came before it.
@@ -95,6 +97,7 @@ fn run(control: &Channel, woken: &UnixDatagram, here: &Here, caught_up: SyncSend
             for m in messages {
                 match m {
                     Message::Share(m) => apply(m, here),
+                    Message::Steer(on) => here.steering.set(on),
                     Message::CaughtUp => {
                         if let Some(tx) = caught_up.take() {
                             let _ = tx.send(());

@@ -73,6 +73,10 @@ struct Running {
     /// Told `caught-up`.
     caught_up: bool,
     served: bool,
+    /// How busy it said its CPUs were lately (`--incoming-cpu`'s guard).
+    busy: Option<u16>,
+    /// Its sockets ask for its CPUs' connections (`--incoming-cpu`; it starts so).
+    steers: bool,
 }
 
 impl Running {
@@ -178,6 +182,8 @@ impl Spawner {
             outgoing: Outgoing::default(),
             caught_up: false,
             served: false,
+            busy: None,
+            steers: true,
         })
     }
 }
@@ -235,8 +241,9 @@ fn listen(
                 }
             }
             Message::Watch(dirs) => heard.watch.extend(dirs),
-            // Only the supervisor says it.
-            Message::CaughtUp => {}
+            Message::Busy(permille) => r.busy = Some(permille),
+            // Only the supervisor says these.
+            Message::CaughtUp | Message::Steer(_) => {}
         }
     }
     Ok(())
@@ -355,6 +362,7 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
         fleet_catch_up: fleet.as_ref().map(|_| Instant::now() + FLEET_CATCH_UP_WAIT),
         fleet,
         reports: None,
+        guard: config.incoming_cpu && config.processes > 1,
     };
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut fds = Vec::new();
@@ -447,6 +455,9 @@ struct Supervisor {
     fleet_catch_up: Option<Instant>,
     /// A SIGUSR2's totals, waiting for the reports.
     reports: Option<Reports>,
+    /// `--incoming-cpu` with more than one process: the guard against steering every
+    /// connection to one process (`steering`).
+    guard: bool,
 }
 
 impl Supervisor {
@@ -572,9 +583,39 @@ impl Supervisor {
             slot.restart_at = Some(Instant::now() + delay);
         }
         self.retiring.retain_mut(|r| r.exited().is_none());
+        self.balance(slots);
         self.advance(slots);
         self.share(slots, said);
         None
+    }
+
+    /// `--incoming-cpu`'s guard (`steering`): takes a process that is busy and far busier than
+    /// the others off steering, and gives it back once the load evens out.
+    fn balance(&mut self, slots: &mut [Slot]) {
+        if !self.guard {
+            return;
+        }
+        let busy: Vec<Option<u16>> = slots.iter().map(|s| s.current.as_ref().and_then(|r| r.busy)).collect();
+        let steers: Vec<bool> = slots.iter().map(|s| s.current.as_ref().is_none_or(|r| r.steers)).collect();
+        let want = super::steering::decide(&busy, &steers);
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let Some(r) = slot.current.as_mut().filter(|r| r.steers != want[i]) else { continue };
+            r.steers = want[i];
+            r.tell(&Message::Steer(want[i]));
+            let (mine, others) =
+                (busy[i].unwrap_or(0) / 10, super::steering::others_mean(&busy, i).unwrap_or(0) / 10);
+            if want[i] {
+                crate::log::info!(
+                    "--incoming-cpu: process {} is at {mine}% of its CPUs, the others at {others}%: it takes the connections its CPUs take in again",
+                    slot.number
+                );
+            } else {
+                crate::log::info!(
+                    "--incoming-cpu: process {} is at {mine}% of its CPUs, the others at {others}%: the connections its CPUs take in are spread over every process until that evens out",
+                    slot.number
+                );
+            }
+        }
     }
 
     /// Every live process's control channel (and the fleet's socket), for the loop's wait.

@@ -1,6 +1,8 @@
 //! A server process's upkeep thread, started only when a flag needs it: `--max-requests` and
 //! `--max-rss` (checked every [`CHECK_EVERY`]), `--metrics` (a sample every second, pushed to the
-//! supervisor or served here when there is none).
+//! supervisor or served here when there is none), `--incoming-cpu` with more than one process
+//! (how busy this process's CPUs were, every [`BUSY_EVERY`], for the supervisor's guard:
+//! `super::steering`).
 //!
 //! A process past a limit asks the supervisor to replace it, the SIGHUP way, and goes on
 //! serving until the new process serves; it asks again every [`ASK_AGAIN`] while it is still
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::control::{Channel, Message};
+use super::steering::{BUSY_EVERY, Busy};
 use crate::handoff::scheduler::Scheduler;
 use crate::state::State;
 use crate::stats::get;
@@ -67,7 +70,10 @@ pub fn start(state: Arc<State>, queue: Arc<Scheduler>, control: Option<Arc<Chann
     let c = &state.config;
     let limits = Limits::new(c.max_requests, c.max_requests_jitter, c.max_rss, random());
     let metrics = c.metrics;
-    if limits.requests.is_none() && limits.rss.is_none() && metrics.is_none() {
+    // The supervisor's guard compares the processes' figures.
+    let mut busy = (c.incoming_cpu && c.processes > 1 && control.is_some())
+        .then(|| Busy::new(crate::sys::process::allowed_cpus().len()));
+    if limits.requests.is_none() && limits.rss.is_none() && metrics.is_none() && busy.is_none() {
         return Ok(());
     }
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -83,6 +89,7 @@ pub fn start(state: Arc<State>, queue: Arc<Scheduler>, control: Option<Arc<Chann
         crate::log::defer_this_thread();
         let mut asked: Option<Instant> = None;
         let mut sampled: Option<Instant> = None;
+        let mut looked: Option<Instant> = None;
         loop {
             std::thread::sleep(CHECK_EVERY);
             if let Some(why) = limits.passed(get(&state.stats.requests), crate::sys::process::rss_bytes())
@@ -104,6 +111,15 @@ pub fn start(state: Arc<State>, queue: Arc<Scheduler>, control: Option<Arc<Chann
             {
                 sampled = Some(Instant::now());
                 ch.send(&Message::Metrics(super::metrics::sample(&state, &queue, started)));
+            }
+            if let (Some(meter), Some(ch)) = (busy.as_mut(), &control)
+                && looked.is_none_or(|t| t.elapsed() >= BUSY_EVERY)
+            {
+                let now = Instant::now();
+                looked = Some(now);
+                if let Some(permille) = meter.look(now, crate::sys::process::cpu_time()) {
+                    ch.send(&Message::Busy(permille));
+                }
             }
         }
     })?;

@@ -70,6 +70,29 @@ pub fn prefer_cpu(fd: RawFd, cpu: usize) -> io::Result<()> {
     set_opt(fd, libc::SOL_SOCKET, libc::SO_INCOMING_CPU, cpu)
 }
 
+/// Takes back [`prefer_cpu`]: the socket asks for no CPU's connections (it takes its share of
+/// the hash's again).
+pub fn prefer_no_cpu(fd: RawFd) -> io::Result<()> {
+    set_opt(fd, libc::SOL_SOCKET, libc::SO_INCOMING_CPU, -1)
+}
+
+/// The CPU a socket asks for (SO_INCOMING_CPU); -1 for none.
+pub fn preferred_cpu(fd: RawFd) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are ours and outlive the call; len says value's size.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_CPU,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
 /// The network cards (interfaces backed by a device, under `root`, normally /sys/class/net)
 /// that take in every packet on one CPU: one receive queue and no Receive Packet Steering
 /// (`rps_cpus` all zeroes). `--incoming-cpu` would put every connection through such a card on

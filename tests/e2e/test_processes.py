@@ -224,6 +224,47 @@ def test_cpu_share_gives_each_process_its_cpus_and_incoming_cpu_serves_a_connect
             assert set(pids) == set(shares), f"from CPU {cpu}: {pids}"
 
 
+def test_incoming_cpu_spreads_a_busy_process_cpus_connections_until_the_load_evens_out(request, driver_env):
+    # The guard against steering every connection to one process: a process whose CPUs are busy
+    # while the other's idle is taken off steering (the connections its CPU takes in are spread
+    # over both), and steers again once it is calm.
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(cpus) >= 2, f"this test needs two CPUs, it has {cpus}"
+    args = ["--processes", "2", "--workers", "4", "--cpu-share", "--incoming-cpu"]
+    server = start_server(request, driver_env, "protect_app", args=args)
+    wait_for(lambda: server.stderr().count(" serving ") == 2, what="both processes to serve")
+    shares = {pid: os.sched_getaffinity(pid) for pid in children(server.proc.pid)}
+    busy = next(pid for pid, share in shares.items() if cpus[0] in share)
+    number = next(line.split("process ", 1)[1].split()[0] for line in server.stderr().splitlines()
+                  if f"(pid {busy}) serving" in line)
+    assert served_from_each_cpu(server.url, cpus[:1])[cpus[0]] == [busy] * 20, "steered before the load"
+    spread = f"--incoming-cpu: process {number} is at "
+    spinning = []
+
+    def spin():
+        os.sched_setaffinity(0, {cpus[0]})  # taken in by CPU 0, so served by its process
+        spinning.append(requests.get(server.url + "/spin?t=5", timeout=30).text)
+
+    spinners = [threading.Thread(target=spin) for _ in range(2)]
+    for t in spinners:
+        t.start()
+    try:
+        wait_for(lambda: "spread over every process" in server.stderr(), timeout=4,
+                 what="the busy process to be taken off steering")
+        said = [line for line in server.stderr().splitlines() if "spread over every process" in line]
+        assert len(said) == 1 and spread in said[0], said
+        served = served_from_each_cpu(server.url, cpus[:1])[cpus[0]]
+        # Spread by the hash: 20 on one process has odds of 2e-6.
+        assert set(served) == set(shares), f"while process {busy} is busy: {served}"
+    finally:
+        for t in spinners:
+            t.join()
+    assert spinning == ["spun", "spun"]
+    wait_for(lambda: "take in again" in server.stderr(), timeout=4, what="steering again once calm")
+    assert spread in server.stderr().split("take in again")[0].splitlines()[-1]
+    assert served_from_each_cpu(server.url, cpus[:1])[cpus[0]] == [busy] * 20, "steered again"
+
+
 def test_a_killed_process_is_restarted_and_the_others_keep_serving(two):
     before = children(two.proc.pid)
     load = Load(two.url)

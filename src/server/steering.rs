@@ -1,0 +1,192 @@
+//! `--incoming-cpu` under a supervisor, and its guard (README.md, "Connections served where they
+//! come in").
+//!
+//! With `--incoming-cpu` each process's TCP sockets ask the kernel for the connections its CPUs
+//! take in (`SO_INCOMING_CPU`). The kernel steers at SYN time without knowing the load, so when
+//! the clients' packets come in on one CPU, every connection goes to that CPU's process while the
+//! others idle. The guard: every process reports how busy its CPUs were over the last
+//! [`BUSY_EVERY`] ([`Busy`]); the supervisor takes a process that is busy and far busier than the
+//! others off steering ([`decide`]), and its sockets stop asking for a CPU ([`Steering`]). The
+//! connections its CPUs take in are then spread by the hash of their addresses, over every
+//! process, as without the flag; once the load evens out it steers again. Connections already made
+//! stay where they are: only new ones move.
+
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How often a process says how busy it was.
+pub const BUSY_EVERY: Duration = Duration::from_millis(500);
+/// A process busier than this (permille of the CPUs it may run on) may be taken off steering...
+pub const BUSY: u16 = 500;
+/// ...when it is busier than the others' mean by at least this much (permille).
+pub const GAP: u16 = 300;
+/// A process off steering steers again once it is within this much of the others' mean...
+pub const EVEN: u16 = 100;
+/// ...or no longer busier than this.
+pub const CALM: u16 = 300;
+
+/// Which processes steer, given how busy each was (permille of its CPUs; `None` while it has not
+/// said) and whether each steers now. A process steers unless it is busy and far busier than the
+/// mean of the others; once off, it steers again when its load is within [`EVEN`] of theirs or
+/// calm. A process with no figure, or without another's to compare, keeps what it does.
+pub fn decide(busy: &[Option<u16>], steers: &[bool]) -> Vec<bool> {
+    busy.iter()
+        .zip(steers)
+        .enumerate()
+        .map(|(i, (&mine, &now))| {
+            let (Some(mine), Some(mean)) = (mine.map(u32::from), others_mean(busy, i)) else { return now };
+            if now {
+                !(mine >= u32::from(BUSY) && mine >= mean + u32::from(GAP))
+            } else {
+                mine <= mean + u32::from(EVEN) || mine < u32::from(CALM)
+            }
+        })
+        .collect()
+}
+
+/// The mean of the figures of the processes other than `i` that said one; `None` if none did.
+pub fn others_mean(busy: &[Option<u16>], i: usize) -> Option<u32> {
+    let others: Vec<u32> =
+        busy.iter().enumerate().filter(|&(j, _)| j != i).filter_map(|(_, b)| b.map(u32::from)).collect();
+    let n = u32::try_from(others.len()).ok().filter(|&n| n > 0)?;
+    Some(others.iter().sum::<u32>() / n)
+}
+
+/// A process's use of the CPUs it may run on between two looks, in permille.
+pub struct Busy {
+    cpus: u32,
+    last: Option<(Instant, Duration)>,
+}
+
+impl Busy {
+    /// For a process that may run on `cpus` CPUs.
+    pub fn new(cpus: usize) -> Busy {
+        Busy { cpus: u32::try_from(cpus.max(1)).unwrap_or(u32::MAX), last: None }
+    }
+
+    /// Given the process's CPU time so far, at `now`: its use since the last look (`None` at the
+    /// first look, or with no time between them).
+    pub fn look(&mut self, now: Instant, cpu_time: Duration) -> Option<u16> {
+        let last = self.last.replace((now, cpu_time));
+        let (then, used) = last?;
+        let wall = now.checked_duration_since(then)?.as_secs_f64() * f64::from(self.cpus);
+        if wall <= 0.0 {
+            return None;
+        }
+        let share = cpu_time.saturating_sub(used).as_secs_f64() / wall;
+        Some((share * 1000.0).round().clamp(0.0, 1000.0) as u16)
+    }
+}
+
+/// This process's TCP sockets and the CPU each asks for: set at start, taken back and given
+/// again as the supervisor says.
+#[derive(Default)]
+pub struct Steering {
+    /// The sockets and their CPUs; emptied when the process drains (it closes them).
+    sockets: Mutex<Vec<(RawFd, usize)>>,
+}
+
+impl Steering {
+    /// Asks for `cpu`'s connections on `fd` (`--incoming-cpu`), and keeps that to give again.
+    pub fn prefer(&self, fd: RawFd, cpu: usize) -> std::io::Result<()> {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        crate::sys::net::prefer_cpu(fd, cpu)?;
+        sockets.push((fd, cpu));
+        Ok(())
+    }
+
+    /// Steers (`true`) or lets the hash spread this process's CPUs' connections (`false`).
+    pub fn set(&self, on: bool) {
+        // Held while setting: `forget` waits for it, so a socket is never touched once closed.
+        let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        for &(fd, cpu) in sockets.iter() {
+            let set =
+                if on { crate::sys::net::prefer_cpu(fd, cpu) } else { crate::sys::net::prefer_no_cpu(fd) };
+            if let Err(e) = set {
+                crate::log::warning!("--incoming-cpu: cannot change SO_INCOMING_CPU ({e})");
+                return;
+            }
+        }
+    }
+
+    /// The process drains and closes its sockets: nothing is set on them any more.
+    pub fn forget(&self) {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decide_takes_off_a_busy_process_far_busier_than_the_others_and_gives_it_back_once_even() {
+        let on = [true, true];
+        let off_first = [false, true];
+        // How busy each process is, whether each steers now, whether each steers next.
+        type Row<'a> = (&'a [Option<u16>], &'a [bool], &'a [bool]);
+        let table: &[Row] = &[
+            // The imbalance steering makes: one process works, the other idles.
+            (&[Some(900), Some(100)], &on, &[false, true]),
+            (&[Some(100), Some(900)], &on, &[true, false]),
+            (&[Some(500), Some(0)], &on, &[false, true]),
+            // Busy but not far busier, or far busier but not busy: left to steer.
+            (&[Some(900), Some(650)], &on, &on),
+            (&[Some(1000), Some(1000)], &on, &on),
+            (&[Some(490), Some(0)], &on, &on),
+            (&[Some(0), Some(0)], &on, &on),
+            // Off: stays off while the gap is above EVEN and it is not calm...
+            (&[Some(700), Some(450)], &off_first, &off_first),
+            (&[Some(350), Some(0)], &off_first, &off_first),
+            // ...and steers again when within EVEN of the others, or calm.
+            (&[Some(600), Some(500)], &off_first, &on),
+            (&[Some(299), Some(0)], &off_first, &on),
+            // A process that has not said, or no other to compare with: unchanged.
+            (&[None, Some(900)], &off_first, &[false, true]),
+            (&[Some(900), None], &on, &on),
+            (&[Some(900)], &[true], &[true]),
+            (&[None, None], &off_first, &off_first),
+            // Three: the mean of the others counts.
+            (&[Some(950), Some(600), Some(0)], &[true, true, true], &[false, true, true]),
+            (&[Some(950), Some(700), Some(700)], &[true, true, true], &[true, true, true]),
+        ];
+        for (busy, steers, want) in table {
+            assert_eq!(decide(busy, steers), *want, "busy {busy:?}, steering {steers:?}");
+        }
+    }
+
+    #[test]
+    fn busy_is_the_cpu_time_over_the_wall_time_of_every_cpu() {
+        let t0 = Instant::now();
+        let mut two = Busy::new(2);
+        assert_eq!(two.look(t0, Duration::from_secs(10)), None);
+        // One CPU's worth of time in a second, on two CPUs: half.
+        assert_eq!(two.look(t0 + Duration::from_secs(1), Duration::from_secs(11)), Some(500));
+        assert_eq!(two.look(t0 + Duration::from_secs(2), Duration::from_millis(13_000)), Some(1000));
+        // No time between two looks.
+        assert_eq!(two.look(t0 + Duration::from_secs(2), Duration::from_secs(14)), None);
+        // More than the CPUs could give (threads counted before the look): at most all of them.
+        assert_eq!(two.look(t0 + Duration::from_secs(3), Duration::from_secs(20)), Some(1000));
+        let mut none = Busy::new(0);
+        none.look(t0, Duration::ZERO);
+        assert_eq!(none.look(t0 + Duration::from_millis(500), Duration::from_millis(125)), Some(250));
+    }
+
+    #[test]
+    fn steering_sets_and_clears_each_sockets_cpu_until_forgotten() {
+        use std::os::fd::AsRawFd;
+        let listener = crate::sys::net::listen("127.0.0.1:0".parse().expect("addr"), false).expect("bind");
+        let fd = listener.as_raw_fd();
+        let s = Steering::default();
+        s.prefer(fd, 1).expect("SO_INCOMING_CPU");
+        assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), 1);
+        s.set(false);
+        assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), -1);
+        s.set(true);
+        assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), 1);
+        s.forget();
+        s.set(false);
+        assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), 1);
+    }
+}
