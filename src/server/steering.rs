@@ -8,8 +8,10 @@
 //! [`BUSY_EVERY`] ([`Busy`]); the supervisor takes a process that is busy and far busier than the
 //! others off steering ([`decide`]), and its sockets stop asking for a CPU ([`Steering`]). The
 //! connections its CPUs take in are then spread by the hash of their addresses, over every
-//! process, as without the flag; once the load evens out it steers again. Connections already made
-//! stay where they are: only new ones move.
+//! process, as without the flag; once the load evens out it steers again, after a hold that
+//! doubles each time it has to be taken off again soon after ([`Guard`]): while the clients'
+//! packets keep coming in on one CPU, steering again only piles the load back on it. Connections
+//! already made stay where they are: only new ones move.
 
 use std::os::fd::RawFd;
 use std::sync::Mutex;
@@ -25,6 +27,59 @@ pub const GAP: u16 = 300;
 pub const EVEN: u16 = 100;
 /// ...or no longer busier than this.
 pub const CALM: u16 = 300;
+/// The least time a process stays off steering...
+pub const FIRST_HOLD: Duration = Duration::from_secs(1);
+/// ...doubled, up to this, each time it is taken off again within [`SOON`] of steering again.
+pub const MAX_HOLD: Duration = Duration::from_secs(32);
+/// Taken off again within this long of steering again: the load it steers is still lopsided.
+pub const SOON: Duration = Duration::from_secs(10);
+
+/// One process's steering, as the supervisor decides it: what [`decide`] wants, held off for a
+/// while once taken off.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    steers: bool,
+    /// When it last changed.
+    since: Option<Instant>,
+    /// How long it stays off this time.
+    hold: Duration,
+}
+
+impl Default for Guard {
+    /// A process starts steering.
+    fn default() -> Guard {
+        Guard { steers: true, since: None, hold: FIRST_HOLD }
+    }
+}
+
+impl Guard {
+    /// Whether the process steers.
+    pub fn steers(&self) -> bool {
+        self.steers
+    }
+
+    /// How long it stays off at least, this time.
+    pub fn hold(&self) -> Duration {
+        self.hold
+    }
+
+    /// [`decide`] wants `want` at `now`: the change to tell the process, if any.
+    pub fn update(&mut self, want: bool, now: Instant) -> Option<bool> {
+        let since = self.since.map(|t| now.saturating_duration_since(t));
+        if want == self.steers {
+            return None;
+        }
+        if self.steers {
+            self.hold =
+                if since.is_some_and(|s| s < SOON) { (self.hold * 2).min(MAX_HOLD) } else { FIRST_HOLD };
+        } else if since.is_some_and(|s| s < self.hold) {
+            return None;
+        }
+        self.steers = want;
+        self.since = Some(now);
+        Some(want)
+    }
+}
 
 /// Which processes steer, given how busy each was (permille of its CPUs; `None` while it has not
 /// said) and whether each steers now. A process steers unless it is busy and far busier than the
@@ -154,6 +209,45 @@ mod tests {
         for (busy, steers, want) in table {
             assert_eq!(decide(busy, steers), *want, "busy {busy:?}, steering {steers:?}");
         }
+    }
+
+    #[test]
+    fn a_guard_holds_a_process_off_longer_each_time_it_is_taken_off_again_soon() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut g = Guard::default();
+        assert!(g.steers());
+        // What decide wants, at what time, and the change told (None: nothing).
+        let table: &[(bool, u64, Option<bool>, u64)] = &[
+            (true, 0, None, 1000),
+            (false, 500, Some(false), 1000),
+            // Held off for the first second, whatever decide says.
+            (true, 1000, None, 1000),
+            (true, 1499, None, 1000),
+            (true, 1500, Some(true), 1000),
+            // Off again soon after: held twice as long.
+            (false, 2000, Some(false), 2000),
+            (true, 3999, None, 2000),
+            (true, 4000, Some(true), 2000),
+            (false, 4500, Some(false), 4000),
+            (false, 9000, None, 4000),
+            (true, 8500, Some(true), 4000),
+            // Steered for longer than SOON: the next hold is the first one again.
+            (false, 18_500, Some(false), 1000),
+            (true, 19_500, Some(true), 1000),
+        ];
+        for &(want, ms, told, hold) in table {
+            assert_eq!(g.update(want, at(ms)), told, "wants {want} at {ms} ms");
+            assert_eq!(g.hold(), Duration::from_millis(hold), "at {ms} ms");
+        }
+        // Doubling stops at MAX_HOLD.
+        let mut t = 30_000;
+        for _ in 0..10 {
+            g.update(false, at(t));
+            t += g.hold().as_millis() as u64;
+            g.update(true, at(t));
+        }
+        assert_eq!(g.hold(), MAX_HOLD);
     }
 
     #[test]

@@ -75,8 +75,8 @@ struct Running {
     served: bool,
     /// How busy it said its CPUs were lately (`--incoming-cpu`'s guard).
     busy: Option<u16>,
-    /// Its sockets ask for its CPUs' connections (`--incoming-cpu`; it starts so).
-    steers: bool,
+    /// Whether its sockets ask for its CPUs' connections (`--incoming-cpu`; it starts so).
+    steering: super::steering::Guard,
 }
 
 impl Running {
@@ -183,7 +183,7 @@ impl Spawner {
             caught_up: false,
             served: false,
             busy: None,
-            steers: true,
+            steering: super::steering::Guard::default(),
         })
     }
 }
@@ -596,23 +596,26 @@ impl Supervisor {
             return;
         }
         let busy: Vec<Option<u16>> = slots.iter().map(|s| s.current.as_ref().and_then(|r| r.busy)).collect();
-        let steers: Vec<bool> = slots.iter().map(|s| s.current.as_ref().is_none_or(|r| r.steers)).collect();
+        let steers: Vec<bool> =
+            slots.iter().map(|s| s.current.as_ref().is_none_or(|r| r.steering.steers())).collect();
         let want = super::steering::decide(&busy, &steers);
+        let now = Instant::now();
         for (i, slot) in slots.iter_mut().enumerate() {
-            let Some(r) = slot.current.as_mut().filter(|r| r.steers != want[i]) else { continue };
-            r.steers = want[i];
-            r.tell(&Message::Steer(want[i]));
+            let Some(r) = slot.current.as_mut() else { continue };
+            let Some(on) = r.steering.update(want[i], now) else { continue };
+            r.tell(&Message::Steer(on));
             let (mine, others) =
                 (busy[i].unwrap_or(0) / 10, super::steering::others_mean(&busy, i).unwrap_or(0) / 10);
-            if want[i] {
+            if on {
                 crate::log::info!(
                     "--incoming-cpu: process {} is at {mine}% of its CPUs, the others at {others}%: it takes the connections its CPUs take in again",
                     slot.number
                 );
             } else {
                 crate::log::info!(
-                    "--incoming-cpu: process {} is at {mine}% of its CPUs, the others at {others}%: the connections its CPUs take in are spread over every process until that evens out",
-                    slot.number
+                    "--incoming-cpu: process {} is at {mine}% of its CPUs, the others at {others}%: the connections its CPUs take in are spread over every process until that evens out (at least {:?})",
+                    slot.number,
+                    r.steering.hold()
                 );
             }
         }
