@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// How often a process says how busy it was.
 pub const BUSY_EVERY: Duration = Duration::from_millis(500);
-/// A process busier than this (permille of the CPUs it may run on) may be taken off steering...
+/// A process whose CPUs are busier than this (permille of their time) may be taken off steering...
 pub const BUSY: u16 = 500;
 /// ...when it is busier than the others' mean by at least this much (permille).
 pub const GAP: u16 = 300;
@@ -108,30 +108,47 @@ pub fn others_mean(busy: &[Option<u16>], i: usize) -> Option<u32> {
     Some(others.iter().sum::<u32>() / n)
 }
 
-/// A process's use of the CPUs it may run on between two looks, in permille.
+/// How busy a process's CPUs were between two looks, in permille: the time they ran anything
+/// (this process, its neighbours, the kernel's handling of packets, the host's steal) over their
+/// time, from /proc/stat. Not the process's own CPU time: what the clients' packets cost the CPU
+/// that takes them in is charged to whatever runs there, and a CPU shared with a busy neighbour is
+/// as full as one this process fills.
 pub struct Busy {
-    cpus: u32,
-    last: Option<(Instant, Duration)>,
+    cpus: Vec<usize>,
+    /// Busy and total clock ticks at the last look.
+    last: Option<(u64, u64)>,
 }
 
 impl Busy {
-    /// For a process that may run on `cpus` CPUs.
-    pub fn new(cpus: usize) -> Busy {
-        Busy { cpus: u32::try_from(cpus.max(1)).unwrap_or(u32::MAX), last: None }
+    /// For a process that may run on `cpus`.
+    pub fn new(cpus: Vec<usize>) -> Busy {
+        Busy { cpus, last: None }
     }
 
-    /// Given the process's CPU time so far, at `now`: its use since the last look (`None` at the
-    /// first look, or with no time between them).
-    pub fn look(&mut self, now: Instant, cpu_time: Duration) -> Option<u16> {
-        let last = self.last.replace((now, cpu_time));
-        let (then, used) = last?;
-        let wall = now.checked_duration_since(then)?.as_secs_f64() * f64::from(self.cpus);
-        if wall <= 0.0 {
-            return None;
-        }
-        let share = cpu_time.saturating_sub(used).as_secs_f64() / wall;
-        Some((share * 1000.0).round().clamp(0.0, 1000.0) as u16)
+    /// Given the text of /proc/stat now: how busy the CPUs were since the last look (`None` at
+    /// the first look, with no tick between them, or a text without those CPUs).
+    pub fn look(&mut self, stat: &str) -> Option<u16> {
+        let now = ticks(stat, &self.cpus)?;
+        let (b0, t0) = self.last.replace(now)?;
+        let (busy, total) = (now.0.saturating_sub(b0), now.1.saturating_sub(t0));
+        (total > 0).then(|| u16::try_from(busy.min(total) * 1000 / total).unwrap_or(1000))
     }
+}
+
+/// The busy and total clock ticks of `cpus` in a /proc/stat text (`cpuN user nice system idle
+/// iowait irq softirq steal guest guest_nice`: idle and iowait are not busy; guest time is already
+/// in user); `None` if a CPU is missing.
+fn ticks(stat: &str, cpus: &[usize]) -> Option<(u64, u64)> {
+    let mut out = (0u64, 0u64);
+    for &cpu in cpus {
+        let name = format!("cpu{cpu}");
+        let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+        let f: Vec<u64> = line.split_whitespace().skip(1).take(8).map(|x| x.parse().unwrap_or(0)).collect();
+        let total: u64 = f.iter().sum();
+        let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+        out = (out.0 + total.saturating_sub(idle), out.1 + total);
+    }
+    Some(out)
 }
 
 /// This process's TCP sockets and the CPU each asks for: set at start, taken back and given
@@ -251,20 +268,32 @@ mod tests {
     }
 
     #[test]
-    fn busy_is_the_cpu_time_over_the_wall_time_of_every_cpu() {
-        let t0 = Instant::now();
-        let mut two = Busy::new(2);
-        assert_eq!(two.look(t0, Duration::from_secs(10)), None);
-        // One CPU's worth of time in a second, on two CPUs: half.
-        assert_eq!(two.look(t0 + Duration::from_secs(1), Duration::from_secs(11)), Some(500));
-        assert_eq!(two.look(t0 + Duration::from_secs(2), Duration::from_millis(13_000)), Some(1000));
-        // No time between two looks.
-        assert_eq!(two.look(t0 + Duration::from_secs(2), Duration::from_secs(14)), None);
-        // More than the CPUs could give (threads counted before the look): at most all of them.
-        assert_eq!(two.look(t0 + Duration::from_secs(3), Duration::from_secs(20)), Some(1000));
-        let mut none = Busy::new(0);
-        none.look(t0, Duration::ZERO);
-        assert_eq!(none.look(t0 + Duration::from_millis(500), Duration::from_millis(125)), Some(250));
+    fn busy_is_the_time_the_processes_cpus_ran_anything_over_their_time() {
+        let stat = |cpu0: [u64; 8], cpu1: [u64; 8]| {
+            let line = |n: usize, f: [u64; 8]| {
+                format!("cpu{n} {} 0 0\n", f.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "))
+            };
+            format!("cpu  1 2 3 4 5 6 7 8 0 0\n{}{}intr 5 6\n", line(0, cpu0), line(1, cpu1))
+        };
+        let mut first = Busy::new(vec![0]);
+        let mut both = Busy::new(vec![0, 1]);
+        let mut missing = Busy::new(vec![2]);
+        let t0 = stat([100, 0, 50, 800, 50, 0, 0, 0], [0, 0, 0, 1000, 0, 0, 0, 0]);
+        assert_eq!(first.look(&t0), None);
+        assert_eq!(both.look(&t0), None);
+        assert_eq!(missing.look(&t0), None);
+        // CPU 0: 60 user, 10 system, 10 softirq, 10 steal, 5 idle, 5 iowait: 90 of 100 busy.
+        // CPU 1: idle.
+        let t1 = stat([160, 0, 60, 805, 55, 0, 10, 10], [0, 0, 0, 1100, 0, 0, 0, 0]);
+        assert_eq!(first.look(&t1), Some(900));
+        assert_eq!(both.look(&t1), Some(450));
+        assert_eq!(missing.look(&t1), None);
+        // No tick between two looks.
+        assert_eq!(first.look(&t1), None);
+        // Counters that went back (a CPU taken offline and back): nothing negative.
+        let t2 = stat([10, 0, 0, 1200, 0, 0, 0, 0], [0, 0, 0, 1200, 0, 0, 0, 0]);
+        assert_eq!(first.look(&t2), Some(0));
+        assert_eq!(Busy::new(vec![1]).look("cpu1 garbage"), None);
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn start(state: Arc<State>, queue: Arc<Scheduler>, control: Option<Arc<Chann
     let metrics = c.metrics;
     // The supervisor's guard compares the processes' figures.
     let mut busy = (c.incoming_cpu && c.processes > 1 && control.is_some())
-        .then(|| Busy::new(crate::sys::process::allowed_cpus().len()));
+        .then(|| Busy::new(crate::sys::process::allowed_cpus()));
     if limits.requests.is_none() && limits.rss.is_none() && metrics.is_none() && busy.is_none() {
         return Ok(());
     }
@@ -115,9 +115,9 @@ pub fn start(state: Arc<State>, queue: Arc<Scheduler>, control: Option<Arc<Chann
             if let (Some(meter), Some(ch)) = (busy.as_mut(), &control)
                 && looked.is_none_or(|t| t.elapsed() >= BUSY_EVERY)
             {
-                let now = Instant::now();
-                looked = Some(now);
-                if let Some(permille) = meter.look(now, crate::sys::process::cpu_time()) {
+                looked = Some(Instant::now());
+                let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+                if let Some(permille) = meter.look(&stat) {
                     ch.send(&Message::Busy(permille));
                 }
             }

@@ -181,17 +181,6 @@ pub unsafe fn prepare_child(fds: &[RawFd], first: RawFd, parent: u32) -> io::Res
     Ok(())
 }
 
-/// The CPU time this process's threads have used so far (CLOCK_PROCESS_CPUTIME_ID); zero if it
-/// cannot be read.
-pub fn cpu_time() -> std::time::Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is ours and valid for writing a timespec.
-    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
-        return std::time::Duration::ZERO;
-    }
-    std::time::Duration::new(u64::try_from(ts.tv_sec).unwrap_or(0), u32::try_from(ts.tv_nsec).unwrap_or(0))
-}
-
 /// The CPUs this process may run on (its affinity mask), in order.
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data for which all-zeroes is a valid (empty) set.
