@@ -48,4 +48,6 @@ pub struct State {
     pub stats: Arc<Stats>,
     /// Where the access log goes.
     pub access: Arc<crate::log::Sink>,
+    /// `--incoming-cpu`: this process's sockets and whether they steer.
+    pub steering: Arc<crate::server::steering::Steering>,
 }

@@ -422,6 +422,7 @@ fn harness(timeouts: Timeouts, rest: Rest) -> Harness {
         blocking: monoio::blocking::DefaultThreadPool::new(1),
         stats,
         access: Arc::new(crate::log::Sink::open(crate::log::Target::Off).expect("no log")),
+        steering: Arc::default(),
     });
     let core = Rc::new(Core {
         queue: queue.clone(),

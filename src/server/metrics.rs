@@ -49,6 +49,16 @@ const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Connections taken from another process's socket, where they had waited too long.",
     ),
+    (
+        "wsgo_incoming_cpu_steering",
+        "gauge",
+        "1 while the process's sockets ask for the connections its CPUs take in (--incoming-cpu), else 0.",
+    ),
+    (
+        "wsgo_incoming_cpu_spread_total",
+        "counter",
+        "Times the process was taken off steering, its CPUs being busy and far busier than the others'.",
+    ),
     ("wsgo_blocks_total", "counter", "Blocks established by X-WSGo-Block."),
     ("wsgo_blocked_requests_total", "counter", "Requests refused because their client is blocked."),
     ("wsgo_blocked_clients", "gauge", "Clients blocked now."),
@@ -84,6 +94,8 @@ pub fn sample(state: &State, queue: &Scheduler, started: u64) -> String {
     line("wsgo_cache_entries", state.cache.as_ref().map_or(0, |c| c.len() as u64));
     line("wsgo_static_files_total", get(&s.static_files));
     line("wsgo_connections_rescued_total", get(&s.rescued));
+    line("wsgo_incoming_cpu_steering", u64::from(state.steering.steers()));
+    line("wsgo_incoming_cpu_spread_total", state.steering.taken_off());
     let (established, refused) = state.blocks.counts();
     line("wsgo_blocks_total", established);
     line("wsgo_blocked_requests_total", refused);

@@ -352,6 +352,7 @@ pub fn run(config: Config) -> ExitCode {
         blocking,
         stats,
         access,
+        steering: steering.clone(),
     });
     // No connection before the blocks in force are in the table: the supervisor sent them
     // first thing, so this waits only when the app loaded faster than they were read.

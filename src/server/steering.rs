@@ -15,6 +15,7 @@
 
 use std::os::fd::RawFd;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// How often a process says how busy it was.
@@ -157,6 +158,10 @@ fn ticks(stat: &str, cpus: &[usize]) -> Option<(u64, u64)> {
 pub struct Steering {
     /// The sockets and their CPUs; emptied when the process drains (it closes them).
     sockets: Mutex<Vec<(RawFd, usize)>>,
+    /// Off steering now, by the supervisor's word.
+    off: AtomicBool,
+    /// Times the supervisor took this process off steering.
+    taken_off: AtomicU64,
 }
 
 impl Steering {
@@ -172,6 +177,10 @@ impl Steering {
     pub fn set(&self, on: bool) {
         // Held while setting: `forget` waits for it, so a socket is never touched once closed.
         let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let was_off = self.off.swap(!on, Relaxed);
+        if !on && !was_off {
+            self.taken_off.fetch_add(1, Relaxed);
+        }
         for &(fd, cpu) in sockets.iter() {
             let set =
                 if on { crate::sys::net::prefer_cpu(fd, cpu) } else { crate::sys::net::prefer_no_cpu(fd) };
@@ -180,6 +189,17 @@ impl Steering {
                 return;
             }
         }
+    }
+
+    /// Whether this process's sockets ask for its CPUs' connections now (`--incoming-cpu` set
+    /// on at least one socket, and not taken off by the supervisor).
+    pub fn steers(&self) -> bool {
+        !self.off.load(Relaxed) && !self.sockets.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Times the supervisor took this process off steering.
+    pub fn taken_off(&self) -> u64 {
+        self.taken_off.load(Relaxed)
     }
 
     /// The process drains and closes its sockets: nothing is set on them any more.
@@ -302,12 +322,18 @@ mod tests {
         let listener = crate::sys::net::listen("127.0.0.1:0".parse().expect("addr"), false).expect("bind");
         let fd = listener.as_raw_fd();
         let s = Steering::default();
+        assert!(!s.steers(), "no socket asks for a CPU");
         s.prefer(fd, 1).expect("SO_INCOMING_CPU");
         assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), 1);
+        assert!(s.steers());
+        s.set(false);
         s.set(false);
         assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), -1);
+        assert!(!s.steers());
+        assert_eq!(s.taken_off(), 1, "counted once per change");
         s.set(true);
         assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), 1);
+        assert!(s.steers());
         s.forget();
         s.set(false);
         assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), 1);

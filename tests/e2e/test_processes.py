@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from conftest import APPS, BINARY, WsgoServer, start_server, wait_for
+from test_deploy import free_port, sample, scrape
 
 
 def pids_of(server, n=200):
@@ -230,10 +231,19 @@ def test_incoming_cpu_spreads_a_busy_process_cpus_connections_until_the_load_eve
     # over both), and steers again once it is calm.
     cpus = sorted(os.sched_getaffinity(0))
     assert len(cpus) >= 2, f"this test needs two CPUs, it has {cpus}"
-    args = ["--processes", "2", "--workers", "4", "--cpu-share", "--incoming-cpu"]
+    port = free_port()
+    args = ["--processes", "2", "--workers", "4", "--cpu-share", "--incoming-cpu", "--metrics", f"127.0.0.1:{port}"]
     server = start_server(request, driver_env, "protect_app", args=args)
     wait_for(lambda: server.stderr().count(" serving ") == 2, what="both processes to serve")
     shares = {pid: os.sched_getaffinity(pid) for pid in children(server.proc.pid)}
+    metrics = f"http://127.0.0.1:{port}/metrics"
+
+    def steering():
+        page = scrape(metrics)
+        return [(sample(page, "wsgo_incoming_cpu_steering", process=p),
+                 sample(page, "wsgo_incoming_cpu_spread_total", process=p)) for p in (1, 2)]
+
+    wait_for(lambda: steering() == [(1, 0), (1, 0)], timeout=5, what="both processes steering, in the metrics")
     busy = next(pid for pid, share in shares.items() if cpus[0] in share)
     number = next(line.split("process ", 1)[1].split()[0] for line in server.stderr().splitlines()
                   if f"(pid {busy}) serving" in line)
@@ -253,6 +263,9 @@ def test_incoming_cpu_spreads_a_busy_process_cpus_connections_until_the_load_eve
                  what="the busy process to be taken off steering")
         said = [line for line in server.stderr().splitlines() if "spread over every process" in line]
         assert len(said) == 1 and spread in said[0], said
+        # The process's own word: off steering, once.
+        off = [(0, 1), (1, 0)] if number == "1" else [(1, 0), (0, 1)]
+        wait_for(lambda: steering() == off, timeout=3, what="the metrics to say which process is off steering")
         served = served_from_each_cpu(server.url, cpus[:1])[cpus[0]]
         # Spread by the hash: 20 on one process has odds of 2e-6.
         assert set(served) == set(shares), f"while process {busy} is busy: {served}"
@@ -261,6 +274,7 @@ def test_incoming_cpu_spreads_a_busy_process_cpus_connections_until_the_load_eve
             t.join()
     assert spinning == ["spun", "spun"]
     wait_for(lambda: "take in again" in server.stderr(), timeout=4, what="steering again once calm")
+    wait_for(lambda: [on for on, _ in steering()] == [1, 1], timeout=3, what="the metrics to say so")
     assert spread in server.stderr().split("take in again")[0].splitlines()[-1]
     assert served_from_each_cpu(server.url, cpus[:1])[cpus[0]] == [busy] * 20, "steered again"
 
