@@ -362,7 +362,7 @@ pub fn run(config: &Config, args: Vec<OsString>) -> ExitCode {
         fleet_catch_up: fleet.as_ref().map(|_| Instant::now() + FLEET_CATCH_UP_WAIT),
         fleet,
         reports: None,
-        guard: config.incoming_cpu && config.processes > 1,
+        guard: config.incoming_cpu && config.cpu_share && config.processes > 1,
     };
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut fds = Vec::new();
@@ -455,8 +455,8 @@ struct Supervisor {
     fleet_catch_up: Option<Instant>,
     /// A SIGUSR2's totals, waiting for the reports.
     reports: Option<Reports>,
-    /// `--incoming-cpu` with more than one process: the guard against steering every
-    /// connection to one process (`steering`).
+    /// `--incoming-cpu` and `--cpu-share` with more than one process: the guard against
+    /// steering every connection to one process (`steering`).
     guard: bool,
 }
 

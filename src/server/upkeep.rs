@@ -1,8 +1,8 @@
 //! A server process's upkeep thread, started only when a flag needs it: `--max-requests` and
 //! `--max-rss` (checked every [`CHECK_EVERY`]), `--metrics` (a sample every second, pushed to the
-//! supervisor or served here when there is none), `--incoming-cpu` with more than one process
-//! (how busy this process's CPUs were, every [`BUSY_EVERY`], for the supervisor's guard:
-//! `super::steering`).
+//! supervisor or served here when there is none), `--incoming-cpu` and `--cpu-share` with more
+//! than one process (how busy this process's CPUs were, every [`BUSY_EVERY`], for the
+//! supervisor's guard: `super::steering`).
 //!
 //! A process past a limit asks the supervisor to replace it, the SIGHUP way, and goes on
 //! serving until the new process serves; it asks again every [`ASK_AGAIN`] while it is still
@@ -70,8 +70,9 @@ pub fn start(state: Arc<State>, queue: Arc<Scheduler>, control: Option<Arc<Chann
     let c = &state.config;
     let limits = Limits::new(c.max_requests, c.max_requests_jitter, c.max_rss, random());
     let metrics = c.metrics;
-    // The supervisor's guard compares the processes' figures.
-    let mut busy = (c.incoming_cpu && c.processes > 1 && control.is_some())
+    // The supervisor's guard compares the processes' figures: their own CPUs' (`--cpu-share`;
+    // without it every process has the same CPUs).
+    let mut busy = (c.incoming_cpu && c.cpu_share && c.processes > 1 && control.is_some())
         .then(|| Busy::new(crate::sys::process::allowed_cpus()));
     if limits.requests.is_none() && limits.rss.is_none() && metrics.is_none() && busy.is_none() {
         return Ok(());
