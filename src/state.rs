@@ -49,5 +49,5 @@ pub struct State {
     /// Where the access log goes.
     pub access: Arc<crate::log::Sink>,
     /// `--incoming-cpu`: this process's sockets and whether they steer.
-    pub steering: Arc<crate::server::steering::Steering>,
+    pub steering: Arc<crate::sys::net::Steering>,
 }

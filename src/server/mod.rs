@@ -273,7 +273,7 @@ pub fn run(config: Config) -> ExitCode {
     let control = from_supervisor.control.map(Arc::new);
     // `--incoming-cpu`: this process's sockets and their CPUs, which the supervisor may take off
     // steering and give back.
-    let steering = Arc::new(steering::Steering::default());
+    let steering = Arc::new(crate::sys::net::Steering::default());
     // What the others say is applied from now on, while the app loads.
     let mut caught_up = None;
     if let Some(control) = &control {
@@ -491,7 +491,7 @@ fn check_incoming_cpu(config: &Config, sockets: &[listeners::Listening]) {
 /// A socket that several cores share (fewer sockets than cores) ends with the last one's CPU;
 /// the kernel then steers to it what that CPU takes in, and any of its cores accepts.
 fn prefer_this_cpu(
-    steering: &steering::Steering,
+    steering: &crate::sys::net::Steering,
     own: &[listeners::Listening],
     core: Option<core_affinity::CoreId>,
     index: usize,

@@ -46,7 +46,7 @@ pub struct Here {
     /// The priority rules' counts.
     pub queue: Arc<Scheduler>,
     /// `--incoming-cpu`: this process's sockets, steered or not as the supervisor says.
-    pub steering: Arc<super::steering::Steering>,
+    pub steering: Arc<crate::sys::net::Steering>,
 }
 
 /// The supervisor's `caught-up`, once the sharing thread has applied what came before it.
@@ -97,7 +97,11 @@ fn run(control: &Channel, woken: &UnixDatagram, here: &Here, caught_up: SyncSend
             for m in messages {
                 match m {
                     Message::Share(m) => apply(m, here),
-                    Message::Steer(on) => here.steering.set(on),
+                    Message::Steer(on) => {
+                        if let Err(e) = here.steering.set(on) {
+                            crate::log::warning!("--incoming-cpu: cannot change SO_INCOMING_CPU ({e})");
+                        }
+                    }
                     Message::CaughtUp => {
                         if let Some(tx) = caught_up.take() {
                             let _ = tx.send(());

@@ -13,9 +13,6 @@
 //! packets keep coming in on one CPU, steering again only piles the load back on it. Connections
 //! already made stay where they are: only new ones move.
 
-use std::os::fd::RawFd;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// How often a process says how busy it was.
@@ -152,62 +149,6 @@ fn ticks(stat: &str, cpus: &[usize]) -> Option<(u64, u64)> {
     Some(out)
 }
 
-/// This process's TCP sockets and the CPU each asks for: set at start, taken back and given
-/// again as the supervisor says.
-#[derive(Default)]
-pub struct Steering {
-    /// The sockets and their CPUs; emptied when the process drains (it closes them).
-    sockets: Mutex<Vec<(RawFd, usize)>>,
-    /// Off steering now, by the supervisor's word.
-    off: AtomicBool,
-    /// Times the supervisor took this process off steering.
-    taken_off: AtomicU64,
-}
-
-impl Steering {
-    /// Asks for `cpu`'s connections on `fd` (`--incoming-cpu`), and keeps that to give again.
-    pub fn prefer(&self, fd: RawFd, cpu: usize) -> std::io::Result<()> {
-        let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
-        crate::sys::net::prefer_cpu(fd, cpu)?;
-        sockets.push((fd, cpu));
-        Ok(())
-    }
-
-    /// Steers (`true`) or lets the hash spread this process's CPUs' connections (`false`).
-    pub fn set(&self, on: bool) {
-        // Held while setting: `forget` waits for it, so a socket is never touched once closed.
-        let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
-        let was_off = self.off.swap(!on, Relaxed);
-        if !on && !was_off {
-            self.taken_off.fetch_add(1, Relaxed);
-        }
-        for &(fd, cpu) in sockets.iter() {
-            let set =
-                if on { crate::sys::net::prefer_cpu(fd, cpu) } else { crate::sys::net::prefer_no_cpu(fd) };
-            if let Err(e) = set {
-                crate::log::warning!("--incoming-cpu: cannot change SO_INCOMING_CPU ({e})");
-                return;
-            }
-        }
-    }
-
-    /// Whether this process's sockets ask for its CPUs' connections now (`--incoming-cpu` set
-    /// on at least one socket, and not taken off by the supervisor).
-    pub fn steers(&self) -> bool {
-        !self.off.load(Relaxed) && !self.sockets.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
-    }
-
-    /// Times the supervisor took this process off steering.
-    pub fn taken_off(&self) -> u64 {
-        self.taken_off.load(Relaxed)
-    }
-
-    /// The process drains and closes its sockets: nothing is set on them any more.
-    pub fn forget(&self) {
-        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,28 +255,5 @@ mod tests {
         let t2 = stat([10, 0, 0, 1200, 0, 0, 0, 0], [0, 0, 0, 1200, 0, 0, 0, 0]);
         assert_eq!(first.look(&t2), Some(0));
         assert_eq!(Busy::new(vec![1]).look("cpu1 garbage"), None);
-    }
-
-    #[test]
-    fn steering_sets_and_clears_each_sockets_cpu_until_forgotten() {
-        use std::os::fd::AsRawFd;
-        let listener = crate::sys::net::listen("127.0.0.1:0".parse().expect("addr"), false).expect("bind");
-        let fd = listener.as_raw_fd();
-        let s = Steering::default();
-        assert!(!s.steers(), "no socket asks for a CPU");
-        s.prefer(fd, 1).expect("SO_INCOMING_CPU");
-        assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), 1);
-        assert!(s.steers());
-        s.set(false);
-        s.set(false);
-        assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), -1);
-        assert!(!s.steers());
-        assert_eq!(s.taken_off(), 1, "counted once per change");
-        s.set(true);
-        assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), 1);
-        assert!(s.steers());
-        s.forget();
-        s.set(false);
-        assert_eq!(crate::sys::net::preferred_cpu(fd).expect("read"), 1);
     }
 }

@@ -6,6 +6,8 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Accept backlog per listener.
 const BACKLOG: i32 = 1024;
@@ -91,6 +93,58 @@ pub fn preferred_cpu(fd: RawFd) -> io::Result<i32> {
         )
     })?;
     Ok(value)
+}
+
+/// A process's TCP sockets and the CPU each asks for (`--incoming-cpu`): set at start, taken back
+/// and given again as its supervisor says (`server::steering`).
+#[derive(Default)]
+pub struct Steering {
+    /// The sockets and their CPUs; emptied when the process drains (it closes them).
+    sockets: Mutex<Vec<(RawFd, usize)>>,
+    /// Off steering now, by the supervisor's word.
+    off: AtomicBool,
+    /// Times the supervisor took this process off steering.
+    taken_off: AtomicU64,
+}
+
+impl Steering {
+    /// Asks for `cpu`'s connections on `fd` (`--incoming-cpu`), and keeps that to give again.
+    pub fn prefer(&self, fd: RawFd, cpu: usize) -> std::io::Result<()> {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        prefer_cpu(fd, cpu)?;
+        sockets.push((fd, cpu));
+        Ok(())
+    }
+
+    /// Steers (`true`) or lets the hash spread this process's CPUs' connections (`false`).
+    pub fn set(&self, on: bool) -> io::Result<()> {
+        // Held while setting: `forget` waits for it, so a socket is never touched once closed.
+        let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let was_off = self.off.swap(!on, Relaxed);
+        if !on && !was_off {
+            self.taken_off.fetch_add(1, Relaxed);
+        }
+        for &(fd, cpu) in sockets.iter() {
+            if on { prefer_cpu(fd, cpu)? } else { prefer_no_cpu(fd)? }
+        }
+        Ok(())
+    }
+
+    /// Whether this process's sockets ask for its CPUs' connections now (`--incoming-cpu` set
+    /// on at least one socket, and not taken off by the supervisor).
+    pub fn steers(&self) -> bool {
+        !self.off.load(Relaxed) && !self.sockets.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Times the supervisor took this process off steering.
+    pub fn taken_off(&self) -> u64 {
+        self.taken_off.load(Relaxed)
+    }
+
+    /// The process drains and closes its sockets: nothing is set on them any more.
+    pub fn forget(&self) {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 /// The network cards (interfaces backed by a device, under `root`, normally /sys/class/net)
@@ -489,6 +543,29 @@ pub fn sendfile(sock: RawFd, file: RawFd, offset: &mut u64, count: usize) -> io:
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn steering_sets_and_clears_each_sockets_cpu_until_forgotten() {
+        use std::os::fd::AsRawFd;
+        let listener = listen("127.0.0.1:0".parse().expect("addr"), false).expect("bind");
+        let fd = listener.as_raw_fd();
+        let s = Steering::default();
+        assert!(!s.steers(), "no socket asks for a CPU");
+        s.prefer(fd, 1).expect("SO_INCOMING_CPU");
+        assert_eq!(preferred_cpu(fd).expect("read"), 1);
+        assert!(s.steers());
+        s.set(false).expect("set");
+        s.set(false).expect("set");
+        assert_eq!(preferred_cpu(fd).expect("read"), -1);
+        assert!(!s.steers());
+        assert_eq!(s.taken_off(), 1, "counted once per change");
+        s.set(true).expect("set");
+        assert_eq!(preferred_cpu(fd).expect("read"), 1);
+        assert!(s.steers());
+        s.forget();
+        s.set(false).expect("set");
+        assert_eq!(preferred_cpu(fd).expect("read"), 1);
+    }
+
     use super::*;
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
