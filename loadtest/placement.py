@@ -20,12 +20,10 @@ line and the correlation). Only 127.0.0.1; servers are stopped by process id; ev
 """
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -62,40 +60,29 @@ def thread_cpus(pid):
 
 
 def one_run(server, scenario, duration, libdir, webroot):
-    path, method, body, expected, conns, headers, _, app = run.SCENARIOS[scenario]
-    port = run.free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = run.server_command(server, port, run.NCPU, webroot, app)
-        env = dict(os.environ, VIRTUAL_ENV=str(run.VENV), PATH=f"{run.VENV}/bin:{os.environ['PATH']}",
-                   LD_LIBRARY_PATH=libdir)
-        proc = subprocess.Popen(cmd, cwd=run.APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        try:
-            run.wait_ready(port, path, proc)
-            script = run.lua_script(tmp, method, body, expected, headers)
-            run.run_wrk(port, path, script, conns, 1, None)  # warm-up
-            pids = run.children(proc.pid)
-            cpu0, sw0 = run.cpu_seconds(pids), switches(pids)
-            wrk = subprocess.Popen(["wrk", f"-t{run.NCPU}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
-                                    "-s", script, f"http://127.0.0.1:{port}{path}"],
-                                   stdout=subprocess.PIPE, text=True)
-            samples = []
+    path, conns = run.SCENARIOS[scenario][0], run.SCENARIOS[scenario][4]
+    with run.all_cores_server(server, scenario, libdir, webroot) as (port, proc, script):
+        run.run_wrk(port, path, script, conns, 1, None)  # warm-up
+        pids = run.children(proc.pid)
+        cpu0, sw0 = run.cpu_seconds(pids), switches(pids)
+        wrk = subprocess.Popen(["wrk", f"-t{run.NCPU}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
+                                "-s", script, f"http://127.0.0.1:{port}{path}"],
+                               stdout=subprocess.PIPE, text=True)
+        samples = []
 
-            def sample():
-                while wrk.poll() is None:
-                    cpus = thread_cpus(wrk.pid)
-                    if len(cpus) > 1:
-                        samples.append(len(set(cpus)) == len(cpus))
-                    time.sleep(0.05)
+        def sample():
+            while wrk.poll() is None:
+                cpus = thread_cpus(wrk.pid)
+                if len(cpus) > 1:
+                    samples.append(len(set(cpus)) == len(cpus))
+                time.sleep(0.05)
 
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            out, _ = wrk.communicate(timeout=duration + 30)
-            sampler.join()
-            pids = run.children(proc.pid)
-            cpu, sw = run.cpu_seconds(pids) - cpu0, switches(pids) - sw0
-        finally:
-            run.stop(proc)
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        out, _ = wrk.communicate(timeout=duration + 30)
+        sampler.join()
+        pids = run.children(proc.pid)
+        cpu, sw = run.cpu_seconds(pids) - cpu0, switches(pids) - sw0
     total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = int(re.search(r"BAD (\d+)", out).group(1))
     return {"server": server, "rps": total / duration, "cpu_us": cpu / total * 1e6, "switches": sw / total,
@@ -109,24 +96,18 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--scenario", default="hello")
     args = ap.parse_args()
-    if run.NCPU < 2:
-        sys.exit("needs two or more CPUs")
-    libdir = run.python_libdir()
-    webroot = run.RESULTS / "webroot"
-    webroot.mkdir(parents=True, exist_ok=True)
+    libdir, webroot = run.all_cores_setup()
     servers = args.servers.split(",")
     rows = []
     print(f"{args.scenario}, all cores ({run.NCPU} CPUs), wrk -t{run.NCPU} unpinned, {args.duration} s per run\n")
     print("| run | server | requests/s | server CPU µs per request | switches per request | wrk's threads apart | errors |")
     print("|---|---|---|---|---|---|---|")
-    for i in range(args.runs):
-        # Alternating, so that a drift of the machine falls on every server alike.
-        for server in servers if i % 2 == 0 else servers[::-1]:
-            r = one_run(server, args.scenario, args.duration, libdir, str(webroot))
-            rows.append(r)
-            apart = "-" if r["apart"] is None else f"{r['apart']:.0%}"
-            print(f"| {i + 1} | {server} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {r['switches']:.3f} | {apart} | "
-                  f"{r['errors']} |", flush=True)
+    for i, server in run.alternating(servers, args.runs):
+        r = one_run(server, args.scenario, args.duration, libdir, webroot)
+        rows.append(r)
+        apart = "-" if r["apart"] is None else f"{r['apart']:.0%}"
+        print(f"| {i} | {server} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {r['switches']:.3f} | {apart} | "
+              f"{r['errors']} |", flush=True)
     print("\n| server | CPU µs per request: median (range) | switches per request: median (range) | "
           "CPU against switches, least squares |")
     print("|---|---|---|---|")

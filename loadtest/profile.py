@@ -108,11 +108,7 @@ def one_cell(server, scenario, layout, duration, libdir, webroot):
     one = layout == "one-core"
     port = run.free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = run.server_command(server, port, 1 if one else run.NCPU, webroot, app)
-        env = dict(os.environ, VIRTUAL_ENV=str(run.VENV), PATH=f"{run.VENV}/bin:{os.environ['PATH']}",
-                   LD_LIBRARY_PATH=libdir)
-        proc = subprocess.Popen((["taskset", "-c", "0"] if one else []) + cmd, cwd=run.APPS, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = run.launch(run.server_command(server, port, 1 if one else run.NCPU, webroot, app), libdir, one)
         try:
             run.wait_ready(port, path if method == "GET" else "/", proc)
             script = run.lua_script(tmp, method, body, expected, headers)

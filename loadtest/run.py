@@ -31,6 +31,7 @@ are stopped by process id; every run is bounded by the load generator's duration
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -450,6 +451,54 @@ def oha_cell(port, scenario, tmp, duration, pin, rate=None):
     }
 
 
+def launch(cmd, libdir, one_core=False):
+    """Starts a server command in the load test's venv, from its apps folder, in a session of its
+    own (stopped by process id), its output discarded; on CPU 0 only with `one_core`."""
+    env = dict(os.environ, VIRTUAL_ENV=str(VENV), PATH=f"{VENV}/bin:{os.environ['PATH']}", LD_LIBRARY_PATH=libdir)
+    prefix = ["taskset", "-c", "0"] if one_core else []
+    return subprocess.Popen(prefix + cmd, cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+@contextlib.contextmanager
+def all_cores_server(server, scenario, libdir, webroot, extra_headers=()):
+    """`server` for `scenario` on every CPU, on a free port, answering: yields (port, proc, wrk's
+    Lua script with `extra_headers` added); stopped by process id afterwards."""
+    path, method, body, expected, _, headers, _, app = SCENARIOS[scenario]
+    headers = [*headers, *(h for h in extra_headers if h not in headers)]
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = launch(server_command(server, port, NCPU, webroot, app), libdir)
+        try:
+            wait_ready(port, path if method == "GET" else "/", proc)
+            yield port, proc, lua_script(tmp, method, body, expected, headers)
+        finally:
+            stop(proc)
+
+
+def all_cores_setup():
+    """For a script of all-cores runs: exits unless there are two CPUs or more; (libdir, webroot)."""
+    if NCPU < 2:
+        sys.exit("needs two or more CPUs")
+    webroot = RESULTS / "webroot"
+    webroot.mkdir(parents=True, exist_ok=True)
+    return python_libdir(), str(webroot)
+
+
+def alternating(servers, runs):
+    """(run number from 1, server) for each run of each server, the order reversed every other run,
+    so that a drift of the machine falls on every server alike."""
+    return [(i + 1, s) for i in range(runs) for s in (servers if i % 2 == 0 else servers[::-1])]
+
+
+def wrk_counts(out):
+    """From wrk's output with the Lua check: (responses, errors), errors being the responses the
+    check refused and the socket errors."""
+    bad = int(re.search(r"BAD (\d+)", out).group(1))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return int(re.search(r"(\d+) requests in", out).group(1)), bad + (sum(map(int, sock.groups())) if sock else 0)
+
+
 def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rates=()):
     path, method, body, expected, conns, headers, _, app = SCENARIOS[scenario]
     one = layout == "one-core"
@@ -457,10 +506,7 @@ def measure(server, scenario, layout, args, webroot, libdir, loadgen="wrk", rate
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = nginx_command(port, procs, webroot, tmp) if server == "nginx" else server_command(server, port, procs, webroot, app)
-        env = dict(os.environ, VIRTUAL_ENV=str(VENV), PATH=f"{VENV}/bin:{os.environ['PATH']}", LD_LIBRARY_PATH=libdir)
-        prefix = ["taskset", "-c", "0"] if one else []
-        proc = subprocess.Popen(prefix + cmd, cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = launch(cmd, libdir, one)
         runs, at_load = [], []
         pin = "1" if one else None
         try:

@@ -20,12 +20,9 @@ Only 127.0.0.1; servers are stopped by process id; every load is bounded by wrk'
 """
 
 import argparse
-import os
-import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,39 +40,24 @@ def top_share(before, after):
 
 
 def one_run(server, scenario, duration, libdir, webroot, close):
-    path, method, body, expected, conns, headers, _, app = run.SCENARIOS[scenario]
-    if close and "Connection: close" not in headers:
-        headers = [*headers, "Connection: close"]
-    port = run.free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = run.server_command(server, port, run.NCPU, webroot, app)
-        env = dict(os.environ, VIRTUAL_ENV=str(run.VENV), PATH=f"{run.VENV}/bin:{os.environ['PATH']}",
-                   LD_LIBRARY_PATH=libdir)
-        proc = subprocess.Popen(cmd, cwd=run.APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        try:
-            run.wait_ready(port, path, proc)
-            script = run.lua_script(tmp, method, body, expected, headers)
-            pids = run.children(proc.pid)
-            start = each_cpu(pids)
-            stolen = run.machine_seconds()
-            wrk = subprocess.Popen(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
-                                    "--timeout", "5s", "-s", script, f"http://127.0.0.1:{port}{path}"],
-                                   stdout=subprocess.PIPE, text=True)
-            time.sleep(duration / 2)
-            half = each_cpu(pids)
-            out, _ = wrk.communicate(timeout=duration + 30)
-            end = each_cpu(pids)
-            stolen = run.stolen_since(stolen)
-        finally:
-            run.stop(proc)
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    bad = int(re.search(r"BAD (\d+)", out).group(1))
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    path, conns = run.SCENARIOS[scenario][0], run.SCENARIOS[scenario][4]
+    with run.all_cores_server(server, scenario, libdir, webroot, ["Connection: close"] if close else []) as (
+            port, proc, script):
+        pids = run.children(proc.pid)
+        start = each_cpu(pids)
+        stolen = run.machine_seconds()
+        wrk = subprocess.Popen(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
+                                "--timeout", "5s", "-s", script, f"http://127.0.0.1:{port}{path}"],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(duration / 2)
+        half = each_cpu(pids)
+        out, _ = wrk.communicate(timeout=duration + 30)
+        end = each_cpu(pids)
+        stolen = run.stolen_since(stolen)
+    total, errors = run.wrk_counts(out)
     cpu = sum(end.values()) - sum(start.values())
     return {"server": server, "rps": total / duration, "cpu_us": cpu / total * 1e6,
-            "top": top_share(start, end), "top_late": top_share(half, end), "stolen": stolen,
-            "errors": bad + (sum(map(int, sock.groups())) if sock else 0)}
+            "top": top_share(start, end), "top_late": top_share(half, end), "stolen": stolen, "errors": errors}
 
 
 def pct(x):
@@ -90,11 +72,7 @@ def main():
     ap.add_argument("--scenario", default="json")
     ap.add_argument("--keep-alive", action="store_true", help="keep the connections (default: one per request)")
     args = ap.parse_args()
-    if run.NCPU < 2:
-        sys.exit("needs two or more CPUs")
-    libdir = run.python_libdir()
-    webroot = run.RESULTS / "webroot"
-    webroot.mkdir(parents=True, exist_ok=True)
+    libdir, webroot = run.all_cores_setup()
     servers = args.servers.split(",")
     rows = []
     how = "keep-alive connections" if args.keep_alive else "a connection per request"
@@ -102,13 +80,11 @@ def main():
     print("| run | server | requests/s | server CPU µs per request | busiest process: whole run | "
           "second half | host took | errors |")
     print("|---|---|---|---|---|---|---|---|")
-    for i in range(args.runs):
-        # Alternating, so that a drift of the machine falls on every server alike.
-        for server in servers if i % 2 == 0 else servers[::-1]:
-            r = one_run(server, args.scenario, args.duration, libdir, str(webroot), not args.keep_alive)
-            rows.append(r)
-            print(f"| {i + 1} | {server} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {pct(r['top'])} | "
-                  f"{pct(r['top_late'])} | {pct(r['stolen'])} | {r['errors']} |", flush=True)
+    for i, server in run.alternating(servers, args.runs):
+        r = one_run(server, args.scenario, args.duration, libdir, webroot, not args.keep_alive)
+        rows.append(r)
+        print(f"| {i} | {server} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {pct(r['top'])} | "
+              f"{pct(r['top_late'])} | {pct(r['stolen'])} | {r['errors']} |", flush=True)
     print("\n| server | requests/s, median | server CPU µs per request, median | busiest process, second half, "
           "median |")
     print("|---|---|---|---|")
