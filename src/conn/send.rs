@@ -52,7 +52,7 @@ pub(super) struct Stream {
 impl<T: Transport> Conn<T> {
     /// Whether the connection may be reused after this response: the request allows it, the
     /// response does not ask to close or end with the connection, the server is not draining,
-    /// and the request's body is consumed. `finished`: the response is complete, so what is
+    /// `--incoming-cpu`'s guard does not shed it, and the request's body is consumed. `finished`: the response is complete, so what is
     /// buffered of the body is dropped now; otherwise (a streamed head) only promised if the
     /// rest of the body is already buffered, since the app may still read it (PEP 3333).
     fn keep(&mut self, req: &mut Req, asks_close: bool, framing: Framing, finished: bool) -> bool {
@@ -60,6 +60,7 @@ impl<T: Transport> Conn<T> {
             && !asks_close
             && framing != Framing::UntilClose
             && !self.core.draining()
+            && !self.core.state.steering.sheds(self.accepted)
             && if finished {
                 req.body.discard_buffered(&mut self.buf)
             } else {

@@ -8,6 +8,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
 
 /// Accept backlog per listener.
 const BACKLOG: i32 = 1024;
@@ -97,7 +98,6 @@ pub fn preferred_cpu(fd: RawFd) -> io::Result<i32> {
 
 /// A process's TCP sockets and the CPU each asks for (`--incoming-cpu`): set at start, taken back
 /// and given again as its supervisor says (`server::steering`).
-#[derive(Default)]
 pub struct Steering {
     /// The sockets and their CPUs; emptied when the process drains (it closes them).
     sockets: Mutex<Vec<(RawFd, usize)>>,
@@ -105,6 +105,23 @@ pub struct Steering {
     off: AtomicBool,
     /// Times the supervisor took this process off steering.
     taken_off: AtomicU64,
+    /// What [`Steering::shed_before`] counts from.
+    epoch: Instant,
+    /// Connections accepted before this (nanoseconds after `epoch`; 0: none) end after their
+    /// next response: the ones the process held when it was last taken off steering.
+    shed_before: AtomicU64,
+}
+
+impl Default for Steering {
+    fn default() -> Steering {
+        Steering {
+            sockets: Mutex::default(),
+            off: AtomicBool::default(),
+            taken_off: AtomicU64::default(),
+            epoch: Instant::now(),
+            shed_before: AtomicU64::default(),
+        }
+    }
 }
 
 impl Steering {
@@ -123,6 +140,10 @@ impl Steering {
         let was_off = self.off.swap(!on, Relaxed);
         if !on && !was_off {
             self.taken_off.fetch_add(1, Relaxed);
+            // The connections it holds now were steered here: each ends after its next response,
+            // and its client's next connection is spread by the hash.
+            let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+            self.shed_before.store(now, Relaxed);
         }
         for &(fd, cpu) in sockets.iter() {
             if on { prefer_cpu(fd, cpu)? } else { prefer_no_cpu(fd)? }
@@ -134,6 +155,13 @@ impl Steering {
     /// on at least one socket, and not taken off by the supervisor).
     pub fn steers(&self) -> bool {
         !self.off.load(Relaxed) && !self.sockets.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Whether a connection accepted at `accepted` is to end after its response: it was open
+    /// when the process was last taken off steering.
+    pub fn sheds(&self, accepted: Instant) -> bool {
+        let before = self.shed_before.load(Relaxed);
+        before != 0 && accepted.saturating_duration_since(self.epoch).as_nanos() < u128::from(before)
     }
 
     /// Times the supervisor took this process off steering.
@@ -553,11 +581,20 @@ mod tests {
         s.prefer(fd, 1).expect("SO_INCOMING_CPU");
         assert_eq!(preferred_cpu(fd).expect("read"), 1);
         assert!(s.steers());
+        let before = Instant::now();
+        assert!(!s.sheds(before), "nothing shed while it steers");
+        std::thread::sleep(std::time::Duration::from_millis(2));
         s.set(false).expect("set");
+        let after = Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
         s.set(false).expect("set");
         assert_eq!(preferred_cpu(fd).expect("read"), -1);
         assert!(!s.steers());
         assert_eq!(s.taken_off(), 1, "counted once per change");
+        // The connections held when it was taken off end after their next response; later ones
+        // (and being told again) do not.
+        assert!(s.sheds(before));
+        assert!(!s.sheds(after));
         s.set(true).expect("set");
         assert_eq!(preferred_cpu(fd).expect("read"), 1);
         assert!(s.steers());

@@ -225,6 +225,22 @@ def test_cpu_share_gives_each_process_its_cpus_and_incoming_cpu_serves_a_connect
             assert set(pids) == set(shares), f"from CPU {cpu}: {pids}"
 
 
+def ask_pid(sock):
+    """One keep-alive request for /pid on a raw socket: (pid, whether the server said it closes)."""
+    sock.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed before a response: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    fields = {k.strip().lower(): v.strip() for k, v in
+              (line.split(b":", 1) for line in head.split(b"\r\n")[1:])}
+    while len(body) < int(fields[b"content-length"]):
+        body += sock.recv(4096)
+    return int(body), fields.get(b"connection", b"").lower() == b"close"
+
+
 def test_incoming_cpu_spreads_a_busy_process_cpus_connections_until_the_load_evens_out(request, driver_env):
     # The guard against steering every connection to one process: a process whose CPUs are busy
     # while the other's idle is taken off steering (the connections its CPU takes in are spread
@@ -248,6 +264,19 @@ def test_incoming_cpu_spreads_a_busy_process_cpus_connections_until_the_load_eve
     number = next(line.split("process ", 1)[1].split()[0] for line in server.stderr().splitlines()
                   if f"(pid {busy}) serving" in line)
     assert served_from_each_cpu(server.url, cpus[:1])[cpus[0]] == [busy] * 20, "steered before the load"
+    host, port_ = server.url.removeprefix("http://").rsplit(":", 1)
+    held = []
+
+    def hold():
+        os.sched_setaffinity(0, {cpus[0]})
+        for _ in range(6):
+            held.append(socket.create_connection((host, int(port_)), timeout=10))
+            assert ask_pid(held[-1]) == (busy, False)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    t.join()
+    assert len(held) == 6
     spread = f"--incoming-cpu: process {number} is at "
     spinning = []
 
@@ -266,6 +295,15 @@ def test_incoming_cpu_spreads_a_busy_process_cpus_connections_until_the_load_eve
         # The process's own word: off steering, once.
         off = [(0, 1), (1, 0)] if number == "1" else [(1, 0), (0, 1)]
         wait_for(lambda: steering() == off, timeout=3, what="the metrics to say which process is off steering")
+        # The keep-alive connections it held then end after their next response, so that their
+        # clients' next connections are spread; a connection made since is kept.
+        time.sleep(0.3)
+        for c in held:
+            assert ask_pid(c) == (busy, True)
+            assert c.recv(1) == b"", "closed after the response"
+            c.close()
+        with socket.create_connection((host, int(port_)), timeout=10) as since:
+            assert ask_pid(since)[1] is False and ask_pid(since)[1] is False
         served = served_from_each_cpu(server.url, cpus[:1])[cpus[0]]
         # Spread by the hash: 20 on one process has odds of 2e-6.
         assert set(served) == set(shares), f"while process {busy} is busy: {served}"
