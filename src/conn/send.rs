@@ -52,9 +52,10 @@ pub(super) struct Stream {
 impl<T: Transport> Conn<T> {
     /// Whether the connection may be reused after this response: the request allows it, the
     /// response does not ask to close or end with the connection, the server is not draining,
-    /// `--incoming-cpu`'s guard does not shed it, and the request's body is consumed. `finished`: the response is complete, so what is
-    /// buffered of the body is dropped now; otherwise (a streamed head) only promised if the
-    /// rest of the body is already buffered, since the app may still read it (PEP 3333).
+    /// `--incoming-cpu`'s guard does not shed it, and the request's body is consumed.
+    /// `finished`: the response is complete, so what is buffered of the body is dropped now;
+    /// otherwise (a streamed head) only promised if the rest of the body is already buffered,
+    /// since the app may still read it (PEP 3333).
     fn keep(&mut self, req: &mut Req, asks_close: bool, framing: Framing, finished: bool) -> bool {
         req.keep_alive
             && !asks_close

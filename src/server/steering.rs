@@ -10,8 +10,9 @@
 //! connections its CPUs take in are then spread by the hash of their addresses, over every
 //! process, as without the flag; once the load evens out it steers again, after a hold that
 //! doubles each time it has to be taken off again soon after ([`Guard`]): while the clients'
-//! packets keep coming in on one CPU, steering again only piles the load back on it. Connections
-//! already made stay where they are: only new ones move.
+//! packets keep coming in on one CPU, steering again only piles the load back on it. The
+//! keep-alive connections the process held when it was taken off end after their next response
+//! (`Steering::sheds`), so that their clients' next connections are spread too.
 
 use std::time::{Duration, Instant};
 

@@ -126,7 +126,7 @@ impl Default for Steering {
 
 impl Steering {
     /// Asks for `cpu`'s connections on `fd` (`--incoming-cpu`), and keeps that to give again.
-    pub fn prefer(&self, fd: RawFd, cpu: usize) -> std::io::Result<()> {
+    pub fn prefer(&self, fd: RawFd, cpu: usize) -> io::Result<()> {
         let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
         prefer_cpu(fd, cpu)?;
         sockets.push((fd, cpu));
@@ -138,7 +138,9 @@ impl Steering {
         // Held while setting: `forget` waits for it, so a socket is never touched once closed.
         let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
         let was_off = self.off.swap(!on, Relaxed);
-        if !on && !was_off {
+        // A process with no steered socket (the option failed at start, or it drains) has piled
+        // up nothing to shed.
+        if !on && !was_off && !sockets.is_empty() {
             self.taken_off.fetch_add(1, Relaxed);
             // The connections it holds now were steered here: each ends after its next response,
             // and its client's next connection is spread by the hash.
@@ -601,6 +603,13 @@ mod tests {
         s.forget();
         s.set(false).expect("set");
         assert_eq!(preferred_cpu(fd).expect("read"), 1);
+        // Told to stop steering with no socket that steered: nothing counted, nothing shed.
+        let none = Steering::default();
+        let before = Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        none.set(false).expect("set");
+        assert!(!none.sheds(before));
+        assert_eq!(none.taken_off(), 0);
     }
 
     use super::*;
