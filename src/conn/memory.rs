@@ -400,7 +400,7 @@ impl Drop for Harness {
     }
 }
 
-fn harness(timeouts: Timeouts, rest: Rest) -> Harness {
+fn harness(timeouts: Timeouts, rest: Rest, bell: bool) -> Harness {
     let config = <crate::cli::Args as clap::Parser>::try_parse_from(["wsgo"])
         .expect("defaults")
         .into_config()
@@ -434,7 +434,7 @@ fn harness(timeouts: Timeouts, rest: Rest) -> Harness {
         state,
         watch: super::watch::Watch::new(),
         open: std::cell::Cell::new(0),
-        mailbox: Arc::new(Mailbox::new()),
+        mailbox: Arc::new(if bell { Mailbox::with_bell() } else { Mailbox::new() }),
         batch_wake: Default::default(),
         files: None,
         clock: std::cell::Cell::new(Instant::now()),
@@ -493,10 +493,10 @@ where
     };
     let mut uring =
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build().expect("io_uring");
-    uring.block_on(run(Rc::new(harness(timeouts, rest))));
+    uring.block_on(run(Rc::new(harness(timeouts, rest, true))));
     let mut legacy =
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("epoll");
-    legacy.block_on(run(Rc::new(harness(timeouts, rest))));
+    legacy.block_on(run(Rc::new(harness(timeouts, rest, false))));
 }
 
 /// Starts serving a scripted connection; the flag says when the connection loop ended.

@@ -113,7 +113,8 @@ async fn serve(
         watch: Watch::new(),
         open: Cell::new(0),
         files: (!state.roots.0.is_empty()).then(|| FileCache::new(state.roots.clone())),
-        mailbox: Arc::new(Mailbox::new()),
+        // The epoll driver cannot wait for the doorbell's read (`Mailbox::with_bell`).
+        mailbox: Arc::new(if nonblocking { Mailbox::new() } else { Mailbox::with_bell() }),
         batch_wake: Default::default(),
         clock: Cell::new(Instant::now()),
         timeouts: Default::default(),

@@ -131,6 +131,27 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// An eventfd (counter 0, close-on-exec, blocking: an io_uring read of it waits in the ring).
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes integers only and returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter, waking whoever reads it. Fails only if the counter would
+/// overflow (2^64 - 2 rings unread) or the descriptor is bad; a failed ring is reported, not
+/// retried: the reader wakes for the rings already counted.
+pub fn ring(fd: RawFd) -> io::Result<()> {
+    let one = 1u64;
+    // SAFETY: writes the 8 bytes of `one`, which lives across the call.
+    let n = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    if n == 8 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// This process's resident memory in bytes, from /proc/self/statm (0 if it cannot be read).
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
