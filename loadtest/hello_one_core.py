@@ -56,7 +56,7 @@ def run_one(name, cmd, port, duration, python_lib):
             proc.wait()
     total = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+([\d.]+\w+)", out).group(1)
+    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)  # at a line's start: not a `9.99%`
     errors = re.search(r"Socket errors: (.*)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {

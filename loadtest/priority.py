@@ -66,7 +66,7 @@ def measure(server, libdir):
     return {
         "server": server,
         "greedy_rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "greedy_p99": run.parse_latency(re.search(r"99%\s+(\S+)", out).group(1)),
+        "greedy_p99": run.wrk_p99_ms(out),
         "greedy_bad": int(re.search(r"BAD (\d+)", out).group(1)),
         "polite_n": len(times),
         "polite_p50": statistics.median(times) * 1000,

@@ -183,7 +183,7 @@ def measure(server, idle_counts, libdir, settle=2.0, busy_counts=(64,), plain=Fa
                         bad += sum(map(int, sock.groups()))
                     rows.append({"idle": n, "busy": busy, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
                                  "cpu_us": cpu / total * 1e6,
-                                 "p99_ms": run.parse_latency(re.search(r"99%\s+(\S+)", out).group(1)),
+                                 "p99_ms": run.wrk_p99_ms(out),
                                  "errors": bad, "bytes_per_idle": per_conn, "rss_mb": rss_kb(pids) / 1024,
                                  "stolen": stolen})
                     print(f"{server} idle={n} busy={busy}: {rows[-1]}", file=sys.stderr)
@@ -240,7 +240,8 @@ def main():
                 print(f"| {server} | {r['idle']:,} | | failed: {r['failed']} | | | | | | |")
                 continue
             per = "-" if r["bytes_per_idle"] is None else f"{r['bytes_per_idle']:,.0f}"
-            print(f"| {server} | {r['idle']:,} | {r['busy']:,} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {r['p99_ms']:.2f} | "
+            p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}"
+            print(f"| {server} | {r['idle']:,} | {r['busy']:,} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {p99} | "
                   f"{r['errors']} | {r['rss_mb']:.0f} | {per} | {r['stolen']:.1%} |")
 
 
