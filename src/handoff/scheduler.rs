@@ -215,14 +215,14 @@ impl Scheduler {
     /// sleep the worker released the job's objects, took the queue's locks and changed its
     /// policy twice. With a few connections each batch is a handful of requests and paid all
     /// that, and a futex wake and sleep, per batch (one core, hello, wrk -c16: 0.37 switches
-    /// per request against 0.06 at 64 connections). Yielding at once sends the responses
+    /// per request against 0.08 at 64 connections). Yielding at once sends the responses
     /// sooner, and the requests their clients send back are often queued by the time the worker
     /// runs again.
     ///
     /// Not on a CPU shared with other programs (`--cpu-share` splits a host's CPUs, where the
     /// load generator or nginx runs too): the yield then gives the CPU to whichever program is
-    /// due, not to the core thread (all cores, wrk on the same CPUs: 0.55 switches per request
-    /// against 0.31, 5-10% more CPU per request).
+    /// due, not to the core thread (all cores, wrk on the same CPUs: 0.50-0.60 switches per
+    /// request against 0.29-0.31, more CPU per request in 3 of 4 pairs).
     pub fn lingering(mut self, on: bool) -> Scheduler {
         self.linger = on;
         self
