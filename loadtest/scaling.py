@@ -1,4 +1,4 @@
-"""How a server grows with its connections: CPU per request and p99 of a hello load (wrk -c64, or
+"""How a server grows with its connections: CPU and context switches per request, and p99, of a hello load (wrk -c64, or
 each count of --busy) while 0, 1,000 and 10,000 more keep-alive connections sit idle, and the
 memory each idle connection costs. "Host took": the share of the VM's CPU time its host ran
 something else during the load (steal, /proc/stat); on a shared VM p99 follows it.
@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (the load test's server commands and measurements)
+from placement import switches  # noqa: E402  (context switches from /proc)
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -168,10 +169,11 @@ def measure(server, idle_counts, libdir, settle=2.0, busy_counts=(64,), plain=Fa
                     break
                 time.sleep(settle)
                 for i, busy in enumerate(busy_counts):
-                    cpu0 = run.cpu_seconds(pids)
+                    cpu0, sw0 = run.cpu_seconds(pids), switches(pids)
                     machine0 = run.machine_seconds()
                     out = run.run_wrk(port, "/", script, busy, 3, "1")
                     cpu = run.cpu_seconds(run.children(proc.pid)) - cpu0
+                    sw = switches(run.children(proc.pid)) - sw0
                     stolen = run.stolen_since(machine0)
                     # Measured after the load: an allocator gives freed memory back to the system
                     # when its thread next allocates, not while the process sleeps.
@@ -182,7 +184,7 @@ def measure(server, idle_counts, libdir, settle=2.0, busy_counts=(64,), plain=Fa
                     if sock := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
                         bad += sum(map(int, sock.groups()))
                     rows.append({"idle": n, "busy": busy, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-                                 "cpu_us": cpu / total * 1e6,
+                                 "cpu_us": cpu / total * 1e6, "switches": sw / total,
                                  "p99_ms": run.wrk_p99_ms(out),
                                  "errors": bad, "bytes_per_idle": per_conn, "rss_mb": rss_kb(pids) / 1024,
                                  "stolen": stolen})
@@ -231,17 +233,17 @@ def main():
                 print(f"| {server} | {n:,} | {first} | {again} |")
         return
     busy = [int(n) for n in args.busy.split(",")]
-    print("| server | idle connections | busy connections | requests/s | CPU µs per request | p99 ms | errors | RSS MB "
-          "| bytes per idle connection | host took |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| server | idle connections | busy connections | requests/s | CPU µs per request | switches per request "
+          "| p99 ms | errors | RSS MB | bytes per idle connection | host took |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for server in args.servers.split(","):
         for r in measure(server, idle, libdir, args.settle, busy, args.plain, args.shared_group):
             if "failed" in r:
-                print(f"| {server} | {r['idle']:,} | | failed: {r['failed']} | | | | | | |")
+                print(f"| {server} | {r['idle']:,} | | failed: {r['failed']} | | | | | | | |")
                 continue
             per = "-" if r["bytes_per_idle"] is None else f"{r['bytes_per_idle']:,.0f}"
             p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}"
-            print(f"| {server} | {r['idle']:,} | {r['busy']:,} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {p99} | "
+            print(f"| {server} | {r['idle']:,} | {r['busy']:,} | {r['rps']:,.0f} | {r['cpu_us']:.1f} | {r['switches']:.3f} | {p99} | "
                   f"{r['errors']} | {r['rss_mb']:.0f} | {per} | {r['stolen']:.1%} |")
 
 

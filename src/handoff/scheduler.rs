@@ -73,8 +73,6 @@ pub struct Scheduler {
     contended_until: AtomicU64,
     /// Whether GIL waits are acted on (the process may run on two or more CPUs).
     watch_gil: bool,
-    /// Workers linger before they sleep (see [`Scheduler::lingering`]).
-    linger: bool,
     /// The last pick found only low-scored jobs while others ran: queued work that may not run
     /// yet, so idle workers sleep instead of spinning on it.
     deferred: AtomicBool,
@@ -108,7 +106,6 @@ impl Scheduler {
             idle: Mutex::new(Vec::new()),
             contended_until: AtomicU64::new(0),
             watch_gil: cpus >= 2,
-            linger: false,
             deferred: AtomicBool::new(false),
             epoch: Instant::now(),
             request_timeout,
@@ -205,41 +202,6 @@ impl Scheduler {
     /// queue (the GIL is contended and someone else is running).
     pub fn should_yield(&self) -> bool {
         self.running.load(SeqCst) > 0 && self.queued.load(SeqCst) > 0 && self.contended()
-    }
-
-    /// Whether workers that find the queue empty [`Scheduler::linger`] before they sleep: for a
-    /// process that has one CPU to itself, where its core thread and its workers take turns.
-    ///
-    /// Why: a worker that finished the last queued job has just rung the core thread with its
-    /// responses, but the core cannot run until the worker leaves the CPU, and on the way to its
-    /// sleep the worker released the job's objects, took the queue's locks and changed its
-    /// policy twice. With a few connections each batch is a handful of requests and paid all
-    /// that, and a futex wake and sleep, per batch (one core, hello, wrk -c16: 0.37 switches
-    /// per request against 0.08 at 64 connections). Yielding at once sends the responses
-    /// sooner, and the requests their clients send back are often queued by the time the worker
-    /// runs again.
-    ///
-    /// Not on a CPU shared with other programs (`--cpu-share` splits a host's CPUs, where the
-    /// load generator or nginx runs too): the yield then gives the CPU to whichever program is
-    /// due, not to the core thread (all cores, wrk on the same CPUs: 0.50-0.60 switches per
-    /// request against 0.29-0.31, more CPU per request in 3 of 4 pairs).
-    pub fn lingering(mut self, on: bool) -> Scheduler {
-        self.linger = on;
-        self
-    }
-
-    /// Whether a worker that found the queue empty should [`Scheduler::linger`] first.
-    pub fn lingers(&self) -> bool {
-        self.linger
-    }
-
-    /// A worker that found the queue empty lets the core thread run first, and returns holding
-    /// a searching token, so that what the core queues meanwhile wakes nobody and is picked by
-    /// this worker when the core waits again. Call with the GIL released.
-    pub fn linger(&self) -> bool {
-        self.searching.fetch_add(1, SeqCst);
-        std::thread::yield_now();
-        true
     }
 
     /// Hands a searching token to one idle worker, if there is one.
@@ -724,41 +686,6 @@ mod tests {
         assert!(still_parked(&idle), "a push wakes nobody");
         s.wake_for_queued();
         assert!(idle.join().unwrap(), "woken with a searching token");
-    }
-
-    /// A lingering worker holds the searching token: what the core queues meanwhile wakes no
-    /// sleeper, and the lingering worker picks it; once it gives the token back, work wakes a
-    /// sleeper again. Lingering is off unless asked for.
-    #[test]
-    fn a_lingering_worker_takes_what_is_queued_meanwhile() {
-        assert!(!Scheduler::new(8, None, 1, Arc::default()).lingers());
-        let s = Arc::new(Scheduler::new(8, None, 1, Arc::default()).lingering(true));
-        assert!(s.lingers());
-        let idle = parked(&s, false);
-        assert!(still_parked(&idle));
-        let mut token = s.linger();
-        assert!(token, "lingering holds a searching token");
-        s.push(job("/a")).unwrap();
-        s.wake_for_queued();
-        assert!(still_parked(&idle), "work queued while a worker lingers wakes nobody");
-        let (got, _) = s.next_job(&mut token, &mut Vec::new()).expect("the lingering worker picks it");
-        assert_eq!(path(&got), b"/a");
-        assert!(!token, "and gives the token back");
-        s.done(&Traits::local());
-        s.push(job("/b")).unwrap();
-        s.wake_for_queued();
-        assert!(idle.join().unwrap(), "work queued after that wakes the sleeper");
-        // The woken worker takes /b with its token.
-        let mut woken = true;
-        assert!(s.next_job(&mut woken, &mut Vec::new()).is_some());
-        s.done(&Traits::local());
-        // A linger that finds nothing gives the token back, and what comes then wakes a sleeper.
-        let idle = parked(&s, false);
-        assert!(still_parked(&idle));
-        let mut token = s.linger();
-        assert!(s.next_job(&mut token, &mut Vec::new()).is_none() && !token);
-        s.submit(job("/c")).unwrap();
-        assert!(idle.join().unwrap());
     }
 
     /// While the GIL is contended and a worker runs, new work wakes nobody and a finished worker

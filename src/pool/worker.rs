@@ -27,20 +27,12 @@ pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
         let mut step_back = false;
         let mut refused = Vec::new();
         let mut seq = 0u64;
-        // Found the queue empty once and lingered (see `Scheduler::linger`): sleep if it still is.
-        let mut lingered = false;
         loop {
             let picked = if step_back { None } else { sched.next_job(&mut token, &mut refused) };
             for job in refused.drain(..) {
                 job.exchange.send(ToConn::Refused);
             }
             let Some((job, _score)) = picked else {
-                if !lingered && !step_back && sched.lingers() {
-                    lingered = true;
-                    token = py.detach(|| sched.linger());
-                    continue;
-                }
-                lingered = false;
                 // Idle: the scheduler parks it (under SCHED_BATCH while it sleeps, see
                 // `Scheduler::park`).
                 let (woken, at) =
@@ -52,7 +44,6 @@ pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
                 }
                 continue;
             };
-            lingered = false;
             let traits = job.traits;
             if job.exchange.is_gone() {
                 sched.done(&traits);

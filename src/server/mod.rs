@@ -159,16 +159,11 @@ pub(crate) fn open_sockets(
     })
 }
 
-/// This process runs on a share of the host's CPUs that the supervisor gave it, not on the
-/// CPUs it was started with (see `Scheduler::lingering`).
-static TOOK_CPU_SHARE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// Takes the share of the CPUs the supervisor gave this process (`WSGO_CPUS`) and restricts the
 /// process to it. Call first thing in `main`, before any thread starts and before the flags are
 /// read (`--io-threads` defaults to the CPUs the process may use).
 pub fn adopt_cpu_share() {
     let Some(list) = std::env::var_os(supervisor::CPUS) else { return };
-    TOOK_CPU_SHARE.store(true, SeqCst);
     // SAFETY: called first in main, before any other thread exists, so nothing reads the
     // environment concurrently.
     unsafe { std::env::remove_var(supervisor::CPUS) };
@@ -274,11 +269,7 @@ pub fn run(config: Config) -> ExitCode {
     let share = Arc::new(crate::share::Outbox::default());
     let blocks = Arc::new(crate::block::Blocks::sharing(share.clone()));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Workers linger on a CPU the process was given alone, not on its share of a host's CPUs.
-    let linger = cpus == 1 && !TOOK_CPU_SHARE.load(SeqCst);
-    let queue = Arc::new(
-        Scheduler::new(QUEUE_CAPACITY, config.request_timeout, cpus, stats.clone()).lingering(linger),
-    );
+    let queue = Arc::new(Scheduler::new(QUEUE_CAPACITY, config.request_timeout, cpus, stats.clone()));
     let control = from_supervisor.control.map(Arc::new);
     // `--incoming-cpu`: this process's sockets and their CPUs, which the supervisor may take off
     // steering and give back.
@@ -406,7 +397,7 @@ pub fn run(config: Config) -> ExitCode {
         }
     }
     crate::log::info!(
-        "process {} (pid {}) serving {} on {} ({} io threads, {} workers, CPUs {}{}; {})",
+        "process {} (pid {}) serving {} on {} ({} io threads, {} workers, CPUs {}; {})",
         state.config.process.max(1),
         std::process::id(),
         state.config.module_spec(),
@@ -414,7 +405,6 @@ pub fn run(config: Config) -> ExitCode {
         state.config.io_threads,
         state.config.workers,
         crate::sys::process::allowed_cpus().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-        if queue.lingers() { ", workers yield to the core thread before sleeping" } else { "" },
         wsgi::interp::describe_python(),
     );
     // The signal loop and the shutdown must not wait on a stderr nobody reads either.

@@ -1,7 +1,6 @@
 """Multi-process mode and the lifecycle: the supervisor, restarts, SIGHUP and SIGTERM under load
 with every response counted."""
 
-import http.client
 import os
 import signal
 import socket
@@ -215,8 +214,6 @@ def test_cpu_share_gives_each_process_its_cpus_and_incoming_cpu_serves_a_connect
     assert len(shares) == 2, shares
     a, b = shares.values()
     assert a and b and not a & b and a | b == set(cpus), shares
-    # On a share of a host's CPUs, where other programs run too, workers do not linger.
-    assert "workers yield" not in server.stderr()
     served = served_from_each_cpu(server.url, cpus)
     for cpu, pids in served.items():
         owner = next(pid for pid, share in shares.items() if cpu in share)
@@ -226,47 +223,6 @@ def test_cpu_share_gives_each_process_its_cpus_and_incoming_cpu_serves_a_connect
         else:
             # Spread by a hash of their addresses: 20 on one process has odds of 2e-6.
             assert set(pids) == set(shares), f"from CPU {cpu}: {pids}"
-
-
-def test_a_process_alone_on_one_cpu_has_its_workers_yield_to_the_core_thread(request, driver_env):
-    """Started on one CPU (as taskset or a container's cpuset give it), a process's workers yield
-    that CPU to its core thread before they sleep (`Scheduler::lingering`), and every request of
-    a few busy keep-alive clients gets its own response. Started on two CPUs, they do not."""
-    cpus = sorted(os.sched_getaffinity(0))
-    assert len(cpus) >= 2, f"this test needs two CPUs, it has {cpus}"
-    os.sched_setaffinity(0, {cpus[0]})  # this thread, and the server it starts
-    try:
-        server = start_server(request, driver_env, "protect_app", args=["--workers", "4"])
-    finally:
-        os.sched_setaffinity(0, set(cpus))
-    wait_for(lambda: " serving " in server.stderr(), what="the process to say how it serves")
-    said = next(line for line in server.stderr().splitlines() if " serving " in line)
-    assert f"CPUs {cpus[0]}, workers yield to the core thread before sleeping;" in said, said
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    answers = {}
-
-    def client(i):
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        got = []
-        for n in range(200):
-            conn.request("GET", f"/echo?{i}-{n}")
-            r = conn.getresponse()
-            got.append((r.status, r.read().decode()))
-        conn.close()
-        answers[i] = got
-
-    clients = [threading.Thread(target=client, args=(i,)) for i in range(8)]
-    for t in clients:
-        t.start()
-    for t in clients:
-        t.join(60)
-    assert sorted(answers) == list(range(8))
-    for i, got in answers.items():
-        assert got == [(200, f"{i}-{n}") for n in range(200)], i
-    two = start_server(request, driver_env, "protect_app", args=["--workers", "4"])
-    wait_for(lambda: " serving " in two.stderr(), what="the process to say how it serves")
-    said = next(line for line in two.stderr().splitlines() if " serving " in line)
-    assert "workers yield" not in said, said
 
 
 def ask_pid(sock):

@@ -117,6 +117,4 @@ def application(environ, start_response):
         return respond(start_response, json.dumps(sorted(k for k in environ if k.startswith("HTTP_"))))
     if path == "/pid":
         return respond(start_response, str(os.getpid()))
-    if path == "/echo":
-        return respond(start_response, environ["QUERY_STRING"])
     return respond(start_response, "ok")
