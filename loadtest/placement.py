@@ -32,19 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (the load test's server commands and measurements)
 
 
-def switches(pids):
-    """Context switches (voluntary and involuntary) of every thread of these processes so far."""
-    total = 0
-    for pid in pids:
-        for task in (Path("/proc") / str(pid) / "task").glob("*"):
-            try:
-                text = (task / "status").read_text()
-            except OSError:
-                continue
-            total += sum(int(n) for n in re.findall(r"^(?:non)?voluntary_ctxt_switches:\s+(\d+)", text, re.M))
-    return total
-
-
 def thread_cpus(pid):
     """The CPU each thread of `pid` but its main thread (wrk's sleeps while the others load) last
     ran on (field 39 of its stat)."""
@@ -64,7 +51,7 @@ def one_run(server, scenario, duration, libdir, webroot):
     with run.all_cores_server(server, scenario, libdir, webroot) as (port, proc, script):
         run.run_wrk(port, path, script, conns, 1, None)  # warm-up
         pids = run.children(proc.pid)
-        cpu0, sw0 = run.cpu_seconds(pids), switches(pids)
+        cpu0, sw0 = run.cpu_seconds(pids), run.switches(pids)
         wrk = subprocess.Popen(["wrk", f"-t{run.NCPU}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
                                 "-s", script, f"http://127.0.0.1:{port}{path}"],
                                stdout=subprocess.PIPE, text=True)
@@ -82,7 +69,7 @@ def one_run(server, scenario, duration, libdir, webroot):
         out, _ = wrk.communicate(timeout=duration + 30)
         sampler.join()
         pids = run.children(proc.pid)
-        cpu, sw = run.cpu_seconds(pids) - cpu0, switches(pids) - sw0
+        cpu, sw = run.cpu_seconds(pids) - cpu0, run.switches(pids) - sw0
     total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = int(re.search(r"BAD (\d+)", out).group(1))
     return {"server": server, "rps": total / duration, "cpu_us": cpu / total * 1e6, "switches": sw / total,

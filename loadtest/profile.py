@@ -29,7 +29,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (the load test's server commands and measurements)
-from placement import switches  # noqa: E402
 
 PARTS = ["kernel: scheduling", "kernel: TCP/IP", "kernel: io_uring", "kernel: other", "ours", "CPython",
          "server's own C", "libc", "other"]
@@ -119,9 +118,9 @@ def one_cell(server, scenario, layout, duration, libdir, webroot):
             perf = subprocess.Popen(["perf", "record", "-q", "-g", "-e", "cpu-clock", "-F", "4999", "-o", data]
                                     + (["-C", "0"] if one else ["-a"]), stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
-            cpu0, sw0 = run.cpu_seconds(pids), switches(pids)
+            cpu0, sw0 = run.cpu_seconds(pids), run.switches(pids)
             out = run.run_wrk(port, path, script, conns, duration, pin)
-            cpu, sw = run.cpu_seconds(pids) - cpu0, switches(pids) - sw0
+            cpu, sw = run.cpu_seconds(pids) - cpu0, run.switches(pids) - sw0
             perf.send_signal(signal.SIGINT)
             perf.wait(30)
             counts, threads = samples(data, pids, server)

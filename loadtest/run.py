@@ -223,6 +223,19 @@ def cpu_seconds(pids):
     return total / TICK
 
 
+def switches(pids):
+    """Context switches (voluntary and involuntary) of every thread of these processes so far."""
+    total = 0
+    for pid in pids:
+        for task in (Path("/proc") / str(pid) / "task").glob("*"):
+            try:
+                text = (task / "status").read_text()
+            except OSError:
+                continue
+            total += sum(int(n) for n in re.findall(r"^(?:non)?voluntary_ctxt_switches:\s+(\d+)", text, re.M))
+    return total
+
+
 def loadgen_cpu_seconds():
     """CPU used so far by this script's finished children: the load generators (run to completion
     one at a time; the servers are still running while their cells are measured)."""

@@ -1,7 +1,8 @@
-"""How a server grows with its connections: CPU and context switches per request, and p99, of a hello load (wrk -c64, or
-each count of --busy) while 0, 1,000 and 10,000 more keep-alive connections sit idle, and the
-memory each idle connection costs. "Host took": the share of the VM's CPU time its host ran
-something else during the load (steal, /proc/stat); on a shared VM p99 follows it.
+"""How a server grows with its connections: CPU and context switches per request, and p99, of a
+hello load (wrk -c64, or each count of --busy) while 0, 1,000 and 10,000 more keep-alive
+connections sit idle, and the memory each idle connection costs. "Host took": the share of the
+VM's CPU time its host ran something else during the load (steal, /proc/stat); on a shared VM p99
+follows it.
 
 The idle connections are held by this script: each sends one request, reads the response and
 stays open (keep-alive). The server is pinned to CPU 0, wrk and this script to CPU 1. wrk checks
@@ -35,7 +36,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (the load test's server commands and measurements)
-from placement import switches  # noqa: E402  (context switches from /proc)
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -169,11 +169,11 @@ def measure(server, idle_counts, libdir, settle=2.0, busy_counts=(64,), plain=Fa
                     break
                 time.sleep(settle)
                 for i, busy in enumerate(busy_counts):
-                    cpu0, sw0 = run.cpu_seconds(pids), switches(pids)
+                    cpu0, sw0 = run.cpu_seconds(pids), run.switches(pids)
                     machine0 = run.machine_seconds()
                     out = run.run_wrk(port, "/", script, busy, 3, "1")
                     cpu = run.cpu_seconds(run.children(proc.pid)) - cpu0
-                    sw = switches(run.children(proc.pid)) - sw0
+                    sw = run.switches(run.children(proc.pid)) - sw0
                     stolen = run.stolen_since(machine0)
                     # Measured after the load: an allocator gives freed memory back to the system
                     # when its thread next allocates, not while the process sleeps.
