@@ -421,23 +421,18 @@ impl Scheduler {
             }
             // Someone already took us off the list: the token is on its way.
         }
-        // Asleep under SCHED_BATCH, so that the wake-up that hands it work does not preempt the
-        // core thread that queued it (the core goes on with its batch: 15% less CPU per request
-        // on one core, hello with wrk -c64, against staying normal); back to normal before
-        // returning, since app code runs next and the processes it starts inherit the policy.
-        // Only around a real sleep: a policy change reschedules, and changing it on every look
-        // for work made idle workers hand the CPU to each other thousands of times a second
-        // while the core thread, itself under SCHED_BATCH, waited (50-90 ms stalls, p99 x30).
+        // Asleep under SCHED_BATCH (`sys::policy`), so that the wake-up that hands it work does
+        // not preempt the core thread that queued it. Only before a real sleep: a policy change
+        // reschedules, and changing it on every look for work made idle workers hand the CPU to
+        // each other thousands of times a second while the core thread, itself under
+        // SCHED_BATCH, waited (50-90 ms stalls, p99 x30).
         let mut batched = false;
         while !me.woken.swap(false, SeqCst) {
             if !batched {
-                crate::sys::process::batch_scheduling();
+                crate::sys::policy::before_sleep();
                 batched = true;
             }
             std::thread::park();
-        }
-        if batched {
-            crate::sys::process::normal_scheduling();
         }
         true
     }

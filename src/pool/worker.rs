@@ -22,6 +22,8 @@ pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
     // CPython identifies threads by this value.
     slot.ident.store(crate::sys::process::thread_id(), std::sync::atomic::Ordering::SeqCst);
     let me = Scheduler::sleeper();
+    // It sleeps under SCHED_BATCH, and runs the app so while no other job runs (`sys::policy`).
+    crate::sys::policy::start_worker();
     Python::attach(|py| {
         let mut token = false;
         let mut step_back = false;
@@ -33,8 +35,7 @@ pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
                 job.exchange.send(ToConn::Refused);
             }
             let Some((job, _score)) = picked else {
-                // Idle: the scheduler parks it (under SCHED_BATCH while it sleeps, see
-                // `Scheduler::park`).
+                // Idle: the scheduler parks it.
                 let (woken, at) =
                     py.detach(|| (sched.park(&me, std::mem::take(&mut step_back)), Instant::now()));
                 token = woken;
@@ -53,6 +54,7 @@ pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
             slot.begin(seq, describe(&job));
             // Its waits for the client end where the request's time does.
             job.exchange.start(slot.limit.and_then(|l| Instant::now().checked_add(l)));
+            crate::sys::policy::before_job(sched.running() == 1);
             runner.run(py, job);
             if slot.end() {
                 runner.after_interrupted(py, slot.ident.load(std::sync::atomic::Ordering::SeqCst));

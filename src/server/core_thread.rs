@@ -56,7 +56,7 @@ pub(super) fn run(
     if let Some(core) = core {
         core_affinity::set_for_current(core);
     }
-    crate::sys::process::batch_scheduling();
+    crate::sys::policy::batch();
     crate::log::defer_this_thread();
     let count = sockets.0.len();
     if !force_legacy() {

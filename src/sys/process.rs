@@ -1,5 +1,5 @@
-//! The process and its threads: the open-file limit, glibc's heap thresholds, scheduling policy,
-//! thread identity, and what a child process is given between fork and exec.
+//! The process and its threads: the open-file limit, glibc's heap thresholds, thread identity,
+//! and what a child process is given between fork and exec.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -83,29 +83,6 @@ pub fn disable_huge_pages() -> io::Result<()> {
     // SAFETY: PR_SET_THP_DISABLE takes integers only and changes no memory of ours.
     let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-/// Puts the calling thread under SCHED_BATCH: a wake-up no longer preempts the thread running on
-/// that CPU. When a core thread and a Python thread share a CPU, each hand-off would otherwise
-/// switch threads at once (a context switch per request); with it, work queues up while the other
-/// side runs and is taken as a batch. A policy is inherited by the processes a thread starts
-/// (SCHED_RESET_ON_FORK does not reset SCHED_BATCH): Python threads take it only while idle,
-/// see [`normal_scheduling`].
-pub fn batch_scheduling() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; param is a valid sched_param for SCHED_BATCH.
-    unsafe {
-        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-    }
-}
-
-/// Puts the calling thread back under the normal policy (SCHED_OTHER).
-pub fn normal_scheduling() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; param is a valid sched_param for SCHED_OTHER.
-    unsafe {
-        libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
-    }
 }
 
 /// The calling thread's POSIX identifier, which CPython uses as `threading.get_ident()`.

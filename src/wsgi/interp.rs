@@ -3,8 +3,10 @@
 //! The interpreter is configured from a `PyConfig` we fill ourselves (no pyo3 auto-initialize):
 //! the program name points at the active virtualenv's python so `sys.prefix` and site-packages are
 //! the venv's, signal handlers stay ours, stdio is unbuffered, and the built-in
-//! `wsgo` module is registered before start-up.
+//! `wsgo` module is registered before start-up. An audit hook puts a worker under the normal
+//! scheduling policy before the app starts a process (`sys::policy`).
 
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
 
@@ -48,6 +50,16 @@ pub fn start_interpreter() -> Result<(), StartError> {
             return Err(StartError::Interpreter(format!("could not start the Python interpreter: {msg}")));
         }
     }
+    // SAFETY: the interpreter is initialised and this thread holds the GIL; the hook is a plain
+    // function with no data.
+    if unsafe { PySys_AddAuditHook(Some(before_spawn), std::ptr::null_mut()) } != 0 {
+        // Only a hook added before it can refuse, and none is: were one to, the app's processes
+        // could start under SCHED_BATCH (except those forked, see `reset_in_children`).
+        crate::log::warning!(
+            "could not add the audit hook that starts the app's processes under the normal policy"
+        );
+    }
+    crate::sys::policy::reset_in_children();
     let setup = Python::attach(|py| -> PyResult<()> {
         // The working directory first on sys.path: the app, not an installed
         // package of the same name, is what gets imported.
@@ -63,6 +75,46 @@ pub fn start_interpreter() -> Result<(), StartError> {
         ffi::PyEval_SaveThread();
     }
     setup.map_err(|e| StartError::Interpreter(format!("could not set up the interpreter: {e}")))
+}
+
+// In CPython's C API (`cpython/sysmodule.h`, since 3.8), not bound by pyo3-ffi.
+unsafe extern "C" {
+    fn PySys_AddAuditHook(
+        hook: Option<unsafe extern "C" fn(*const c_char, *mut ffi::PyObject, *mut c_void) -> c_int>,
+        data: *mut c_void,
+    ) -> c_int;
+}
+
+/// The audit events raised before Python starts a process, replaces this one, or calls foreign
+/// code (which may start one: the C library's `popen`, `system`).
+const SPAWNING: [&[u8]; 8] = [
+    b"subprocess.Popen",
+    b"os.system",
+    b"os.posix_spawn",
+    b"os.fork",
+    b"os.forkpty",
+    b"os.exec",
+    b"os.spawn",
+    b"ctypes.call_function",
+];
+
+/// The interpreter's audit hook: a worker runs the app under SCHED_BATCH (`sys::policy`), and a
+/// process it starts would inherit that; before one is started the thread goes under the normal
+/// policy. Raises nothing.
+unsafe extern "C" fn before_spawn(
+    event: *const c_char,
+    _args: *mut ffi::PyObject,
+    _data: *mut c_void,
+) -> c_int {
+    if event.is_null() {
+        return 0;
+    }
+    // SAFETY: CPython passes the event's name, a NUL-terminated string alive during the call.
+    let name = unsafe { CStr::from_ptr(event) }.to_bytes();
+    if SPAWNING.contains(&name) {
+        crate::sys::policy::normal_before_spawn();
+    }
+    0
 }
 
 /// Starts the interpreter once for the unit tests that need one.

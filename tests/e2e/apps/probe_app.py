@@ -2,8 +2,10 @@
 
 GET /probe answers JSON: the server process's socket descriptors that are not close-on-exec, the
 internal environment variables it can see, and for each way of starting a process (subprocess
-with close_fds=False, os.system, the C library's popen) what the child reports: its blocked and
-ignored signals, its scheduling policy, its socket descriptors, and its environment."""
+with close_fds=False, os.system, os.posix_spawn, the C library's popen) what the child reports:
+its blocked and ignored signals, its scheduling policy, its socket descriptors, and its
+environment; and the policy of a child forked by os.fork. GET /policy answers the scheduling
+policy of the worker that runs it; GET /sleep sleeps for a second."""
 
 import ctypes
 import ctypes.util
@@ -12,6 +14,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 
 # Run by /bin/sh: plain C programs report what they inherited (a Python child would report its
 # own start-up, which ignores SIGPIPE).
@@ -57,6 +60,10 @@ def children():
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as out:
         os.system("(%s) > %s" % (CHILD, out.name))
         found["os.system"] = parse(open(out.name).read())
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as out:
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "(%s) > %s" % (CHILD, out.name)], os.environ)
+        os.waitpid(pid, 0)
+        found["os.posix_spawn"] = parse(open(out.name).read())
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.popen.restype = ctypes.c_void_p
     libc.popen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
@@ -71,14 +78,33 @@ def children():
     return found
 
 
+def forked_policy():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, str(os.sched_getscheduler(0)).encode())
+        os._exit(0)
+    os.close(w)
+    policy = int(os.read(r, 16))
+    os.close(r)
+    os.waitpid(pid, 0)
+    return policy
+
+
 def application(environ, start_response):
     if environ["PATH_INFO"] == "/probe":
         body = {
             "inheritable_sockets": inheritable_sockets(),
             "wsgo_env": sorted(k for k in os.environ if k in INTERNAL),
             "children": children(),
+            "forked_policy": forked_policy(),
         }
         data = json.dumps(body).encode()
+    elif environ["PATH_INFO"] == "/sleep":
+        time.sleep(1)
+        data = b"slept"
+    elif environ["PATH_INFO"] == "/policy":
+        data = json.dumps(os.sched_getscheduler(0)).encode()
     else:
         data = b"ok"
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
