@@ -25,7 +25,9 @@
 //! (see `wsgi::interp`), which puts the calling thread under the normal policy until the worker's
 //! next job or sleep; and a child forked by C code resets itself ([`reset_in_children`]).
 //! Threads the app starts inherit the policy of the worker that starts them, as they would
-//! inherit a nice value.
+//! inherit a nice value; so do processes that `_posixsubprocess` starts without an audit event
+//! (multiprocessing's `spawn` and `forkserver` start methods: measured, SCHED_BATCH when the
+//! worker ran alone).
 
 use std::cell::Cell;
 use std::sync::Once;
