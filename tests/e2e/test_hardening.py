@@ -66,7 +66,10 @@ def test_a_worker_beside_other_jobs_runs_under_the_normal_policy(request, driver
     assert policy() == 3, "alone: SCHED_BATCH"
     with ThreadPoolExecutor(1) as pool:
         sleeping = pool.submit(requests.get, server.url + "/sleep", timeout=10)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while not requests.get(server.url + "/sleeping", timeout=10).json():
+            assert time.monotonic() < deadline, "the sleeping job never started"
+            time.sleep(0.02)
         assert policy() == 0, "beside the sleeping job: SCHED_OTHER"
         assert sleeping.result().text == "slept"
     assert policy() == 3, "alone again: SCHED_BATCH"

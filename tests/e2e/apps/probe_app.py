@@ -5,7 +5,8 @@ internal environment variables it can see, and for each way of starting a proces
 with close_fds=False, os.system, os.posix_spawn, the C library's popen) what the child reports:
 its blocked and ignored signals, its scheduling policy, its socket descriptors, and its
 environment; and the policy of a child forked by os.fork. GET /policy answers the scheduling
-policy of the worker that runs it; GET /sleep sleeps for a second."""
+policy of the worker that runs it; GET /sleep sleeps for two seconds, and GET /sleeping says
+whether a /sleep is under way."""
 
 import ctypes
 import ctypes.util
@@ -14,6 +15,7 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 import time
 
 # Run by /bin/sh: plain C programs report what they inherited (a Python child would report its
@@ -23,6 +25,8 @@ CHILD = (
     "grep '^policy' /proc/self/sched; echo ==; tr '\\0' '\\n' < /proc/self/environ"
 )
 
+
+SLEEPING = threading.Event()
 
 # What the supervisor passes to its processes.
 INTERNAL = {"WSGO_LISTEN_FDS", "WSGO_READY_FD"}
@@ -101,8 +105,12 @@ def application(environ, start_response):
         }
         data = json.dumps(body).encode()
     elif environ["PATH_INFO"] == "/sleep":
-        time.sleep(1)
+        SLEEPING.set()
+        time.sleep(2)
+        SLEEPING.clear()
         data = b"slept"
+    elif environ["PATH_INFO"] == "/sleeping":
+        data = json.dumps(SLEEPING.is_set()).encode()
     elif environ["PATH_INFO"] == "/policy":
         data = json.dumps(os.sched_getscheduler(0)).encode()
     else:
