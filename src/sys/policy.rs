@@ -12,13 +12,15 @@
 //! slept, so that the processes the app starts would not inherit SCHED_BATCH. Those two
 //! `sched_setscheduler` calls per sleep cost more than their own time: the kernel reschedules at
 //! the call. At one to four busy connections, where a worker sleeps after almost every request,
-//! dropping them took 4-23% off the CPU per request (one core, hello; switches per request 3.01
-//! against 3.40 at one connection, 1.02 against 1.39 at four; nothing changed at 64).
+//! dropping them took 4-7% off the CPU per request at one and 4-15% at four (one core, hello,
+//! medians of alternating runs; switches per request 3.01 against 3.40 at one connection, 1.02
+//! against 1.39 at four; nothing changed at 64).
 //!
 //! Beside other running jobs a worker runs under the normal policy ([`before_job`]): workers
 //! that wait for the GIL must take it when the holder lets it go, as a woken thread under the
 //! normal policy does at once. Under SCHED_BATCH the holder took it back first, and a saturated
-//! Django site's p99 was 2-6 times as long (one core: 603-1,250 ms against 272-288).
+//! Django site's p99 was 2-6 times as long (one core: 603-1,250 ms against 272-288;
+//! `--cpu-share` 571-1,350 against 191-252).
 //!
 //! The app's processes start under the normal policy: the interpreter's audit hook calls
 //! [`normal_before_spawn`] before every Python call that starts a process or runs foreign code
