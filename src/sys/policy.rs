@@ -107,20 +107,23 @@ pub fn normal_before_spawn() {
         Mine::Batch => worker_to(m, Mine::Normal),
         Mine::Normal | Mine::Looked => {}
         Mine::Other => {
-            if current() == libc::SCHED_BATCH {
-                set(libc::SCHED_OTHER);
-            }
+            normal_if_batch();
             m.set(Mine::Looked);
         }
     });
 }
 
-extern "C" fn normal_in_child() {
-    // Async-signal-safe system calls only: this runs in a child between fork and whatever it
-    // does next.
+/// Puts the calling thread under the normal policy if it is under SCHED_BATCH (one it inherited,
+/// not one of ours to keep). System calls only: safe between fork and exec.
+fn normal_if_batch() {
     if current() == libc::SCHED_BATCH {
         set(libc::SCHED_OTHER);
     }
+}
+
+extern "C" fn normal_in_child() {
+    // Runs in a child between fork and whatever it does next: async-signal-safe calls only.
+    normal_if_batch();
 }
 
 /// Makes every child forked from now on (by any thread, also by C code that bypasses Python's
