@@ -8,6 +8,7 @@
 //! values.
 
 pub mod exchange;
+pub mod limit;
 pub mod priority;
 pub mod scheduler;
 pub mod slot;

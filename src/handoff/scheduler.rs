@@ -19,6 +19,8 @@
 //! and workers that finish a job yield to the ones already running instead of adding to the queue
 //! for the GIL. Only with two or more CPUs: on one CPU workers cannot hold the GIL in parallel, and
 //! a long wait measures the wait for the CPU instead (acting on it was seen to worsen p99 there).
+//! There, `limit.rs` keeps the number of jobs in progress where the CPU stays busy: a pick
+//! beyond it finds nothing, and no worker is woken for work it would hold back.
 
 use std::sync::atomic::{
     AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
+use super::limit::{LONG, Limit};
 use super::priority::{History, LOW, PerClient, priority};
 use super::waiting::Waiting;
 use super::{Job, Traits};
@@ -73,6 +76,8 @@ pub struct Scheduler {
     contended_until: AtomicU64,
     /// Whether GIL waits are acted on (the process may run on two or more CPUs).
     watch_gil: bool,
+    /// On one CPU: how many requests may be in progress at once (`limit.rs`).
+    in_progress: Limit,
     /// The last pick found only low-scored jobs while others ran: queued work that may not run
     /// yet, so idle workers sleep instead of spinning on it.
     deferred: AtomicBool,
@@ -106,6 +111,7 @@ impl Scheduler {
             idle: Mutex::new(Vec::new()),
             contended_until: AtomicU64::new(0),
             watch_gil: cpus >= 2,
+            in_progress: Limit::new(cpus < 2),
             deferred: AtomicBool::new(false),
             epoch: Instant::now(),
             request_timeout,
@@ -124,6 +130,7 @@ impl Scheduler {
             && self.searching.load(SeqCst) == 0
             && (self.running.load(SeqCst) == 0 || !self.contended())
             && !self.deferred.load(SeqCst)
+            && !self.in_progress.binds(self.running.load(SeqCst))
         {
             self.wake_one();
         }
@@ -177,6 +184,7 @@ impl Scheduler {
         if self.queued.load(SeqCst) > 0
             && self.searching.load(SeqCst) == 0
             && (self.running.load(SeqCst) == 0 || !self.contended())
+            && !self.in_progress.binds(self.running.load(SeqCst))
         {
             self.wake_one();
         }
@@ -202,6 +210,31 @@ impl Scheduler {
     /// queue (the GIL is contended and someone else is running).
     pub fn should_yield(&self) -> bool {
         self.running.load(SeqCst) > 0 && self.queued.load(SeqCst) > 0 && self.contended()
+    }
+
+    /// Looks at the limit on requests in progress once its window has passed (`limit.rs`), and
+    /// wakes a worker for the work it held back if it rose. Called by workers after each job and
+    /// by the monitor at each tick.
+    pub fn regulate(&self, now: Instant) {
+        let cpu = || {
+            let slots = lock(&self.slots);
+            let workers = slots.iter().filter(|s| s.is_worker()).map(|s| s.cpu()).sum();
+            (crate::sys::process::cpu_time(), workers)
+        };
+        let inputs = || {
+            let slots = lock(&self.slots);
+            let workers = slots.iter().filter(|s| s.is_worker());
+            let long = workers.clone().filter(|s| s.running_for().is_some_and(|t| t >= LONG)).count();
+            (workers.count(), self.running(), long, self.queued.load(SeqCst) > 0)
+        };
+        if self.in_progress.regulate(now, cpu, inputs) {
+            self.wake_for_queued();
+        }
+    }
+
+    /// Whether requests in progress are limited (a process on one CPU).
+    pub fn limits(&self) -> bool {
+        self.in_progress.is_on()
     }
 
     /// Hands a searching token to one idle worker, if there is one.
@@ -261,7 +294,7 @@ impl Scheduler {
     /// Takes the best queued job, with its score. Jobs to refuse (past the queue timeout, or
     /// beyond the limit) are added to `refused`; the caller answers them. Called by workers.
     pub fn pick_scored(&self, refused: &mut Vec<Box<Job>>) -> Option<(Box<Job>, i64)> {
-        if self.queued.load(SeqCst) <= 0 {
+        if self.queued.load(SeqCst) <= 0 || !self.in_progress.allows(self.running.load(SeqCst)) {
             return None;
         }
         let now = Instant::now();
@@ -400,6 +433,7 @@ impl Scheduler {
         if self.queued.load(SeqCst) > 0
             && self.searching.load(SeqCst) == 0
             && (self.running.load(SeqCst) == 0 || !self.contended())
+            && !self.in_progress.binds(self.running.load(SeqCst))
         {
             self.wake_one();
         }
@@ -412,7 +446,9 @@ impl Scheduler {
     pub fn park(&self, me: &Arc<Sleeper>, stepping_back: bool) -> bool {
         lock(&self.idle).push(me.clone());
         let nobody_runs = self.running.load(SeqCst) == 0;
-        let may_run = !stepping_back && !self.deferred.load(SeqCst);
+        let may_run = !stepping_back
+            && !self.deferred.load(SeqCst)
+            && !self.in_progress.binds(self.running.load(SeqCst));
         if self.queued.load(SeqCst) > 0 && (nobody_runs || may_run) {
             let mut idle = lock(&self.idle);
             if let Some(pos) = idle.iter().position(|s| Arc::ptr_eq(s, me)) {

@@ -28,6 +28,8 @@ pub struct Slot {
     /// The current job, for messages: its request head and the spans of method and target,
     /// formatted only when asked for (a copy per request cost more than the rest of this).
     what: Mutex<What>,
+    /// The thread's CPU time in ns, as it last said ([`Slot::note_cpu`]).
+    cpu_ns: AtomicU64,
     epoch: Instant,
 }
 
@@ -58,8 +60,24 @@ impl Slot {
             limit,
             fired: AtomicBool::new(false),
             what: Mutex::new(What::Nothing),
+            cpu_ns: AtomicU64::new(0),
             epoch,
         }
+    }
+
+    /// Whether it is a worker's (it runs requests).
+    pub fn is_worker(&self) -> bool {
+        self.name.starts_with("worker")
+    }
+
+    /// Called by the thread itself: the CPU time it has used.
+    pub fn note_cpu(&self, cpu: Duration) {
+        self.cpu_ns.store(cpu.as_nanos() as u64, SeqCst);
+    }
+
+    /// The CPU time the thread last noted.
+    pub fn cpu(&self) -> Duration {
+        Duration::from_nanos(self.cpu_ns.load(SeqCst))
     }
 
     /// The thread starts job `seq`.

@@ -31,6 +31,7 @@ pub(super) fn run<R: Runner>(sched: &Scheduler, runner: &R, stats: &Stats, quit:
         for job in sched.expired() {
             job.exchange.send(ToConn::Refused);
         }
+        sched.regulate(std::time::Instant::now());
         sched.kick();
         let slots = sched.slots();
         for slot in &slots {
@@ -41,14 +42,14 @@ pub(super) fn run<R: Runner>(sched: &Scheduler, runner: &R, stats: &Stats, quit:
         if quitting {
             continue;
         }
-        let workers: Vec<_> = slots.iter().filter(|s| s.name.starts_with("worker")).collect();
+        let workers: Vec<_> = slots.iter().filter(|s| s.is_worker()).collect();
         if !workers.is_empty() && workers.iter().all(|s| s.stuck()) {
             quitting = true;
             crate::log::error!("All worker threads are stuck, quitting!");
             quit("all workers stuck");
         }
         let background_stuck = slots.iter().any(|s| {
-            !s.name.starts_with("worker")
+            !s.is_worker()
                 && s.limit.zip(s.running_for()).is_some_and(|(limit, ran)| ran > limit + BACKGROUND_GRACE)
         });
         if background_stuck {

@@ -29,6 +29,7 @@ pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
         let mut step_back = false;
         let mut refused = Vec::new();
         let mut seq = 0u64;
+        let mut noted = Instant::now();
         loop {
             let picked = if step_back { None } else { sched.next_job(&mut token, &mut refused) };
             for job in refused.drain(..) {
@@ -59,6 +60,16 @@ pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
             if slot.end() {
                 runner.after_interrupted(py, slot.ident.load(std::sync::atomic::Ordering::SeqCst));
                 crate::log::warning!("{} finished its interrupted job", slot.name);
+            }
+            if sched.limits() {
+                // The workers' CPU time says whose the busy CPU is (`handoff::limit`); looked
+                // at while this job still counts as in progress.
+                let now = Instant::now();
+                if now.saturating_duration_since(noted) >= crate::handoff::limit::WINDOW {
+                    slot.note_cpu(crate::sys::process::thread_cpu_time());
+                    noted = now;
+                }
+                sched.regulate(now);
             }
             sched.done(&traits);
             // Response bodies shared with the core threads come back here to be released.

@@ -91,6 +91,28 @@ pub fn thread_id() -> u64 {
     unsafe { libc::pthread_self() as u64 }
 }
 
+/// CPU time the whole process has used (user and system, every thread).
+pub fn cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage writes only into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer to a rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    let us = |t: libc::timeval| t.tv_sec.max(0) as u64 * 1_000_000 + t.tv_usec.max(0) as u64;
+    std::time::Duration::from_micros(us(ru.ru_utime) + us(ru.ru_stime))
+}
+
+/// CPU time the calling thread has used.
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes only into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
 /// The system's page size in bytes.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.

@@ -458,3 +458,56 @@ def test_incoming_cpu_warns_about_each_card_that_takes_packets_in_on_one_cpu(dri
                     if "--incoming-cpu: " in line and "one CPU" in line)
     # A socket bound to loopback only takes in packets on its clients' CPUs: nothing to warn of.
     assert warned == (cards_on_one_cpu() if bind.startswith("0.0.0.0") else []), log
+
+
+def in_progress_under_load(url, path, clients, seconds):
+    """`clients` threads each sending `path` one after another on a keep-alive connection for
+    `seconds`: the counts of requests in progress at each request's start (busy_app)."""
+    stop = time.monotonic() + seconds
+    failures = []
+
+    def client():
+        with requests.Session() as s:
+            while time.monotonic() < stop:
+                r = s.get(url + path, timeout=10)
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    counts = {int(k): v for k, v in requests.get(url + "/in_progress", timeout=10).json().items()}
+    assert sum(counts.values()) > 0, "no request was counted"
+    return counts
+
+
+def median(counts):
+    total, seen = sum(counts.values()), 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if 2 * seen >= total:
+            return value
+
+
+def test_a_process_on_one_cpu_runs_a_cpu_bound_app_a_request_at_a_time_and_a_waiting_one_many(request, driver_env):
+    # With 16 workers on one CPU, a CPU-bound app had up to 16 requests in progress at once,
+    # each waiting for the GIL to come round (p99 x3-8); one that waits with the GIL free needs
+    # them all (handoff::limit).
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(cpus) >= 2, f"this test needs two CPUs, it has {cpus}"
+    # The server on one CPU (it inherits the affinity), the clients on any.
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        server = start_server(request, driver_env, "busy_app", args=["--workers", "16"])
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+    # Warm up, then 16 clients computing: after the first windows, one request at a time.
+    in_progress_under_load(server.url, "/burn", 16, 1.5)
+    computing = in_progress_under_load(server.url, "/burn", 16, 2.0)
+    assert median(computing) == 1, f"requests in progress at a time: {sorted(computing.items())}"
+    # 16 clients waiting 20 ms each: the CPU idles, so they all run at once.
+    waiting = in_progress_under_load(server.url, "/wait", 16, 2.0)
+    assert max(waiting) >= 12, f"requests in progress at a time: {sorted(waiting.items())}"
