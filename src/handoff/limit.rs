@@ -13,9 +13,10 @@
 //! process kept its CPU busy and its workers did most of that ([`load`]), never below one; when
 //! the limit held a request back and the CPU was not busy, as many as would have filled it (the
 //! limit over the CPU's busy share: 13 at 93% makes 14, 1 at 10% makes 10), and for
-//! [`FLOOR_FOR`] windows no cut back to where the CPU went idle. A request that has run for [`LONG`] lets one more start, so that one slow
-//! request does not stop the rest; only one, since requests waiting for the GIL run long too,
-//! and letting each of them out of the count brought back all 16 in progress.
+//! [`FLOOR_FOR`] windows no cut back to where the CPU went idle. Requests that have run for
+//! [`LONG`] let as many more start, up to [`LONG_AT_MOST`], so that a few slow requests do not
+//! stop the rest; not all of them, since requests waiting for the GIL run long too, and letting
+//! every one of them out of the count brought back all 16 in progress.
 //!
 //! Only for a process on one CPU; with two or more, `Scheduler` acts on GIL waits instead.
 
@@ -30,8 +31,10 @@ pub const BUSY: f64 = 0.97;
 /// The workers' share of that CPU time from which the busy CPU is the app's (the GIL's): not
 /// the core threads', busy with static files or cached responses.
 pub const APP_SHARE: f64 = 0.5;
-/// A request running this long lets one more start beside the limit (one, however many ran long).
+/// A request running this long lets one more start beside the limit ...
 pub const LONG: Duration = Duration::from_millis(50);
+/// ... up to this many.
+pub const LONG_AT_MOST: usize = 4;
 /// Windows after a rise during which the limit is not cut to the level that left the CPU idle.
 /// An app that waits outside the GIL keeps its CPU busy with a few requests fewer than it had,
 /// and one fewer than that leaves it idle: each such cut costs a window of throughput, and so
@@ -89,7 +92,8 @@ struct Window {
 pub struct Limit {
     on: bool,
     limit: AtomicUsize,
-    /// One if a request in progress has run for [`LONG`] (as of the last window), else none.
+    /// Requests in progress that have run for [`LONG`] (as of the last window), at most
+    /// [`LONG_AT_MOST`].
     long: AtomicUsize,
     held: AtomicBool,
     window: Mutex<Option<Window>>,
@@ -157,7 +161,7 @@ impl Limit {
         let spent = cpu();
         let load = load(spent.0.saturating_sub(w.cpu.0), spent.1.saturating_sub(w.cpu.1), elapsed);
         let (workers, running, long, queued) = inputs();
-        let long = long.min(1);
+        let long = long.min(LONG_AT_MOST);
         // Held back: a pick refused during the window, or requests waiting now at the limit.
         let held = self.held.swap(false, Relaxed) || (queued && self.binds(running));
         self.long.store(long, SeqCst);
@@ -266,11 +270,16 @@ mod tests {
         cpu = (cpu.0 + WINDOW, cpu.1 + WINDOW);
         assert!(!l.regulate(t, || cpu, || (16, 14, 0, false)));
         assert_eq!(l.get(), 7);
-        // Requests that have run long let one more start, however many they are.
+        // Requests that have run long let as many more start, up to LONG_AT_MOST.
         t += WINDOW;
-        assert!(!l.regulate(t, || (cpu.0 + WINDOW, cpu.1 + WINDOW), || (16, 15, 2, false)));
+        cpu = (cpu.0 + WINDOW, cpu.1 + WINDOW);
+        assert!(!l.regulate(t, || cpu, || (16, 15, 2, false)));
         assert_eq!(l.get(), 6);
-        assert!(!l.binds(6) && l.binds(7));
+        assert!(!l.binds(7) && l.binds(8));
+        t += WINDOW;
+        assert!(!l.regulate(t, || (cpu.0 + WINDOW, cpu.1 + WINDOW), || (16, 15, 9, false)));
+        assert_eq!(l.get(), 5);
+        assert!(!l.binds(8) && l.binds(9));
         // One worker at the limit runs the queue alone (no pick is refused), the CPU idle: the
         // requests waiting say it holds them back.
         let l = Limit::new(true);

@@ -511,3 +511,32 @@ def test_a_process_on_one_cpu_runs_a_cpu_bound_app_a_request_at_a_time_and_a_wai
     # 16 clients waiting 20 ms each: the CPU idles, so they all run at once.
     waiting = in_progress_under_load(server.url, "/wait", 16, 2.0)
     assert max(waiting) >= 12, f"requests in progress at a time: {sorted(waiting.items())}"
+
+
+def test_slow_requests_on_one_cpu_do_not_hold_back_a_quick_one(request, driver_env):
+    # Requests that have run 50 ms let as many more start beside the limit (up to four): two slow
+    # computing requests and a flood of quick ones must not leave a quick one waiting for them.
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(cpus) >= 2, f"this test needs two CPUs, it has {cpus}"
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        server = start_server(request, driver_env, "busy_app", args=["--workers", "16"])
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+    # Bring the limit down to one with a computing load first.
+    in_progress_under_load(server.url, "/burn", 16, 1.5)
+    slow = []
+    threads = [threading.Thread(target=lambda: slow.append(requests.get(server.url + "/slow", timeout=60)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    quick = requests.get(server.url + "/quick", timeout=30)
+    took = time.monotonic() - started
+    for t in threads:
+        t.join()
+    assert quick.status_code == 200
+    assert len(slow) == 2 and all(r.status_code == 200 for r in slow)
+    # The slow ones compute ~1 s each; waiting for one of them would take 0.5 s or more.
+    assert took < 0.3, f"the quick request took {took:.3f} s beside two slow ones"
