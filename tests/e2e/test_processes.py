@@ -492,37 +492,37 @@ def median(counts):
             return value
 
 
-def test_a_process_on_one_cpu_runs_a_cpu_bound_app_a_request_at_a_time_and_a_waiting_one_many(request, driver_env):
+def busy_app_on_one_cpu(request, driver_env):
+    """busy_app with 16 workers in a process on one CPU (it inherits the affinity); the test's
+    clients stay free to run on any."""
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(cpus) >= 2, f"this test needs two CPUs, it has {cpus}"
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        return start_server(request, driver_env, "busy_app", args=["--workers", "16"])
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+
+
+def test_a_process_on_one_cpu_runs_a_cpu_bound_app_a_few_requests_at_a_time_and_a_waiting_one_many(request, driver_env):
     # With 16 workers on one CPU, a CPU-bound app had up to 16 requests in progress at once,
     # each waiting for the GIL to come round (p99 x3-8); one that waits with the GIL free needs
     # them all (handoff::limit).
-    cpus = sorted(os.sched_getaffinity(0))
-    assert len(cpus) >= 2, f"this test needs two CPUs, it has {cpus}"
-    # The server on one CPU (it inherits the affinity), the clients on any.
-    os.sched_setaffinity(0, {cpus[0]})
-    try:
-        server = start_server(request, driver_env, "busy_app", args=["--workers", "16"])
-    finally:
-        os.sched_setaffinity(0, set(cpus))
-    # Warm up, then 16 clients computing: after the first windows, one request at a time.
+    server = busy_app_on_one_cpu(request, driver_env)
+    # Warm up, then 16 clients computing: after the first windows, one request at a time, or two
+    # for 2 s after a window where the CPU was idle a third of the time (8-12 before the limit).
     in_progress_under_load(server.url, "/burn", 16, 1.5)
     computing = in_progress_under_load(server.url, "/burn", 16, 2.0)
-    assert median(computing) == 1, f"requests in progress at a time: {sorted(computing.items())}"
+    assert median(computing) <= 2, f"requests in progress at a time: {sorted(computing.items())}"
     # 16 clients waiting 20 ms each: the CPU idles, so they all run at once.
     waiting = in_progress_under_load(server.url, "/wait", 16, 2.0)
     assert max(waiting) >= 12, f"requests in progress at a time: {sorted(waiting.items())}"
 
 
 def test_slow_requests_on_one_cpu_do_not_hold_back_a_quick_one(request, driver_env):
-    # Requests that have run 50 ms let as many more start beside the limit (up to four): two slow
-    # computing requests and a flood of quick ones must not leave a quick one waiting for them.
-    cpus = sorted(os.sched_getaffinity(0))
-    assert len(cpus) >= 2, f"this test needs two CPUs, it has {cpus}"
-    os.sched_setaffinity(0, {cpus[0]})
-    try:
-        server = start_server(request, driver_env, "busy_app", args=["--workers", "16"])
-    finally:
-        os.sched_setaffinity(0, set(cpus))
+    # Requests that have run 50 ms let as many more start beside the limit (up to four): with the
+    # limit down to one, two slow computing requests must not leave a quick one waiting for them.
+    server = busy_app_on_one_cpu(request, driver_env)
     # Bring the limit down to one with a computing load first.
     in_progress_under_load(server.url, "/burn", 16, 1.5)
     slow = []
