@@ -16,7 +16,10 @@
 //! [`FLOOR_FOR`] windows no cut back to where the CPU went idle. Requests that have run for
 //! [`LONG`] let as many more start, up to [`LONG_AT_MOST`], so that a few slow requests do not
 //! stop the rest; not all of them, since requests waiting for the GIL run long too, and letting
-//! every one of them out of the count brought back all 16 in progress.
+//! every one of them out of the count brought back all 16 in progress. Requests that have
+//! computed for [`LONG`] (their thread's CPU time, not the clock's) are out of the count however
+//! many: a request waiting for the GIL does not compute, and six slow reports computing at once
+//! must not hold a quick request back until one of them ends.
 //!
 //! Only for a process on one CPU; with two or more, `Scheduler` acts on GIL waits instead.
 
@@ -33,7 +36,7 @@ pub const BUSY: f64 = 0.97;
 pub const APP_SHARE: f64 = 0.5;
 /// A request running this long lets one more start beside the limit ...
 pub const LONG: Duration = Duration::from_millis(50);
-/// ... up to this many.
+/// ... up to this many, unless it computed that long.
 pub const LONG_AT_MOST: usize = 4;
 /// Windows after a rise during which the limit is not cut to the level that left the CPU idle.
 /// An app that waits outside the GIL keeps its CPU busy with a few requests fewer than it had,
@@ -80,6 +83,30 @@ pub fn load(process: Duration, workers: Duration, length: Duration) -> Load {
     Load { busy: share >= BUSY && workers >= APP_SHARE * process, share }
 }
 
+/// What a window's end counts in the process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Inputs {
+    /// Worker threads: the most requests there can be in progress.
+    pub workers: usize,
+    /// Requests in progress now.
+    pub running: usize,
+    /// Of those, the ones that have run for [`LONG`] ...
+    pub long: usize,
+    /// ... and, of these, the ones that computed that long.
+    pub computing: usize,
+    /// Whether requests wait in the queue.
+    pub queued: bool,
+}
+
+impl Inputs {
+    /// The requests in progress that do not count against the limit: every one that computed
+    /// for [`LONG`], and up to [`LONG_AT_MOST`] more that ran that long.
+    pub fn out(&self) -> usize {
+        let computing = self.computing.min(self.long);
+        (computing + (self.long - computing).min(LONG_AT_MOST)).min(self.running)
+    }
+}
+
 struct Window {
     start: Instant,
     /// The process's and the workers' CPU time at `start`.
@@ -92,8 +119,7 @@ struct Window {
 pub struct Limit {
     on: bool,
     limit: AtomicUsize,
-    /// Requests in progress that have run for [`LONG`] (as of the last window), at most
-    /// [`LONG_AT_MOST`].
+    /// Requests in progress let out of the count as of the last window ([`Inputs::out`]).
     long: AtomicUsize,
     held: AtomicBool,
     window: Mutex<Option<Window>>,
@@ -137,14 +163,12 @@ impl Limit {
 
     /// At the end of a window, sets the next limit; returns whether it rose (the caller wakes a
     /// worker for the work it held back). `cpu` gives the process's and the workers' CPU time so
-    /// far, `inputs`
-    /// the workers, the requests in progress, how many of them have run for [`LONG`], and
-    /// whether requests wait in the queue.
+    /// far, `inputs` what the process has in progress now.
     pub fn regulate(
         &self,
         now: Instant,
         cpu: impl FnOnce() -> (Duration, Duration),
-        inputs: impl FnOnce() -> (usize, usize, usize, bool),
+        inputs: impl FnOnce() -> Inputs,
     ) -> bool {
         if !self.on {
             return false;
@@ -160,14 +184,14 @@ impl Limit {
         }
         let spent = cpu();
         let load = load(spent.0.saturating_sub(w.cpu.0), spent.1.saturating_sub(w.cpu.1), elapsed);
-        let (workers, running, long, queued) = inputs();
-        let long = long.min(LONG_AT_MOST);
+        let now_in = inputs();
+        let (workers, running, out) = (now_in.workers, now_in.running, now_in.out());
         // Held back: a pick refused during the window, or requests waiting now at the limit.
-        let held = self.held.swap(false, Relaxed) || (queued && self.binds(running));
-        self.long.store(long, SeqCst);
+        let held = self.held.swap(false, Relaxed) || (now_in.queued && self.binds(running));
+        self.long.store(out, SeqCst);
         let before = self.limit.load(SeqCst);
         let floor = if w.floor.1 > 0 { w.floor.0 } else { 0 };
-        let after = next(before, workers, running.saturating_sub(long), load, held, floor);
+        let after = next(before, workers, running - out, load, held, floor);
         let rose = after > before.min(workers);
         let floor =
             if rose { (before.min(workers), FLOOR_FOR) } else { (w.floor.0, w.floor.1.saturating_sub(1)) };
@@ -242,6 +266,32 @@ mod tests {
         }
     }
 
+    fn inputs(workers: usize, running: usize, long: usize, computing: usize, queued: bool) -> Inputs {
+        Inputs { workers, running, long, computing, queued }
+    }
+
+    #[test]
+    fn requests_that_computed_long_are_out_of_the_count_however_many() {
+        // (running, ran long, computed long) -> out of the count
+        let table = [
+            ((8, 0, 0), 0),
+            ((8, 2, 0), 2),
+            ((8, 6, 0), LONG_AT_MOST),
+            ((8, 6, 6), 6),
+            ((8, 6, 1), 1 + LONG_AT_MOST),
+            ((16, 16, 10), 10 + LONG_AT_MOST),
+            ((16, 16, 16), 16),
+            // A request computes no longer than it runs; counts read at different moments may
+            // disagree, and never let out more than there are.
+            ((3, 2, 5), 2),
+            ((2, 5, 0), 2),
+        ];
+        for ((running, long, computing), out) in table {
+            let i = inputs(16, running, long, computing, false);
+            assert_eq!(i.out(), out, "{i:?}");
+        }
+    }
+
     #[test]
     fn a_window_measures_the_cpu_over_its_length() {
         let ms = Duration::from_millis;
@@ -250,47 +300,52 @@ mod tests {
         assert!(!l.regulate(t0, || (ms(0), ms(0)), || unreachable!()), "the first look starts a window");
         assert!(!l.regulate(t0 + WINDOW / 2, || unreachable!(), || unreachable!()), "too soon");
         // 20 ms of CPU in 20 ms, 17 of them the workers': busy, with 8 running.
-        assert!(!l.regulate(t0 + WINDOW, || (ms(20), ms(17)), || (16, 8, 0, false)));
+        assert!(!l.regulate(t0 + WINDOW, || (ms(20), ms(17)), || inputs(16, 8, 0, 0, false)));
         assert_eq!(l.get(), 7);
         assert!(l.binds(7) && !l.binds(6));
         // Held back, then a window where the CPU was busy half the time: twice as many.
         assert!(!l.allows(7));
-        assert!(l.regulate(t0 + 2 * WINDOW, || (ms(30), ms(25)), || (16, 7, 0, false)));
+        assert!(l.regulate(t0 + 2 * WINDOW, || (ms(30), ms(25)), || inputs(16, 7, 0, 0, false)));
         assert_eq!(l.get(), 14);
         // Busy again: cut, but not back to 7 (which left the CPU idle) for FLOOR_FOR windows.
         let (mut t, mut cpu) = (t0 + 2 * WINDOW, (ms(30), ms(25)));
         for _ in 0..FLOOR_FOR {
             t += WINDOW;
             cpu = (cpu.0 + WINDOW, cpu.1 + WINDOW);
-            assert!(!l.regulate(t, || cpu, || (16, 14, 0, false)));
+            assert!(!l.regulate(t, || cpu, || inputs(16, 14, 0, 0, false)));
             assert!(l.get() >= 8);
         }
         assert_eq!(l.get(), 8);
         t += WINDOW;
         cpu = (cpu.0 + WINDOW, cpu.1 + WINDOW);
-        assert!(!l.regulate(t, || cpu, || (16, 14, 0, false)));
+        assert!(!l.regulate(t, || cpu, || inputs(16, 14, 0, 0, false)));
         assert_eq!(l.get(), 7);
         // Requests that have run long let as many more start, up to LONG_AT_MOST.
         t += WINDOW;
         cpu = (cpu.0 + WINDOW, cpu.1 + WINDOW);
-        assert!(!l.regulate(t, || cpu, || (16, 15, 2, false)));
+        assert!(!l.regulate(t, || cpu, || inputs(16, 15, 2, 0, false)));
         assert_eq!(l.get(), 6);
         assert!(!l.binds(7) && l.binds(8));
         t += WINDOW;
-        assert!(!l.regulate(t, || (cpu.0 + WINDOW, cpu.1 + WINDOW), || (16, 15, 9, false)));
+        assert!(!l.regulate(t, || (cpu.0 + WINDOW, cpu.1 + WINDOW), || inputs(16, 15, 9, 0, false)));
         assert_eq!(l.get(), 5);
         assert!(!l.binds(8) && l.binds(9));
+        // Six slow requests computing at once: all out of the count, so one more may start.
+        t += WINDOW;
+        assert!(!l.regulate(t, || (cpu.0 + 2 * WINDOW, cpu.1 + 2 * WINDOW), || inputs(16, 6, 6, 6, true)));
+        assert_eq!(l.get(), 1);
+        assert!(!l.binds(6) && l.binds(7));
         // One worker at the limit runs the queue alone (no pick is refused), the CPU idle: the
         // requests waiting say it holds them back.
         let l = Limit::new(true);
         assert!(!l.regulate(t0, || (ms(0), ms(0)), || unreachable!()));
-        assert!(!l.regulate(t0 + WINDOW, || (ms(20), ms(19)), || (16, 1, 0, true)));
+        assert!(!l.regulate(t0 + WINDOW, || (ms(20), ms(19)), || inputs(16, 1, 0, 0, true)));
         assert_eq!(l.get(), 1);
-        assert!(l.regulate(t0 + 2 * WINDOW, || (ms(22), ms(20)), || (16, 1, 0, true)));
+        assert!(l.regulate(t0 + 2 * WINDOW, || (ms(22), ms(20)), || inputs(16, 1, 0, 0, true)));
         assert_eq!(l.get(), 10);
         // Off: never a limit.
         let off = Limit::new(false);
-        assert!(!off.regulate(t0, || (ms(0), ms(0)), || (16, 16, 0, false)));
+        assert!(!off.regulate(t0, || (ms(0), ms(0)), || inputs(16, 16, 0, 0, false)));
         assert!(off.allows(1000));
     }
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
-use super::limit::{LONG, Limit};
+use super::limit::{Inputs, LONG, Limit};
 use super::priority::{History, LOW, PerClient, priority};
 use super::waiting::Waiting;
 use super::{Job, Traits};
@@ -224,8 +224,17 @@ impl Scheduler {
         let inputs = || {
             let slots = lock(&self.slots);
             let workers = slots.iter().filter(|s| s.is_worker());
-            let long = workers.clone().filter(|s| s.running_for().is_some_and(|t| t >= LONG)).count();
-            (workers.count(), self.running(), long, self.queued.load(SeqCst) > 0)
+            let long: Vec<_> =
+                workers.clone().filter(|s| s.running_for().is_some_and(|t| t >= LONG)).collect();
+            // Only the long ones' CPU is read: a system call each.
+            let computing = long.iter().filter(|s| s.computed().is_some_and(|t| t >= LONG)).count();
+            Inputs {
+                workers: workers.count(),
+                running: self.running(),
+                long: long.len(),
+                computing,
+                queued: self.queued.load(SeqCst) > 0,
+            }
         };
         if self.in_progress.regulate(now, cpu, inputs) {
             self.wake_for_queued();

@@ -2,7 +2,7 @@
 //! SIGUSR1 dump. Written by the thread itself, read by the monitor.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::http::request::Span;
@@ -28,8 +28,10 @@ pub struct Slot {
     /// The current job, for messages: its request head and the spans of method and target,
     /// formatted only when asked for (a copy per request cost more than the rest of this).
     what: Mutex<What>,
-    /// The thread's CPU time in ns, as it last said ([`Slot::note_cpu`]).
-    cpu_ns: AtomicU64,
+    /// The thread's CPU clock, readable by every thread ([`Slot::take_cpu_clock`]).
+    clock: OnceLock<libc::clockid_t>,
+    /// The job the thread's CPU time was first read for by [`Slot::computed`], and that time.
+    job_cpu: Mutex<(u64, Duration)>,
     epoch: Instant,
 }
 
@@ -60,7 +62,8 @@ impl Slot {
             limit,
             fired: AtomicBool::new(false),
             what: Mutex::new(What::Nothing),
-            cpu_ns: AtomicU64::new(0),
+            clock: OnceLock::new(),
+            job_cpu: Mutex::new((0, Duration::ZERO)),
             epoch,
         }
     }
@@ -70,14 +73,32 @@ impl Slot {
         self.name.starts_with("worker")
     }
 
-    /// Called by the thread itself: the CPU time it has used.
-    pub fn note_cpu(&self, cpu: Duration) {
-        self.cpu_ns.store(cpu.as_nanos() as u64, SeqCst);
+    /// Called by the thread itself when it starts: its CPU time can be read from now on.
+    pub fn take_cpu_clock(&self) {
+        if let Some(clock) = crate::sys::process::thread_cpu_clock() {
+            let _ = self.clock.set(clock);
+        }
     }
 
-    /// The CPU time the thread last noted.
+    /// The CPU time the thread has used (zero before [`Slot::take_cpu_clock`]). A system call.
     pub fn cpu(&self) -> Duration {
-        Duration::from_nanos(self.cpu_ns.load(SeqCst))
+        self.clock.get().map_or(Duration::ZERO, |&c| crate::sys::process::clock_time(c))
+    }
+
+    /// The CPU time the current job has used since it was first looked at here (`None` when
+    /// idle): zero at the first look, so a job is measured from some time after its start. For
+    /// one caller at a time (`handoff::limit`'s window).
+    pub fn computed(&self) -> Option<Duration> {
+        let seq = self.job.load(SeqCst);
+        if seq == 0 {
+            return None;
+        }
+        let now = self.cpu();
+        let mut first = lock(&self.job_cpu);
+        if first.0 != seq {
+            *first = (seq, now);
+        }
+        Some(now.saturating_sub(first.1))
     }
 
     /// The thread starts job `seq`.
@@ -154,8 +175,32 @@ mod tests {
         assert!(s.end(), "the job was interrupted");
         assert!(!s.interrupted());
         assert_eq!(s.running_for(), None);
+        assert_eq!(s.computed(), None, "idle");
         let unlimited = Slot::new("cron".into(), None, Instant::now());
         unlimited.begin(1, What::Nothing);
         assert_eq!(unlimited.overdue(), None);
+    }
+
+    #[test]
+    fn a_job_computes_from_its_first_look() {
+        let s = Slot::new("worker 1".into(), None, Instant::now());
+        s.take_cpu_clock();
+        let spin = |ms| {
+            let start = Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < Duration::from_millis(ms) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        };
+        spin(20);
+        s.begin(1, What::Nothing);
+        assert_eq!(s.computed(), Some(Duration::ZERO), "measured from the first look");
+        spin(20);
+        let one = s.computed().unwrap_or_default();
+        assert!(one >= Duration::from_millis(10) && one < Duration::from_millis(40), "{one:?}");
+        s.end();
+        s.begin(2, What::Nothing);
+        assert_eq!(s.computed(), Some(Duration::ZERO), "a new job starts again");
+        assert!(s.cpu() >= Duration::from_millis(30), "the thread's own total: {:?}", s.cpu());
     }
 }

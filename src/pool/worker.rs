@@ -21,6 +21,8 @@ fn describe(job: &Job) -> What {
 pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
     // CPython identifies threads by this value.
     slot.ident.store(crate::sys::process::thread_id(), std::sync::atomic::Ordering::SeqCst);
+    // Whose the busy CPU is, and which requests compute long (`handoff::limit`).
+    slot.take_cpu_clock();
     let me = Scheduler::sleeper();
     // It sleeps under SCHED_BATCH, and runs the app so while no other job runs (`sys::policy`).
     crate::sys::policy::start_worker();
@@ -29,7 +31,6 @@ pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
         let mut step_back = false;
         let mut refused = Vec::new();
         let mut seq = 0u64;
-        let mut noted = Instant::now();
         loop {
             let picked = if step_back { None } else { sched.next_job(&mut token, &mut refused) };
             for job in refused.drain(..) {
@@ -62,14 +63,8 @@ pub(super) fn run<R: Runner>(sched: &Arc<Scheduler>, runner: &R, slot: &Slot) {
                 crate::log::warning!("{} finished its interrupted job", slot.name);
             }
             if sched.limits() {
-                // The workers' CPU time says whose the busy CPU is (`handoff::limit`); looked
-                // at while this job still counts as in progress.
-                let now = Instant::now();
-                if now.saturating_duration_since(noted) >= crate::handoff::limit::WINDOW {
-                    slot.note_cpu(crate::sys::process::thread_cpu_time());
-                    noted = now;
-                }
-                sched.regulate(now);
+                // Looked at while this job still counts as in progress (`handoff::limit`).
+                sched.regulate(Instant::now());
             }
             sched.done(&traits);
             // Response bodies shared with the core threads come back here to be released.

@@ -103,11 +103,20 @@ pub fn cpu_time() -> std::time::Duration {
     std::time::Duration::from_micros(us(ru.ru_utime) + us(ru.ru_stime))
 }
 
-/// CPU time the calling thread has used.
-pub fn thread_cpu_time() -> std::time::Duration {
+/// The calling thread's CPU-time clock, which every thread of the process can read
+/// ([`clock_time`]); `None` where the system has none.
+pub fn thread_cpu_clock() -> Option<libc::clockid_t> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: pthread_self is the calling thread, alive; the id goes into our local.
+    (unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0).then_some(clock)
+}
+
+/// The time on `clock` (for a thread's CPU clock, the CPU time it has used); zero if it cannot be
+/// read (the thread has ended: the kernel finds no thread of this process behind the id).
+pub fn clock_time(clock: libc::clockid_t) -> std::time::Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes only into the timespec we own.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+    // SAFETY: clock_gettime writes only into the timespec we own; an unknown clock is EINVAL.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
         return std::time::Duration::ZERO;
     }
     std::time::Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
@@ -227,4 +236,33 @@ pub fn restrict_to_cpus(cpus: &[usize]) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_threads_cpu_clock_reads_from_another_thread_until_it_ends() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(thread_cpu_clock()).unwrap();
+            let start = Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < Duration::from_millis(30) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            done_rx.recv().unwrap();
+        });
+        let clock = rx.recv().unwrap().expect("a thread CPU clock");
+        std::thread::sleep(Duration::from_millis(60));
+        let used = clock_time(clock);
+        assert!(used >= Duration::from_millis(10), "the computing thread used {used:?}");
+        assert!(used < Duration::from_millis(60), "its clock is its own: {used:?}");
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert_eq!(clock_time(clock), Duration::ZERO, "an ended thread's clock reads nothing");
+    }
 }
