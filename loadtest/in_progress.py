@@ -12,6 +12,9 @@ requests/s, p50/p99 and the counts' median, 90th percentile and maximum.
 Usage:
     loadtest/.venv/bin/python loadtest/in_progress.py [--apps cpu,cpu_io,django,flask_io]
         [--servers wsgo,wsgo-base] [--workers 16,4] [--rounds 2] [--duration 5]
+        [--all-cores] [--flags '--processes 2']
+`--all-cores` leaves the server and wrk (one thread per CPU) unpinned; `--flags` adds server
+flags (with `--processes 2` the counts are those of whichever process answers `/__in_progress`).
 `wsgo` is $WSGO_BIN (default target/bench/release/wsgo), `wsgo-base` $WSGO_BASE_BIN. Only
 127.0.0.1; servers are stopped by process id; every load is bounded by wrk's duration.
 """
@@ -47,7 +50,7 @@ def percentile(counts, q):
     return 0
 
 
-def measure(server, app, workers, duration, libdir):
+def measure(server, app, workers, duration, libdir, all_cores=False, extra=()):
     module, path = APPS[app]
     root = Path(__file__).resolve().parents[1]
     ours = os.environ.get("WSGO_BIN", str(root / "target" / "bench" / "release" / "wsgo"))
@@ -55,14 +58,15 @@ def measure(server, app, workers, duration, libdir):
     port = run.free_port()
     os.environ["IN_PROGRESS_APP"] = module
     cmd = [binary, "--module", "in_progress:application", "--http-socket", f"127.0.0.1:{port}",
-           "--workers", str(workers)]
-    proc = run.launch(cmd, libdir, one_core=True)
+           "--workers", str(workers), *extra]
+    proc = run.launch(cmd, libdir, one_core=not all_cores)
+    cpu = None if all_cores else "1"
     try:
         run.wait_ready(port, path, proc)
-        run.run_wrk(port, path, None, 64, 2, "1")  # warm-up
+        run.run_wrk(port, path, None, 64, 2, cpu)  # warm-up
         stats = f"http://127.0.0.1:{port}/__in_progress"
         urllib.request.urlopen(stats, timeout=10).read()
-        out = run.run_wrk(port, path, None, 64, duration, "1")
+        out = run.run_wrk(port, path, None, 64, duration, cpu)
         counts = {int(k): v for k, v in json.loads(urllib.request.urlopen(stats, timeout=10).read()).items()}
     finally:
         run.stop(proc)
@@ -85,9 +89,14 @@ def main():
     ap.add_argument("--workers", default="16,4")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--flags", default="", help="more flags for the server, e.g. '--processes 2'")
+    ap.add_argument("--all-cores", action="store_true",
+                    help="the process and wrk (one thread per CPU) on every CPU, not pinned apart")
     args = ap.parse_args()
     libdir = run.python_libdir()
-    print(f"One process on CPU 0, wrk -t1 -c64 on CPU 1, {args.duration} s per cell, "
+    where = ("unpinned, wrk -c64 with a thread per CPU" if args.all_cores
+             else "on CPU 0, wrk -t1 -c64 on CPU 1")
+    print(f"wsgo {args.flags or '(one process)'} {where}, {args.duration} s per cell, "
           f"{time.strftime('%Y-%m-%d %H:%M')}\n")
     print("| app | server | workers | requests/s | p50 / p99 ms | in progress: median · p90 · max |")
     print("|---|---|---|---|---|---|")
@@ -95,7 +104,8 @@ def main():
         for _ in range(args.rounds):
             for server in args.servers.split(","):
                 for workers in map(int, args.workers.split(",")):
-                    r = measure(server, app, workers, args.duration, libdir)
+                    r = measure(server, app, workers, args.duration, libdir, args.all_cores,
+                                args.flags.split())
                     errors = f" ({r['errors']} errors)" if r["errors"] else ""
                     print(f"| {app} | {server} | {workers} | {r['rps']:,.0f}{errors} | {r['p50']:.1f} / "
                           f"{r['p99']:.1f} | {r['median']} · {r['p90']} · {r['max']} |", flush=True)
