@@ -120,7 +120,7 @@ pub struct Limit {
     on: bool,
     limit: AtomicUsize,
     /// Requests in progress let out of the count as of the last window ([`Inputs::out`]).
-    long: AtomicUsize,
+    out: AtomicUsize,
     held: AtomicBool,
     window: Mutex<Option<Window>>,
 }
@@ -131,7 +131,7 @@ impl Limit {
         Limit {
             on,
             limit: AtomicUsize::new(usize::MAX),
-            long: AtomicUsize::new(0),
+            out: AtomicUsize::new(0),
             held: AtomicBool::new(false),
             window: Mutex::new(None),
         }
@@ -153,7 +153,7 @@ impl Limit {
 
     /// Whether the limit holds requests back now.
     pub fn binds(&self, running: usize) -> bool {
-        running.saturating_sub(self.long.load(Relaxed)) >= self.limit.load(Relaxed)
+        running.saturating_sub(self.out.load(Relaxed)) >= self.limit.load(Relaxed)
     }
 
     /// The limit now (`usize::MAX`: none yet).
@@ -188,7 +188,7 @@ impl Limit {
         let (workers, running, out) = (now_in.workers, now_in.running, now_in.out());
         // Held back: a pick refused during the window, or requests waiting now at the limit.
         let held = self.held.swap(false, Relaxed) || (now_in.queued && self.binds(running));
-        self.long.store(out, SeqCst);
+        self.out.store(out, SeqCst);
         let before = self.limit.load(SeqCst);
         let floor = if w.floor.1 > 0 { w.floor.0 } else { 0 };
         let after = next(before, workers, running - out, load, held, floor);
