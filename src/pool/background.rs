@@ -12,6 +12,7 @@ use crate::handoff::slot::{Slot, What};
 
 pub(super) fn run<R: Runner>(runner: &R, jobs: &Registry<R::Task>, slot: &Slot) {
     slot.ident.store(crate::sys::process::thread_id(), SeqCst);
+    slot.take_cpu_clock();
     let mut seq = 0u64;
     Python::attach(|py| {
         loop {

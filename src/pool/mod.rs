@@ -93,9 +93,11 @@ impl Pool {
         Python::attach(|py| {
             for slot in self.slots() {
                 let ident = slot.ident.load(SeqCst);
+                // The thread's CPU time in all: growing between two dumps, a request computes.
+                let cpu = slot.cpu().as_secs_f64();
                 match slot.running_for() {
                     Some(ran) => out.push_str(&format!(
-                        "--- {} (thread {ident:#x}): {} for {:.3} s{}\n",
+                        "--- {} (thread {ident:#x}): {} for {:.3} s, thread CPU {cpu:.3} s{}\n",
                         slot.name,
                         slot.what(),
                         ran.as_secs_f64(),
@@ -107,7 +109,10 @@ impl Pool {
                             ""
                         }
                     )),
-                    None => out.push_str(&format!("--- {} (thread {ident:#x}): idle\n", slot.name)),
+                    None => out.push_str(&format!(
+                        "--- {} (thread {ident:#x}): idle, thread CPU {cpu:.3} s\n",
+                        slot.name
+                    )),
                 }
                 let stack = runner.stack(py, ident);
                 out.push_str(if stack.is_empty() { "    <no Python frame>\n" } else { &stack });

@@ -3,6 +3,7 @@ workers, blocking, parking, background jobs, SIGUSR1/SIGUSR2 (README.md, "What t
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -260,6 +261,9 @@ def test_sigusr2_reports_and_sigusr1_dumps_stacks_under_load(server):
     os.kill(server.proc.pid, signal.SIGUSR1)
     wait_for(lambda: "GET /sleep?t=2 for" in server.stderr(), what="the SIGUSR1 dump")
     assert 'protect_app.py", line' in server.stderr()
+    # Each thread with its CPU time, which tells a computing request from a waiting one.
+    assert re.search(r"GET /sleep\?t=2 for \d+\.\d{3} s, thread CPU \d+\.\d{3} s\n", server.stderr())
+    assert re.search(r": idle, thread CPU \d+\.\d{3} s\n", server.stderr())
     slow.result()
     stop = time.monotonic() + 2
     errors = []
