@@ -84,7 +84,7 @@ pub fn load(process: Duration, workers: Duration, length: Duration) -> Load {
 }
 
 /// What a window's end counts in the process.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Inputs {
     /// Worker threads: the most requests there can be in progress.
     pub workers: usize,

@@ -93,14 +93,7 @@ pub fn thread_id() -> u64 {
 
 /// CPU time the whole process has used (user and system, every thread).
 pub fn cpu_time() -> std::time::Duration {
-    // SAFETY: getrusage writes only into the zeroed struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer to a rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return std::time::Duration::ZERO;
-    }
-    let us = |t: libc::timeval| t.tv_sec.max(0) as u64 * 1_000_000 + t.tv_usec.max(0) as u64;
-    std::time::Duration::from_micros(us(ru.ru_utime) + us(ru.ru_stime))
+    clock_time(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 /// The calling thread's CPU-time clock, which every thread of the process can read
@@ -264,5 +257,6 @@ mod tests {
         done_tx.send(()).unwrap();
         t.join().unwrap();
         assert_eq!(clock_time(clock), Duration::ZERO, "an ended thread's clock reads nothing");
+        assert!(cpu_time() >= used, "the process's time holds its threads'");
     }
 }
