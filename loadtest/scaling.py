@@ -13,8 +13,10 @@ starts it in this script's session, with wrk: a server that shares its group wit
 other CPUs, as in a container beside nginx, or started from a terminal that also runs the load.
 
 --burst 256,1024 measures instead how long a fresh server takes to answer that many connections
-that each send one request at once (time to the first, median and last response), and the same
-again on the same server: what the first rush of connections to a new process costs.
+that each send one request at once (time to the first, median and last response), the same again
+on the same server right after, and once more after a 2 s pause, with the server's minor page
+faults during each rush (memory it touched afresh): what the first rush of connections to a new
+process costs, and a rush after the allocators returned their free memory.
 
 Usage:
     loadtest/.venv/bin/python loadtest/scaling.py [--servers wsgo,bjoern,granian] [--idle 0,1000,10000]
@@ -130,8 +132,25 @@ def start(server, port, libdir, own_session=True):
                             stderr=subprocess.DEVNULL, start_new_session=own_session)
 
 
+def minor_faults(pids):
+    """Minor page faults of these processes so far (all their threads): memory touched afresh."""
+    total = 0
+    for pid in pids:
+        try:
+            total += int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[7])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+# The pause before the third rush: past the allocators' delay before they return free memory
+# (mimalloc's purge delay is 1 s).
+REST_BEFORE_THIRD = 2.0
+
+
 def measure_bursts(server, sizes, libdir):
-    """Each size on a fresh server, twice in a row: (size, first, second), each (first, p50, last)."""
+    """Each size on a fresh server three times: at once, again right after, and again after
+    REST_BEFORE_THIRD s. (size, [rush...]), each rush (first, p50, last ms, minor page faults)."""
     rows = []
     for n in sizes:
         port = run.free_port()
@@ -139,8 +158,15 @@ def measure_bursts(server, sizes, libdir):
         try:
             run.wait_ready(port, "/", proc)
             time.sleep(0.5)
-            rows.append((n, burst(port, n), burst(port, n)))
-            print(f"{server} burst {n}: {rows[-1]}", file=sys.stderr)
+            pids = run.children(proc.pid)
+            rushes = []
+            for pause in (0, 0, REST_BEFORE_THIRD):
+                time.sleep(pause)
+                before = minor_faults(pids)
+                times = burst(port, n)
+                rushes.append((*times, minor_faults(pids) - before))
+            rows.append((n, rushes))
+            print(f"{server} burst {n}: {rushes}", file=sys.stderr)
         finally:
             run.stop(proc)
     return rows
@@ -225,12 +251,13 @@ def main():
     idle = [int(n) for n in args.idle.split(",")]
     libdir = run.python_libdir()
     if args.burst:
-        print("| server | connections | first rush: first · median · last response, ms | again: first · median · last, ms |")
-        print("|---|---|---|---|")
+        print("| server | connections | first rush: first · median · last response, ms · page faults | again "
+              f"| again after {REST_BEFORE_THIRD:.0f} s |")
+        print("|---|---|---|---|---|")
         for server in args.servers.split(","):
-            for n, first, again in measure_bursts(server, [int(n) for n in args.burst.split(",")], libdir):
-                first, again = (" · ".join(f"{t:.1f}" for t in ts) for ts in (first, again))
-                print(f"| {server} | {n:,} | {first} | {again} |")
+            for n, rushes in measure_bursts(server, [int(n) for n in args.burst.split(",")], libdir):
+                cells = " | ".join(" · ".join(f"{t:.1f}" for t in r[:3]) + f" · {r[3]:,}" for r in rushes)
+                print(f"| {server} | {n:,} | {cells} |")
         return
     busy = [int(n) for n in args.busy.split(",")]
     print("| server | idle connections | busy connections | requests/s | CPU µs per request | switches per request "

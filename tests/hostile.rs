@@ -284,6 +284,47 @@ fn at_the_descriptor_limit_accept_backs_off_and_existing_connections_keep_workin
     let _ = std::fs::remove_file(&stderr);
 }
 
+/// A rush of new connections after a pause finds the memory the last rush used: the allocator
+/// keeps its free memory for 10 s (`server::KEEP_FREE_MEMORY_MS`). With mimalloc's own delay
+/// (1 s, the same server started with `MIMALLOC_PURGE_DELAY=1000`) the memory went back to the
+/// system between the rushes and each page of it was faulted in again during the next one.
+#[test]
+fn a_rush_after_a_pause_reuses_the_memory_of_the_last() {
+    const N: usize = 512;
+    raise_fd_limit(N as u64 + 256);
+    // Minor page faults of the server during a rush that comes 2 s after two others.
+    let faults_of_a_late_rush = |env: &[(&str, &str)]| {
+        let server = Server::start_with_env(&["--process", "1", "--io-threads", "1", "--workers", "2"], env);
+        // Keep-alive connections, each sending one request at once; the client closes them all
+        // once every response is in.
+        let rush = || {
+            let mut conns: Vec<_> = (0..N).map(|_| std::io::BufReader::new(server.connect())).collect();
+            for c in &mut conns {
+                c.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").expect("send");
+            }
+            for (i, c) in conns.iter_mut().enumerate() {
+                let resp = common::read_response(c, false)
+                    .unwrap_or_else(|| panic!("no response on connection {i}"));
+                assert_eq!((resp.status, resp.text()), (200, "Hello, World!".to_string()), "connection {i}");
+            }
+        };
+        rush();
+        rush();
+        std::thread::sleep(Duration::from_millis(2500));
+        let before = server.minor_faults();
+        rush();
+        let faults = server.minor_faults() - before;
+        assert!(server.stop().success());
+        faults
+    };
+    let kept = faults_of_a_late_rush(&[]);
+    let returned = faults_of_a_late_rush(&[("MIMALLOC_PURGE_DELAY", "1000")]);
+    assert!(
+        kept * 4 < returned,
+        "a rush 2 s after the last faulted {kept} pages in (with the memory returned after 1 s: {returned})"
+    );
+}
+
 /// Thousands of idle keep-alive connections: past 1,000 on a core thread, a connection idle for
 /// a second rests (gives back its buffers and request state), and wakes for its next request;
 /// a stop closes resting connections at once.

@@ -92,8 +92,8 @@ pub(super) fn run(
     }
 }
 
-/// How long after connections last rested their memory is returned to the system: past the
-/// allocator's purge delay (1 s), as free pages are returned only once it has passed.
+/// How long after connections last rested their memory is returned to the system (forced: the
+/// allocator otherwise keeps free memory for `KEEP_FREE_MEMORY_MS`, see `server::run`).
 const RELEASE_AFTER: Duration = Duration::from_millis(1100);
 /// How often it is returned while connections keep coming to rest.
 const RELEASE_EVERY: Duration = Duration::from_secs(5);
@@ -137,8 +137,8 @@ async fn serve(
             monoio::time::sleep(SWEEP_EVERY).await;
             let now = keeper.now();
             let (_, resting) = keeper.watch.sweep(now);
-            // What resting connections gave back leaves the process once the allocator's
-            // purge delay has passed: when rests stop, and every few seconds while they go on.
+            // What resting connections gave back leaves the process when rests stop, and every
+            // few seconds while they go on.
             if rested.is_some_and(|(first, last)| {
                 now.duration_since(last) > RELEASE_AFTER || now.duration_since(first) > RELEASE_EVERY
             }) {

@@ -58,24 +58,40 @@ pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf, P
 }
 
 impl Server {
-    /// Resident memory of the server's processes (the supervisor and its children), in KiB.
-    pub fn rss_kib(&self) -> u64 {
+    /// The /proc folders of the server's processes (the supervisor and its children).
+    fn processes(&self) -> Vec<PathBuf> {
         let root = self.pid();
-        let mut total = 0;
+        let mut found = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
             let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
             let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)?.parse::<u32>().ok());
-            if pid != root && ppid != Some(root) {
-                continue;
+            if pid == root || ppid == Some(root) {
+                found.push(entry.path());
             }
-            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-            let kib = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok());
-            total += kib.unwrap_or(0);
         }
-        total
+        found
+    }
+
+    /// Resident memory of the server's processes, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let kib = |dir: &PathBuf| {
+            let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        };
+        self.processes().iter().map(|d| kib(d).unwrap_or(0)).sum()
+    }
+
+    /// Minor page faults of the server's processes so far (every thread): memory they touched
+    /// afresh.
+    pub fn minor_faults(&self) -> u64 {
+        let faults = |dir: &PathBuf| {
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            stat.rsplit(')').next()?.split_whitespace().nth(7)?.parse::<u64>().ok()
+        };
+        self.processes().iter().map(|d| faults(d).unwrap_or(0)).sum()
     }
 
     /// Starts the test app with extra flags and waits until it serves.
