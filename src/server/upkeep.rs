@@ -93,14 +93,7 @@ pub fn start(state: Arc<State>, queue: Arc<Scheduler>, control: Option<Arc<Chann
         let mut looked: Option<Instant> = None;
         loop {
             std::thread::sleep(CHECK_EVERY);
-            let mut rss = crate::sys::process::rss_bytes();
-            if limits.rss.is_some_and(|limit| rss > limit) {
-                // Memory the allocator keeps free for the next rush (`server::run`) is not the
-                // app's: it goes back to the system before the process is judged.
-                crate::sys::process::release_free_memory();
-                rss = crate::sys::process::rss_bytes();
-            }
-            if let Some(why) = limits.passed(get(&state.stats.requests), rss)
+            if let Some(why) = limits.passed(get(&state.stats.requests), crate::sys::process::rss_bytes())
                 && asked.is_none_or(|t| t.elapsed() >= ASK_AGAIN)
             {
                 asked = Some(Instant::now());
