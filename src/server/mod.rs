@@ -208,10 +208,10 @@ impl FromSupervisor {
 ///
 /// Why: a rush of 1,024 new connections touches ~12 MB of fresh memory on a core thread (the
 /// request futures, buffers and tasks). With the default, a rush that came more than a second
-/// after the last one faulted all of it in again, 2,700 minor page faults, and took 16.7-18.4 ms
-/// to its last response against 12.2-13.6 ms when the memory was kept (`loadtest/scaling.py
-/// --burst 1024`, the third rush, four alternated pairs). What resting connections give back
-/// still leaves within ~1 s of their rest: that release forces the purge.
+/// after the last one faulted all of it in again, 2,700 minor page faults, and took 21.7-30.1 ms
+/// to its last response against 15.2-23.2 ms with this (90-210 faults; `loadtest/scaling.py
+/// --burst 1024`, the rush after a 2 s pause, four alternated pairs). What resting connections
+/// give back still leaves within ~1 s of their rest: that release forces the purge.
 const KEEP_FREE_MEMORY_MS: std::os::raw::c_long = 10_000;
 
 fn keep_free_memory() {
