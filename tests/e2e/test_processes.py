@@ -494,14 +494,17 @@ def median(counts):
 
 def busy_app_on_one_cpu(request, driver_env):
     """busy_app with 16 workers in a process on one CPU (it inherits the affinity); the test's
-    clients stay free to run on any."""
+    clients run on the other CPUs until the test ends. Clients free to run on the server's CPU
+    took some of it: the limit then read a CPU its process did not keep busy and let more
+    requests in (medians of 3 and 9 in progress, in 3 of 10 runs on 4eeb7f1)."""
     cpus = sorted(os.sched_getaffinity(0))
     assert len(cpus) >= 2, f"this test needs two CPUs, it has {cpus}"
+    request.addfinalizer(lambda: os.sched_setaffinity(0, set(cpus)))
     os.sched_setaffinity(0, {cpus[0]})
     try:
         return start_server(request, driver_env, "busy_app", args=["--workers", "16"])
     finally:
-        os.sched_setaffinity(0, set(cpus))
+        os.sched_setaffinity(0, set(cpus[1:]))
 
 
 def test_a_process_on_one_cpu_runs_a_cpu_bound_app_a_few_requests_at_a_time_and_a_waiting_one_many(request, driver_env):
