@@ -71,12 +71,6 @@ pub fn set_malloc_thresholds(mmap: i32, trim: i32) {
 /// not name): how long, in ms, its free memory stays before it goes back to the system.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// The allocator's purge delay in ms (its default is 1,000; -1 never).
-pub fn free_memory_kept_ms() -> std::os::raw::c_long {
-    // SAFETY: mi_option_get takes an option number and touches no memory of ours.
-    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
-}
-
 /// Has the allocator (mimalloc, the binary's global allocator) keep memory it has free for `ms`
 /// before it goes back to the system: what a burst of connections used is there for the next
 /// burst instead of faulted in again page by page.
@@ -253,6 +247,12 @@ pub fn restrict_to_cpus(cpus: &[usize]) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    /// The allocator's purge delay in ms (its default is 1,000; -1 never).
+    fn free_memory_kept_ms() -> std::os::raw::c_long {
+        // SAFETY: mi_option_get takes an option number and touches no memory of ours.
+        unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
+    }
 
     /// The option number is mimalloc's purge delay: the one whose default is 1,000 ms (or what
     /// MIMALLOC_PURGE_DELAY says), and it takes what is set.
